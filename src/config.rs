@@ -1,0 +1,597 @@
+//! The TOML config file, read once and validated into [`Settings`].
+//!
+//! Owns the file's shape (serde structs with `deny_unknown_fields`, so a typo
+//! is an error naming the key), the defaults, and secret resolution
+//! (`password_env` / `password_file` / `password_command`). Nothing here
+//! touches the network. Only [`Settings`] and its parts leave this module.
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+/// Errors reading or validating the config file.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("cannot parse config file {path}: {message}")]
+    Parse { path: PathBuf, message: String },
+    #[error("invalid config {path}: {message}")]
+    Invalid { path: PathBuf, message: String },
+}
+
+/// How a connection is encrypted. There is deliberately no plaintext mode
+/// and no opportunistic mode: STARTTLS is required when chosen.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TlsMode {
+    /// TLS from the first byte (IMAPS 993, SMTPS 465).
+    Implicit,
+    /// Plain greeting, then STARTTLS, which must succeed before anything else.
+    Starttls,
+}
+
+impl fmt::Display for TlsMode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            TlsMode::Implicit => "implicit TLS",
+            TlsMode::Starttls => "STARTTLS",
+        })
+    }
+}
+
+/// What happens on the IMAP server to a message once it is forwarded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum AfterForward {
+    /// Set the keyword `$Forwarded`; leave `\Seen` alone.
+    Keyword,
+    /// Set `$Forwarded` and `\Seen`.
+    KeywordAndSeen,
+    /// Set `$Forwarded`, then move the message to `forwarded_folder`.
+    Move,
+}
+
+/// What happens on the IMAP server to a held message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum AfterHold {
+    /// Set the keyword `$DeskbridgeHeld` and leave it in place.
+    Keyword,
+    /// Set `$DeskbridgeHeld`, then move it to `held_folder`.
+    Move,
+}
+
+/// A password that never prints itself.
+#[derive(Clone)]
+pub struct Secret(String);
+
+impl Secret {
+    /// The secret itself, for the one place that hands it to a server.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Secret([redacted])")
+    }
+}
+
+/// A user name with its resolved password.
+#[derive(Debug, Clone)]
+pub struct Credentials {
+    pub username: String,
+    pub password: Secret,
+}
+
+/// The validated configuration of one run.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// Path of the SQLite database, resolved against the config file's folder.
+    pub store_path: PathBuf,
+    pub smtp: SmtpSettings,
+    pub mailboxes: Vec<MailboxSettings>,
+}
+
+/// Where and how redirected mail is submitted.
+#[derive(Debug, Clone)]
+pub struct SmtpSettings {
+    pub host: String,
+    pub port: u16,
+    pub tls: TlsMode,
+    /// Extra trusted CA certificates (PEM), added to the system roots.
+    pub ca_file: Option<PathBuf>,
+    pub credentials: Option<Credentials>,
+    /// MAIL FROM of every redirect; its domain names deskbridge's own
+    /// Resent-Message-IDs, which the loop guard recognises.
+    pub envelope_from: String,
+    /// The name deskbridge gives in EHLO and in its Received line.
+    pub helo_name: String,
+    /// Limit for each network operation (connect, TLS, one command).
+    pub timeout: Duration,
+    /// A message deferred (4xx) for longer than this is marked failed.
+    pub give_up_after: Duration,
+}
+
+/// One support mailbox and the helpdesk address its mail goes to.
+#[derive(Debug, Clone)]
+pub struct MailboxSettings {
+    /// The mailbox's name in the log; unique within the config.
+    pub name: String,
+    pub host: String,
+    pub port: u16,
+    pub tls: TlsMode,
+    pub ca_file: Option<PathBuf>,
+    pub credentials: Credentials,
+    pub folder: String,
+    pub forward_to: String,
+    pub after_forward: AfterForward,
+    /// Folder path with `/` as separator; mapped onto the server's delimiter.
+    pub forwarded_folder: String,
+    pub after_hold: AfterHold,
+    pub held_folder: String,
+    /// UIDs fetched per FETCH command.
+    pub batch_size: usize,
+    pub timeout: Duration,
+    /// Larger messages are held as `too-large` instead of forwarded.
+    pub max_message_bytes: u64,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    store: RawStore,
+    smtp: RawSmtp,
+    #[serde(default)]
+    mailbox: Vec<RawMailbox>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawStore {
+    path: PathBuf,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawSmtp {
+    host: String,
+    port: u16,
+    tls: TlsMode,
+    ca_file: Option<PathBuf>,
+    username: Option<String>,
+    password_env: Option<String>,
+    password_file: Option<PathBuf>,
+    password_command: Option<String>,
+    envelope_from: String,
+    helo_name: Option<String>,
+    timeout_secs: Option<u64>,
+    give_up_after_hours: Option<u64>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawMailbox {
+    name: String,
+    host: String,
+    port: u16,
+    tls: TlsMode,
+    ca_file: Option<PathBuf>,
+    username: String,
+    password_env: Option<String>,
+    password_file: Option<PathBuf>,
+    password_command: Option<String>,
+    folder: Option<String>,
+    forward_to: String,
+    after_forward: Option<AfterForward>,
+    forwarded_folder: Option<String>,
+    after_hold: Option<AfterHold>,
+    held_folder: Option<String>,
+    batch_size: Option<usize>,
+    timeout_secs: Option<u64>,
+    max_message_mb: Option<u64>,
+}
+
+/// The three ways to give a password; at most one is allowed.
+#[derive(Debug, Default)]
+struct RawPassword {
+    password_env: Option<String>,
+    password_file: Option<PathBuf>,
+    password_command: Option<String>,
+}
+
+const DEFAULT_TIMEOUT_SECS: u64 = 60;
+const DEFAULT_GIVE_UP_AFTER_HOURS: u64 = 120;
+const DEFAULT_BATCH_SIZE: usize = 200;
+const DEFAULT_MAX_MESSAGE_MB: u64 = 50;
+
+/// Reads, parses and validates the config file, resolving every secret.
+///
+/// # Errors
+/// Any unreadable file, unknown key, missing key, bad value or unresolvable
+/// secret, with the key named.
+pub fn load(path: &Path) -> Result<Settings, ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    parse(&text, path)
+}
+
+/// Parses config text; `path` locates relative paths and names the file in
+/// errors.
+///
+/// # Errors
+/// As [`load`], without the read.
+pub fn parse(text: &str, path: &Path) -> Result<Settings, ConfigError> {
+    let raw: RawConfig = toml::from_str(text).map_err(|err| ConfigError::Parse {
+        path: path.to_path_buf(),
+        message: err.to_string().trim_end().replace('\n', " "),
+    })?;
+    let invalid = |message: String| ConfigError::Invalid {
+        path: path.to_path_buf(),
+        message,
+    };
+    let base_dir = path.parent().unwrap_or(Path::new("."));
+    let smtp = validate_smtp(raw.smtp, base_dir).map_err(invalid)?;
+    if raw.mailbox.is_empty() {
+        return Err(invalid("no [[mailbox]] is configured".to_owned()));
+    }
+    let mut mailboxes = Vec::with_capacity(raw.mailbox.len());
+    for raw_mailbox in raw.mailbox {
+        let mailbox = validate_mailbox(raw_mailbox, base_dir).map_err(invalid)?;
+        if mailboxes
+            .iter()
+            .any(|seen: &MailboxSettings| seen.name == mailbox.name)
+        {
+            return Err(invalid(format!(
+                "mailbox name '{}' is used twice",
+                mailbox.name
+            )));
+        }
+        mailboxes.push(mailbox);
+    }
+    Ok(Settings {
+        store_path: base_dir.join(raw.store.path),
+        smtp,
+        mailboxes,
+    })
+}
+
+/// Reads only `[store] path`, for the commands that just query the log and
+/// should work without any secret being available.
+///
+/// # Errors
+/// An unreadable or unparsable file.
+pub fn load_store_path(path: &Path) -> Result<PathBuf, ConfigError> {
+    #[derive(Deserialize)]
+    struct StoreOnly {
+        store: RawStore,
+    }
+    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    let raw: StoreOnly = toml::from_str(&text).map_err(|err| ConfigError::Parse {
+        path: path.to_path_buf(),
+        message: err.to_string().trim_end().replace('\n', " "),
+    })?;
+    Ok(path.parent().unwrap_or(Path::new(".")).join(raw.store.path))
+}
+
+fn validate_smtp(raw: RawSmtp, base_dir: &Path) -> Result<SmtpSettings, String> {
+    let password = RawPassword {
+        password_env: raw.password_env,
+        password_file: raw.password_file,
+        password_command: raw.password_command,
+    };
+    check_host("[smtp] host", &raw.host)?;
+    check_address("[smtp] envelope_from", &raw.envelope_from)?;
+    let credentials = match raw.username {
+        Some(username) => Some(Credentials {
+            password: resolve_password("[smtp]", &password, base_dir)?.ok_or_else(|| {
+                "[smtp] username is set but none of password_env, password_file or password_command is".to_owned()
+            })?,
+            username,
+        }),
+        None => {
+            if resolve_password("[smtp]", &password, base_dir)?.is_some() {
+                return Err("[smtp] has a password but no username".to_owned());
+            }
+            None
+        }
+    };
+    let helo_name = match raw.helo_name {
+        Some(name) => name,
+        None => system_hostname(),
+    };
+    Ok(SmtpSettings {
+        host: raw.host,
+        port: raw.port,
+        tls: raw.tls,
+        ca_file: raw.ca_file.map(|file| base_dir.join(file)),
+        credentials,
+        envelope_from: raw.envelope_from,
+        helo_name,
+        timeout: timeout_from("[smtp] timeout_secs", raw.timeout_secs)?,
+        give_up_after: Duration::from_secs(
+            3600 * raw
+                .give_up_after_hours
+                .unwrap_or(DEFAULT_GIVE_UP_AFTER_HOURS),
+        ),
+    })
+}
+
+fn validate_mailbox(raw: RawMailbox, base_dir: &Path) -> Result<MailboxSettings, String> {
+    let section = format!("[[mailbox]] '{}'", raw.name);
+    let password = RawPassword {
+        password_env: raw.password_env,
+        password_file: raw.password_file,
+        password_command: raw.password_command,
+    };
+    if raw.name.is_empty()
+        || raw
+            .name
+            .chars()
+            .any(|c| c.is_whitespace() || c.is_control())
+    {
+        return Err(format!(
+            "{section}: name must be non-empty and without spaces"
+        ));
+    }
+    check_host(&format!("{section} host"), &raw.host)?;
+    check_address(&format!("{section} forward_to"), &raw.forward_to)?;
+    let password = resolve_password(&section, &password, base_dir)?.ok_or_else(|| {
+        format!("{section}: one of password_env, password_file or password_command is required")
+    })?;
+    let batch_size = raw.batch_size.unwrap_or(DEFAULT_BATCH_SIZE);
+    if !(1..=5000).contains(&batch_size) {
+        return Err(format!("{section}: batch_size must be between 1 and 5000"));
+    }
+    let folder = raw.folder.unwrap_or_else(|| "INBOX".to_owned());
+    let forwarded_folder = raw
+        .forwarded_folder
+        .unwrap_or_else(|| "Deskbridge/Forwarded".to_owned());
+    let held_folder = raw
+        .held_folder
+        .unwrap_or_else(|| "Deskbridge/Held".to_owned());
+    for (key, value) in [
+        ("folder", &folder),
+        ("forwarded_folder", &forwarded_folder),
+        ("held_folder", &held_folder),
+    ] {
+        check_folder(&format!("{section} {key}"), value)?;
+    }
+    Ok(MailboxSettings {
+        host: raw.host,
+        port: raw.port,
+        tls: raw.tls,
+        ca_file: raw.ca_file.map(|file| base_dir.join(file)),
+        credentials: Credentials {
+            username: raw.username,
+            password,
+        },
+        folder,
+        forward_to: raw.forward_to,
+        after_forward: raw.after_forward.unwrap_or(AfterForward::Keyword),
+        forwarded_folder,
+        after_hold: raw.after_hold.unwrap_or(AfterHold::Keyword),
+        held_folder,
+        batch_size,
+        timeout: timeout_from(&format!("{section} timeout_secs"), raw.timeout_secs)?,
+        max_message_bytes: raw.max_message_mb.unwrap_or(DEFAULT_MAX_MESSAGE_MB) * 1024 * 1024,
+        name: raw.name,
+    })
+}
+
+fn resolve_password(
+    section: &str,
+    raw: &RawPassword,
+    base_dir: &Path,
+) -> Result<Option<Secret>, String> {
+    let given = [
+        raw.password_env.is_some(),
+        raw.password_file.is_some(),
+        raw.password_command.is_some(),
+    ]
+    .iter()
+    .filter(|set| **set)
+    .count();
+    if 1 < given {
+        return Err(format!(
+            "{section}: set only one of password_env, password_file and password_command"
+        ));
+    }
+    if let Some(name) = &raw.password_env {
+        return match std::env::var(name) {
+            Ok(value) if !value.is_empty() => Ok(Some(Secret(value))),
+            _ => Err(format!(
+                "{section}: password_env names {name}, which is not set or empty"
+            )),
+        };
+    }
+    if let Some(file) = &raw.password_file {
+        let file = base_dir.join(file);
+        let text = std::fs::read_to_string(&file).map_err(|err| {
+            format!(
+                "{section}: cannot read password_file {}: {err}",
+                file.display()
+            )
+        })?;
+        return Ok(Some(Secret(trim_line_end(text))));
+    }
+    if let Some(command) = &raw.password_command {
+        let output = std::process::Command::new("sh")
+            .arg("-c")
+            .arg(command)
+            .stdin(std::process::Stdio::null())
+            .output()
+            .map_err(|err| format!("{section}: cannot run password_command: {err}"))?;
+        if !output.status.success() {
+            // NOTE: The command's output is not quoted: it may hold the secret.
+            return Err(format!(
+                "{section}: password_command failed with {}",
+                output.status
+            ));
+        }
+        let text = String::from_utf8(output.stdout)
+            .map_err(|_| format!("{section}: password_command printed non-UTF-8 output"))?;
+        return Ok(Some(Secret(trim_line_end(text))));
+    }
+    Ok(None)
+}
+
+/// Drops one trailing newline, as `echo` and editors leave one.
+fn trim_line_end(mut text: String) -> String {
+    if text.ends_with('\n') {
+        text.pop();
+        if text.ends_with('\r') {
+            text.pop();
+        }
+    }
+    text
+}
+
+fn timeout_from(key: &str, secs: Option<u64>) -> Result<Duration, String> {
+    let secs = secs.unwrap_or(DEFAULT_TIMEOUT_SECS);
+    if !(1..=3600).contains(&secs) {
+        return Err(format!("{key} must be between 1 and 3600"));
+    }
+    Ok(Duration::from_secs(secs))
+}
+
+fn check_host(key: &str, host: &str) -> Result<(), String> {
+    if host.is_empty() || host.contains(|c: char| c.is_whitespace() || c == '/') {
+        return Err(format!("{key} '{host}' is not a host name or IP address"));
+    }
+    Ok(())
+}
+
+/// Accepts a bare `local@domain` address, which is what an SMTP envelope
+/// takes; display names and angle brackets are rejected.
+pub fn check_address(key: &str, address: &str) -> Result<(), String> {
+    let valid = match address.rsplit_once('@') {
+        Some((local, domain)) => {
+            !local.is_empty()
+                && !domain.is_empty()
+                && domain.contains('.')
+                && !address.contains(|c: char| {
+                    c.is_whitespace() || c.is_control() || matches!(c, '<' | '>' | ',' | '"')
+                })
+        }
+        None => false,
+    };
+    if !valid {
+        return Err(format!(
+            "{key} '{address}' is not a plain address like name@example.com"
+        ));
+    }
+    Ok(())
+}
+
+fn check_folder(key: &str, folder: &str) -> Result<(), String> {
+    if folder.is_empty()
+        || folder.starts_with('/')
+        || folder.ends_with('/')
+        || folder.contains("//")
+        || folder.contains(|c: char| c.is_control() || c == '"' || c == '\\')
+    {
+        return Err(format!("{key} '{folder}' is not a valid folder path"));
+    }
+    Ok(())
+}
+
+/// The machine's host name, for EHLO and the Received line.
+fn system_hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .or_else(|_| std::fs::read_to_string("/etc/hostname"))
+        .map(|name| name.trim().to_owned())
+        .ok()
+        .filter(|name| !name.is_empty())
+        .unwrap_or_else(|| "localhost".to_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const EXAMPLE: &str = include_str!("../config/deskbridge.example.toml");
+
+    /// Serialises the tests that touch the environment: setting a variable
+    /// while another thread reads the environment is a data race.
+    static ENV_LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+    fn parse_example(text: &str) -> Result<Settings, ConfigError> {
+        let _guard = ENV_LOCK.lock().unwrap_or_else(|poison| poison.into_inner());
+        // SAFETY: ENV_LOCK is held, and no other test in this crate reads
+        // the environment.
+        unsafe {
+            std::env::set_var("SMTP_PASSWORD", "smtp-secret");
+            std::env::set_var("SUPPORT_PASSWORD", "imap-secret");
+        }
+        parse(text, Path::new("/etc/deskbridge/deskbridge.toml"))
+    }
+
+    #[test]
+    fn example_config_is_valid_and_complete() {
+        let settings = parse_example(EXAMPLE).expect("example config parses");
+        assert_eq!(
+            settings.store_path,
+            Path::new("/etc/deskbridge/deskbridge.db")
+        );
+        assert_eq!(settings.smtp.tls, TlsMode::Starttls);
+        assert_eq!(settings.smtp.port, 587);
+        let mailbox = &settings.mailboxes[0];
+        assert_eq!(mailbox.folder, "INBOX");
+        assert_eq!(mailbox.forward_to, "support@example.zendesk.com");
+        assert_eq!(mailbox.credentials.password.expose(), "imap-secret");
+    }
+
+    #[test]
+    fn unknown_key_is_named() {
+        let text = EXAMPLE.replace("folder = \"INBOX\"", "folder = \"INBOX\"\nfolderr = 1");
+        let err = parse_example(&text).expect_err("typo rejected").to_string();
+        assert!(err.contains("folderr"), "{err}");
+    }
+
+    #[test]
+    fn secrets_never_print() {
+        let settings = parse_example(EXAMPLE).expect("example config parses");
+        let printed = format!("{settings:?}");
+        assert!(!printed.contains("imap-secret"), "{printed}");
+        assert!(!printed.contains("smtp-secret"), "{printed}");
+    }
+
+    #[test]
+    fn missing_password_env_is_explained() {
+        let text = EXAMPLE.replace("SUPPORT_PASSWORD", "DESKBRIDGE_TEST_UNSET_VARIABLE");
+        let err = parse_example(&text).expect_err("unset env").to_string();
+        assert!(err.contains("DESKBRIDGE_TEST_UNSET_VARIABLE"), "{err}");
+        assert!(err.contains("not set"), "{err}");
+    }
+
+    #[test]
+    fn tls_has_no_plaintext_mode() {
+        let text = EXAMPLE.replace("tls = \"starttls\"", "tls = \"none\"");
+        let err = parse_example(&text)
+            .expect_err("plaintext refused")
+            .to_string();
+        assert!(err.contains("none"), "{err}");
+    }
+
+    #[test]
+    fn addresses_must_be_plain() {
+        assert!(check_address("k", "a@b.example").is_ok());
+        assert!(check_address("k", "Name <a@b.example>").is_err());
+        assert!(check_address("k", "a@localhost").is_err());
+        assert!(check_address("k", "@b.example").is_err());
+    }
+}

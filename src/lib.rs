@@ -1,0 +1,58 @@
+//! deskbridge redirects a support mailbox to a helpdesk's intake address.
+//!
+//! It runs as a scheduled job: each `deskbridge run` is one pass that polls
+//! every configured mailbox over TLS IMAP, records each new message in a
+//! SQLite log, classifies it, redirects the eligible ones over TLS SMTP with
+//! their original bytes unchanged, and settles them on the IMAP server.
+//!
+//! # Code map
+//!
+//! Data flows one way:
+//!
+//! ```text
+//! config ──► source (IMAP) ──► mail + classify (pure) ──► store ──► sink (SMTP) ──► store ──► source (settle)
+//! ```
+//!
+//! - [`config`]: TOML file → validated [`config::Settings`]. Resolves secrets.
+//! - [`source`]: the only module that talks IMAP: connect, select, fetch,
+//!   and the settle step (keywords, moves).
+//! - [`mail`]: mail-parser → [`mail::ParsedMail`], the header fields we log.
+//! - [`classify`]: pure decision: forward, hold or skip, with a reason.
+//! - [`trace`]: pure: the Received/Resent-* block prepended on redirect.
+//! - [`store`]: the only module with SQL; applies `migrations/` at open.
+//! - [`sink`]: the only module that talks SMTP.
+//! - [`worker`]: `run_once`, the only module that composes the stages.
+//! - [`report`]: renders the log for the CLI (`status`, `messages`, `show`).
+//! - [`clock`], [`tls`], [`lock`]: small shared utilities.
+//!
+//! # Invariants
+//!
+//! 1. `mail`, `classify` and `trace` do no I/O, no async and no SQL, and
+//!    never panic on malformed mail.
+//! 2. Only `source` talks IMAP, only `sink` talks SMTP, only `store` opens
+//!    SQLite. Stages never import one another; only `worker` composes them.
+//! 3. Record before send: nothing is sent before its row exists in the
+//!    store, and a row is marked `forwarded` only after the SMTP server's
+//!    250. A rerun never re-sends a `forwarded` row.
+//! 4. IMAP changes (keywords, moves) happen in `source::settle`, only after
+//!    the store records the row's final state. Bodies are fetched with
+//!    `BODY.PEEK[]`, so `\Seen` is never set by fetching.
+//! 5. The bytes sent are the fetched bytes, with only the trace block
+//!    prepended (bare LF line ends become CRLF, as SMTP requires).
+//! 6. One pass per database at a time: [`lock::PassLock`] is held for the
+//!    whole pass.
+//! 7. TLS certificate verification is always on; secrets never reach logs,
+//!    errors or the database.
+
+pub mod classify;
+pub mod clock;
+pub mod config;
+pub mod lock;
+pub mod mail;
+pub mod report;
+pub mod sink;
+pub mod source;
+pub mod store;
+pub mod tls;
+pub mod trace;
+pub mod worker;

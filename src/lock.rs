@@ -1,0 +1,94 @@
+//! One pass per database at a time.
+//!
+//! Owns the lock file `<database>.lock`. The OS releases an advisory lock
+//! when its process dies, so a crashed pass never leaves a stale lock.
+
+use std::fs::{File, OpenOptions, TryLockError};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+/// Errors taking the pass lock.
+#[derive(Debug, thiserror::Error)]
+pub enum LockError {
+    #[error("another deskbridge pass is running on {database} ({holder}); this pass did nothing")]
+    Busy { database: PathBuf, holder: String },
+    #[error("cannot open lock file {path}: {source}")]
+    Open {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// Held for the whole pass; dropping it releases the lock.
+#[derive(Debug)]
+pub struct PassLock {
+    _file: File,
+}
+
+impl PassLock {
+    /// Takes the lock beside `database` without waiting.
+    ///
+    /// # Errors
+    /// [`LockError::Busy`] when another process holds it.
+    pub fn acquire(database: &Path) -> Result<PassLock, LockError> {
+        let mut path = database.as_os_str().to_owned();
+        path.push(".lock");
+        let path = PathBuf::from(path);
+        let mut file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(&path)
+            .map_err(|source| LockError::Open {
+                path: path.clone(),
+                source,
+            })?;
+        match file.try_lock() {
+            Ok(()) => (),
+            Err(TryLockError::WouldBlock) => {
+                let holder = std::fs::read_to_string(&path)
+                    .ok()
+                    .map(|text| text.trim().to_owned())
+                    .filter(|text| !text.is_empty())
+                    .unwrap_or_else(|| "holder unknown".to_owned());
+                return Err(LockError::Busy {
+                    database: database.to_path_buf(),
+                    holder,
+                });
+            }
+            Err(TryLockError::Error(source)) => return Err(LockError::Open { path, source }),
+        }
+        // NOTE: The holder line is informational; failing to write it is harmless.
+        let _ = file.set_len(0);
+        let _ = writeln!(
+            file,
+            "pid {} since {}",
+            std::process::id(),
+            crate::clock::rfc3339(crate::clock::unix_now())
+        );
+        Ok(PassLock { _file: file })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn second_lock_is_refused_until_first_is_dropped() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let database = dir.path().join("log.db");
+        let first = PassLock::acquire(&database).expect("first lock");
+        let err = PassLock::acquire(&database).expect_err("second refused");
+        assert!(err.to_string().contains("another deskbridge pass"), "{err}");
+        assert!(
+            err.to_string()
+                .contains(&format!("pid {}", std::process::id())),
+            "{err}"
+        );
+        drop(first);
+        PassLock::acquire(&database).expect("free again");
+    }
+}

@@ -1,0 +1,156 @@
+//! Parsing fetched mail into the header fields the log keeps.
+//!
+//! Owns the use of mail-parser. Pure: no I/O, and malformed mail is never an
+//! error here (mail-parser parses best-effort and returns `None` only when it
+//! finds no headers at all, which the classifier holds as `unparseable`).
+
+use mail_parser::{Address, HeaderValue, Message, MessageParser};
+use sha2::{Digest, Sha256};
+
+/// The header fields of one message, as written to the log.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct MailSummary {
+    /// Message-ID without angle brackets.
+    pub message_id: Option<String>,
+    /// In-Reply-To, IDs without angle brackets, space-separated.
+    pub in_reply_to: Option<String>,
+    /// References, IDs without angle brackets, space-separated.
+    pub references: Option<String>,
+    /// First From address (`local@domain`).
+    pub from: Option<String>,
+    /// Every Reply-To address, comma-separated, exactly as decoded.
+    pub reply_to: Option<String>,
+    pub subject: Option<String>,
+    /// The Date header as RFC 3339 UTC, when it parses.
+    pub date: Option<String>,
+}
+
+/// Parses raw message bytes. `None` when no header could be found.
+pub fn parse(raw: &[u8]) -> Option<Message<'_>> {
+    MessageParser::default().parse(raw)
+}
+
+/// Hex SHA-256 of the exact bytes, the content identity of a message.
+pub fn content_hash(raw: &[u8]) -> String {
+    let digest = Sha256::digest(raw);
+    let mut hex = String::with_capacity(64);
+    for byte in digest {
+        hex.push(char::from(b"0123456789abcdef"[usize::from(byte >> 4)]));
+        hex.push(char::from(b"0123456789abcdef"[usize::from(byte & 0xf)]));
+    }
+    hex
+}
+
+/// Extracts the logged header fields.
+pub fn summarize(message: &Message<'_>) -> MailSummary {
+    MailSummary {
+        message_id: message.message_id().map(clean),
+        in_reply_to: id_list(message.in_reply_to()),
+        references: id_list(message.references()),
+        from: message.from().and_then(first_address),
+        reply_to: message.reply_to().and_then(all_addresses),
+        subject: message.subject().map(clean),
+        date: message
+            .date()
+            .map(|date| crate::clock::rfc3339(date.to_timestamp())),
+    }
+}
+
+/// The values of every Resent-Message-ID header, without angle brackets.
+pub fn resent_message_ids(message: &Message<'_>) -> Vec<String> {
+    let mut ids = Vec::new();
+    for value in message.header_values("Resent-Message-ID") {
+        match value {
+            HeaderValue::Text(text) => ids.push(clean(text)),
+            HeaderValue::TextList(list) => ids.extend(list.iter().map(|id| clean(id))),
+            _ => (),
+        }
+    }
+    ids
+}
+
+fn id_list(value: &HeaderValue<'_>) -> Option<String> {
+    let ids: Vec<String> = match value {
+        HeaderValue::Text(text) => vec![clean(text)],
+        HeaderValue::TextList(list) => list.iter().map(|id| clean(id)).collect(),
+        _ => return None,
+    };
+    let joined = ids.join(" ");
+    if joined.is_empty() {
+        None
+    } else {
+        Some(joined)
+    }
+}
+
+fn first_address(address: &Address<'_>) -> Option<String> {
+    address.first().and_then(|addr| addr.address()).map(clean)
+}
+
+fn all_addresses(address: &Address<'_>) -> Option<String> {
+    let list: Vec<String> = address
+        .iter()
+        .filter_map(|addr| addr.address())
+        .map(clean)
+        .collect();
+    if list.is_empty() {
+        None
+    } else {
+        Some(list.join(", "))
+    }
+}
+
+/// Drops control characters so a hostile header cannot corrupt a terminal
+/// or a JSON line; mail-parser has already decoded encoded words.
+fn clean(text: &str) -> String {
+    text.chars()
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .collect::<String>()
+        .trim()
+        .to_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn summarizes_relay_reply() {
+        let raw = b"From: Jane <jane_at_example_com_abc123@simplelogin.co>\r\n\
+Reply-To: ra+token.xyz@simplelogin.co\r\n\
+To: support@company.test\r\n\
+Subject: =?utf-8?q?Re=3A_Printer_=E2=9C=93?=\r\n\
+Date: Sat, 28 Nov 2026 10:00:00 +0100\r\n\
+Message-ID: <new.1@simplelogin.co>\r\n\
+In-Reply-To: <ticket.7@zendesk.com>\r\n\
+References: <a@x.test>\r\n <ticket.7@zendesk.com>\r\n\
+\r\n\
+Body\r\n";
+        let message = parse(raw).expect("parses");
+        let summary = summarize(&message);
+        assert_eq!(summary.message_id.as_deref(), Some("new.1@simplelogin.co"));
+        assert_eq!(summary.in_reply_to.as_deref(), Some("ticket.7@zendesk.com"));
+        assert_eq!(
+            summary.references.as_deref(),
+            Some("a@x.test ticket.7@zendesk.com")
+        );
+        assert_eq!(
+            summary.from.as_deref(),
+            Some("jane_at_example_com_abc123@simplelogin.co")
+        );
+        assert_eq!(
+            summary.reply_to.as_deref(),
+            Some("ra+token.xyz@simplelogin.co")
+        );
+        assert_eq!(summary.subject.as_deref(), Some("Re: Printer \u{2713}"));
+        assert_eq!(summary.date.as_deref(), Some("2026-11-28T09:00:00Z"));
+    }
+
+    #[test]
+    fn hash_is_hex_sha256() {
+        assert_eq!(
+            content_hash(b"abc"),
+            "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
+        );
+    }
+}

@@ -1,0 +1,167 @@
+//! Renders the log for people and for scripts.
+//!
+//! Owns the text tables and JSON Lines of `status`, `messages` and `show`.
+//! Pure formatting: the rows come from the store.
+
+use std::fmt::Write as _;
+
+use crate::store::{Event, MailboxStatus, MessageRow};
+use crate::worker::PassReport;
+
+/// One line per mailbox after a pass.
+pub fn pass_summary(report: &PassReport) -> String {
+    let mut out = String::new();
+    for mailbox in &report.mailboxes {
+        match &mailbox.error {
+            Some(error) => {
+                let _ = writeln!(out, "{}: not processed: {error}", mailbox.name);
+            }
+            None => {
+                let _ = writeln!(
+                    out,
+                    "{}: fetched {}, forwarded {}, held {}, skipped {}, failed {}, deferred {}{}",
+                    mailbox.name,
+                    mailbox.fetched,
+                    mailbox.forwarded,
+                    mailbox.held,
+                    mailbox.skipped,
+                    mailbox.failed,
+                    mailbox.deferred,
+                    if 0 < mailbox.settle_errors {
+                        format!(", {} settle errors", mailbox.settle_errors)
+                    } else {
+                        String::new()
+                    }
+                );
+            }
+        }
+    }
+    out
+}
+
+/// `deskbridge status` as text.
+pub fn status_table(statuses: &[MailboxStatus]) -> String {
+    if statuses.is_empty() {
+        return "no pass has run yet\n".to_owned();
+    }
+    let mut out = String::new();
+    for status in statuses {
+        let _ = writeln!(out, "mailbox {}", status.name);
+        let _ = writeln!(
+            out,
+            "  last pass   {} .. {}  {}",
+            status.last_pass_started_at.as_deref().unwrap_or("never"),
+            status
+                .last_pass_finished_at
+                .as_deref()
+                .unwrap_or("(unfinished)"),
+            status.last_pass_outcome.as_deref().unwrap_or("")
+        );
+        let _ = writeln!(
+            out,
+            "  checkpoint  UIDVALIDITY {} last UID {}",
+            status
+                .uidvalidity
+                .map_or_else(|| "-".to_owned(), |value| value.to_string()),
+            status.last_uid
+        );
+        let counts: Vec<String> = status
+            .counts
+            .iter()
+            .map(|(state, count)| format!("{state} {count}"))
+            .collect();
+        let _ = writeln!(out, "  messages    {}", counts.join(", "));
+    }
+    out
+}
+
+/// `deskbridge messages` as an aligned table, newest first.
+pub fn messages_table(rows: &[MessageRow]) -> String {
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "{:>6}  {:<10} {:>6}  {:<9}  {:<20}  {:<28}  SUBJECT",
+        "ID", "MAILBOX", "UID", "STATE", "REASON", "FROM"
+    );
+    for row in rows {
+        let _ = writeln!(
+            out,
+            "{:>6}  {:<10} {:>6}  {:<9}  {:<20}  {:<28}  {}",
+            row.id,
+            clip(&row.mailbox, 10),
+            row.uid,
+            row.state,
+            clip(row.reason.as_deref().unwrap_or("-"), 20),
+            clip(row.from.as_deref().unwrap_or("-"), 28),
+            clip(row.subject.as_deref().unwrap_or(""), 60),
+        );
+    }
+    out
+}
+
+/// One JSON object (no newline) for a message row.
+pub fn message_json(row: &MessageRow) -> String {
+    serde_json::to_string(row).unwrap_or_else(|err| format!("{{\"error\":\"{err}\"}}"))
+}
+
+/// `deskbridge show ID` as text.
+pub fn message_detail(row: &MessageRow, events: &[Event]) -> String {
+    let mut out = String::new();
+    let fields: [(&str, Option<String>); 21] = [
+        ("id", Some(row.id.to_string())),
+        ("mailbox", Some(row.mailbox.clone())),
+        (
+            "uid",
+            Some(format!("{} (UIDVALIDITY {})", row.uid, row.uidvalidity)),
+        ),
+        ("state", Some(row.state.clone())),
+        ("reason", row.reason.clone()),
+        ("detail", row.detail.clone()),
+        ("message-id", row.message_id.clone()),
+        ("in-reply-to", row.in_reply_to.clone()),
+        ("references", row.references.clone()),
+        ("from", row.from.clone()),
+        ("reply-to", row.reply_to.clone()),
+        ("subject", row.subject.clone()),
+        ("date", row.date.clone()),
+        ("size", Some(format!("{} bytes", row.size))),
+        ("sha256", Some(row.sha256.clone())),
+        ("attempts", Some(row.attempts.to_string())),
+        ("last error", row.last_error.clone()),
+        ("smtp reply", row.smtp_reply.clone()),
+        ("resent-msg-id", row.resent_message_id.clone()),
+        ("first seen", Some(row.first_seen_at.clone())),
+        (
+            "settled",
+            row.settled_at
+                .as_ref()
+                .map(|at| format!("{at} ({})", row.settled_as.as_deref().unwrap_or(""))),
+        ),
+    ];
+    for (name, value) in fields {
+        if let Some(value) = value {
+            let _ = writeln!(out, "{name:<14} {value}");
+        }
+    }
+    let _ = writeln!(out, "history");
+    for event in events {
+        let _ = writeln!(
+            out,
+            "  {}  {:<13} {}",
+            event.at,
+            event.kind,
+            event.detail.as_deref().unwrap_or("")
+        );
+    }
+    out
+}
+
+/// Shortens to `width` characters with an ellipsis.
+fn clip(text: &str, width: usize) -> String {
+    if text.chars().count() <= width {
+        return text.to_owned();
+    }
+    let mut clipped: String = text.chars().take(width.saturating_sub(1)).collect();
+    clipped.push('…');
+    clipped
+}

@@ -1,0 +1,477 @@
+//! The SMTP side: the only module that talks SMTP.
+//!
+//! Owns one submission session (implicit TLS, or STARTTLS that must
+//! succeed), optional AUTH, and sending a redirect: MAIL FROM the configured
+//! envelope sender, RCPT TO the helpdesk, and DATA of the trace block
+//! followed by the original bytes. A 4xx or 5xx reply leaves the session
+//! usable for the next message (RSET); a broken session is reported so the
+//! caller can drop it. Every step runs under the configured timeout.
+
+use std::borrow::Cow;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::str::FromStr;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use lettre::Address;
+use lettre::transport::smtp::authentication::{Credentials, Mechanism};
+use lettre::transport::smtp::client::{
+    AsyncSmtpConnection, AsyncTokioStream, Certificate, TlsParameters,
+};
+use lettre::transport::smtp::commands::{Data, Mail, Rcpt, Rset};
+use lettre::transport::smtp::extension::{ClientId, Extension, MailBodyParameter, MailParameter};
+use rustls::pki_types::ServerName;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::TcpStream;
+use tokio_rustls::TlsConnector;
+use tokio_rustls::client::TlsStream;
+
+use crate::config::{SmtpSettings, TlsMode};
+use crate::tls::{self, TlsSetupError};
+
+/// Errors opening the SMTP session. Every variant names the server.
+#[derive(Debug, thiserror::Error)]
+pub enum SinkError {
+    #[error("cannot set up TLS for SMTP server {addr}: {source}")]
+    TlsSetup {
+        addr: String,
+        #[source]
+        source: TlsSetupError,
+    },
+    #[error("cannot connect to SMTP server {addr}: {source}")]
+    Connect {
+        addr: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("SMTP server {addr} did not answer within {secs} s during {operation}")]
+    TimedOut {
+        addr: String,
+        operation: &'static str,
+        secs: u64,
+    },
+    #[error("TLS with SMTP server {addr} failed: {message} ({hint})")]
+    Tls {
+        addr: String,
+        message: String,
+        hint: &'static str,
+    },
+    #[error("SMTP server {addr} does not offer STARTTLS, which tls = \"starttls\" requires")]
+    NoStarttls { addr: String },
+    #[error(
+        "SMTP server {addr} rejected AUTH for user {user}: {message}; check username and password"
+    )]
+    Auth {
+        addr: String,
+        user: String,
+        message: String,
+    },
+    #[error("SMTP server {addr}: {operation} failed: {message}")]
+    Session {
+        addr: String,
+        operation: &'static str,
+        message: String,
+    },
+}
+
+/// How sending one message ended, when it did not end with 250.
+#[derive(Debug, thiserror::Error)]
+pub enum SendError {
+    /// A 4xx reply: try again on a later pass.
+    #[error("{reply}")]
+    Temporary { reply: String },
+    /// A 5xx reply: the server will not take this message.
+    #[error("{reply}")]
+    Permanent { reply: String },
+    /// The session broke (network, timeout, protocol): the outcome of this
+    /// message is unknown to the server's reply, so it stays pending.
+    #[error("SMTP session with {addr} broke: {message}")]
+    Broken { addr: String, message: String },
+}
+
+/// An open SMTP session, reused for every message of a pass.
+pub struct SmtpSink {
+    conn: AsyncSmtpConnection,
+    addr: String,
+    timeout: Duration,
+    envelope_from: Address,
+}
+
+impl std::fmt::Debug for SmtpSink {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SmtpSink")
+            .field("addr", &self.addr)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Opens a session: connect, TLS, EHLO, optional AUTH.
+///
+/// # Errors
+/// Connection, TLS, STARTTLS or AUTH failures, each naming the server.
+pub async fn connect(settings: &SmtpSettings) -> Result<SmtpSink, SinkError> {
+    let addr = format!("{}:{}", settings.host, settings.port);
+    let timeout = settings.timeout;
+    let envelope_from =
+        Address::from_str(&settings.envelope_from).map_err(|err| SinkError::Session {
+            addr: addr.clone(),
+            operation: "checking envelope_from",
+            message: err.to_string(),
+        })?;
+    let tcp = limit(&addr, timeout, "connect", async {
+        TcpStream::connect((settings.host.as_str(), settings.port)).await
+    })
+    .await?
+    .map_err(|source| SinkError::Connect {
+        addr: addr.clone(),
+        source,
+    })?;
+    // NOTE: lettre writes the message and its final "\r\n.\r\n" separately;
+    // with Nagle on, that small write waits ~40 ms for the server's delayed
+    // ACK on every message.
+    let _ = tcp.set_nodelay(true);
+    let helo = ClientId::Domain(settings.helo_name.clone());
+    let session_error = |operation: &'static str| {
+        let addr = addr.clone();
+        move |err: lettre::transport::smtp::Error| SinkError::Session {
+            addr,
+            operation,
+            message: err.to_string(),
+        }
+    };
+    let mut conn = match settings.tls {
+        TlsMode::Implicit => {
+            let config = tls::client_config(settings.ca_file.as_deref()).map_err(|source| {
+                SinkError::TlsSetup {
+                    addr: addr.clone(),
+                    source,
+                }
+            })?;
+            let server_name =
+                ServerName::try_from(settings.host.clone()).map_err(|err| SinkError::Tls {
+                    addr: addr.clone(),
+                    message: err.to_string(),
+                    hint: "the host is not a valid DNS name or IP address",
+                })?;
+            let stream = limit(
+                &addr,
+                timeout,
+                "the TLS handshake",
+                TlsConnector::from(config).connect(server_name, tcp),
+            )
+            .await?
+            .map_err(|err| SinkError::Tls {
+                addr: addr.clone(),
+                message: err.to_string(),
+                hint: tls::explain(&err),
+            })?;
+            limit(
+                &addr,
+                timeout,
+                "the greeting",
+                AsyncSmtpConnection::connect_with_transport(Box::new(ImplicitTls(stream)), &helo),
+            )
+            .await?
+            .map_err(session_error("greeting and EHLO"))?
+        }
+        TlsMode::Starttls => {
+            let mut conn = limit(
+                &addr,
+                timeout,
+                "the greeting",
+                AsyncSmtpConnection::connect_with_transport(Box::new(tcp), &helo),
+            )
+            .await?
+            .map_err(session_error("greeting and EHLO"))?;
+            if !conn.server_info().supports_feature(Extension::StartTls) {
+                return Err(SinkError::NoStarttls { addr });
+            }
+            let parameters = starttls_parameters(settings, &addr)?;
+            limit(&addr, timeout, "STARTTLS", conn.starttls(parameters, &helo))
+                .await?
+                .map_err(|err| SinkError::Tls {
+                    addr: addr.clone(),
+                    message: err.to_string(),
+                    hint: tls::explain(&err),
+                })?;
+            conn
+        }
+    };
+    if let Some(credentials) = &settings.credentials {
+        let lettre_credentials = Credentials::new(
+            credentials.username.clone(),
+            credentials.password.expose().to_owned(),
+        );
+        limit(
+            &addr,
+            timeout,
+            "AUTH",
+            conn.auth(&[Mechanism::Plain, Mechanism::Login], &lettre_credentials),
+        )
+        .await?
+        .map_err(|err| SinkError::Auth {
+            addr: addr.clone(),
+            user: credentials.username.clone(),
+            message: err.to_string(),
+        })?;
+    }
+    Ok(SmtpSink {
+        conn,
+        addr,
+        timeout,
+        envelope_from,
+    })
+}
+
+/// lettre's TLS parameters with the same trust as [`tls::client_config`]:
+/// system roots plus the configured CA file.
+fn starttls_parameters(settings: &SmtpSettings, addr: &str) -> Result<TlsParameters, SinkError> {
+    let mut builder = TlsParameters::builder(settings.host.clone());
+    if let Some(path) = &settings.ca_file {
+        let certs = tls::read_ca_file(path).map_err(|source| SinkError::TlsSetup {
+            addr: addr.to_owned(),
+            source,
+        })?;
+        for cert in certs {
+            let cert = Certificate::from_der(cert.to_vec()).map_err(|err| SinkError::Tls {
+                addr: addr.to_owned(),
+                message: err.to_string(),
+                hint: "ca_file holds a certificate rustls cannot use",
+            })?;
+            builder = builder.add_root_certificate(cert);
+        }
+    }
+    builder.build_rustls().map_err(|err| SinkError::Tls {
+        addr: addr.to_owned(),
+        message: err.to_string(),
+        hint: "cannot build the TLS configuration",
+    })
+}
+
+impl SmtpSink {
+    /// `host:port` of the server.
+    pub fn addr(&self) -> &str {
+        &self.addr
+    }
+
+    /// Redirects one message: the trace block, then the original bytes.
+    /// Returns the server's final reply (e.g. `250 2.0.0 Ok: queued as X`).
+    ///
+    /// # Errors
+    /// [`SendError`]: temporary (4xx), permanent (5xx) or a broken session.
+    pub async fn send(
+        &mut self,
+        forward_to: &str,
+        trace: &[u8],
+        original: &[u8],
+    ) -> Result<String, SendError> {
+        let recipient = Address::from_str(forward_to).map_err(|err| SendError::Permanent {
+            reply: format!("invalid recipient {forward_to}: {err}"),
+        })?;
+        let body = wire_body(original);
+        let mut options = Vec::new();
+        if !(trace.is_ascii() && body.is_ascii())
+            && self
+                .conn
+                .server_info()
+                .supports_feature(Extension::EightBitMime)
+        {
+            options.push(MailParameter::Body(MailBodyParameter::EightBitMime));
+        }
+        let mail = Mail::new(Some(self.envelope_from.clone()), options);
+        self.step("MAIL FROM", self.timeout, |conn| conn.command(mail))
+            .await?;
+        self.step("RCPT TO", self.timeout, |conn| {
+            conn.command(Rcpt::new(recipient, Vec::new()))
+        })
+        .await?;
+        self.step("DATA", self.timeout, |conn| conn.command(Data))
+            .await?;
+        // NOTE: Allow the transfer itself time in proportion to its size
+        // (at least 1 MiB/s) on top of the per-command timeout.
+        let transfer = self.timeout + Duration::from_secs(body.len() as u64 / (1024 * 1024));
+        let response = self
+            .step("message content", transfer, |conn| {
+                conn.message_iter([trace, body.as_ref()].into_iter())
+            })
+            .await?;
+        Ok(format_reply(
+            response.code().to_string(),
+            response.message().collect::<Vec<_>>().join(" "),
+        ))
+    }
+
+    /// Runs one SMTP step; turns negative replies into [`SendError`] and
+    /// resets the transaction so the session can carry the next message.
+    async fn step<'a, F, Fut>(
+        &'a mut self,
+        operation: &'static str,
+        timeout: Duration,
+        action: F,
+    ) -> Result<lettre::transport::smtp::response::Response, SendError>
+    where
+        F: FnOnce(&'a mut AsyncSmtpConnection) -> Fut,
+        Fut: Future<
+                Output = Result<
+                    lettre::transport::smtp::response::Response,
+                    lettre::transport::smtp::Error,
+                >,
+            > + 'a,
+    {
+        let addr = self.addr.clone();
+        let outcome = tokio::time::timeout(timeout, action(&mut self.conn)).await;
+        let result = match outcome {
+            Err(_) => {
+                return Err(SendError::Broken {
+                    addr,
+                    message: format!("no answer within {} s to {operation}", timeout.as_secs()),
+                });
+            }
+            Ok(result) => result,
+        };
+        match result {
+            Ok(response) => Ok(response),
+            Err(err) => {
+                let reply = format!("{operation}: {err}");
+                if err.is_transient() {
+                    Err(SendError::Temporary { reply })
+                } else if err.is_permanent() {
+                    Err(SendError::Permanent { reply })
+                } else {
+                    Err(SendError::Broken {
+                        addr,
+                        message: reply,
+                    })
+                }
+            }
+        }
+    }
+
+    /// Resets the SMTP transaction after a 4xx/5xx reply.
+    ///
+    /// # Errors
+    /// The session broke; the caller should drop it.
+    pub async fn reset(&mut self) -> Result<(), SendError> {
+        self.step("RSET", self.timeout, |conn| conn.command(Rset))
+            .await
+            .map(|_| ())
+    }
+
+    /// Ends the session politely; failures here change nothing.
+    pub async fn quit(mut self) {
+        let _ = tokio::time::timeout(self.timeout, self.conn.quit()).await;
+    }
+}
+
+fn format_reply(code: String, text: String) -> String {
+    format!("{code} {text}").trim().to_owned()
+}
+
+/// The original bytes as SMTP carries them: bare LF line ends become CRLF
+/// (SMTP and IMAP both mandate CRLF; Postfix may reject bare LF), and one
+/// final CRLF is dropped because the DATA terminator supplies it. Borrows
+/// when nothing needs to change, which is the case for all IMAP-fetched mail.
+pub fn wire_body(original: &[u8]) -> Cow<'_, [u8]> {
+    let has_bare_lf = original
+        .iter()
+        .enumerate()
+        .any(|(index, byte)| *byte == b'\n' && (index == 0 || original[index - 1] != b'\r'));
+    let mut body: Cow<'_, [u8]> = if has_bare_lf {
+        let mut fixed = Vec::with_capacity(original.len() + original.len() / 32);
+        for (index, byte) in original.iter().enumerate() {
+            if *byte == b'\n' && (index == 0 || original[index - 1] != b'\r') {
+                fixed.push(b'\r');
+            }
+            fixed.push(*byte);
+        }
+        Cow::Owned(fixed)
+    } else {
+        Cow::Borrowed(original)
+    };
+    if body.ends_with(b"\r\n") {
+        body = match body {
+            Cow::Borrowed(bytes) => Cow::Borrowed(&bytes[..bytes.len() - 2]),
+            Cow::Owned(mut bytes) => {
+                bytes.truncate(bytes.len() - 2);
+                Cow::Owned(bytes)
+            }
+        };
+    }
+    body
+}
+
+/// Runs one connection step under the timeout.
+async fn limit<T>(
+    addr: &str,
+    timeout: Duration,
+    operation: &'static str,
+    step: impl Future<Output = T>,
+) -> Result<T, SinkError> {
+    tokio::time::timeout(timeout, step)
+        .await
+        .map_err(|_| SinkError::TimedOut {
+            addr: addr.to_owned(),
+            operation,
+            secs: timeout.as_secs(),
+        })
+}
+
+/// A TLS stream lettre can carry, so implicit TLS uses the same rustls
+/// configuration as IMAP and the greeting is read over TLS.
+#[derive(Debug)]
+struct ImplicitTls(TlsStream<TcpStream>);
+
+impl AsyncRead for ImplicitTls {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.get_mut().0).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for ImplicitTls {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.get_mut().0).poll_write(cx, buf)
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.get_mut().0).poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.get_mut().0).poll_shutdown(cx)
+    }
+}
+
+impl AsyncTokioStream for ImplicitTls {
+    fn peer_addr(&self) -> std::io::Result<SocketAddr> {
+        self.0.get_ref().0.peer_addr()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn crlf_mail_is_borrowed_and_loses_only_the_final_crlf() {
+        let original = b"Subject: x\r\n\r\nline\r\n";
+        let body = wire_body(original);
+        assert!(matches!(body, Cow::Borrowed(_)));
+        assert_eq!(body.as_ref(), b"Subject: x\r\n\r\nline");
+    }
+
+    #[test]
+    fn bare_lf_becomes_crlf() {
+        assert_eq!(wire_body(b"a\nb\r\nc\n").as_ref(), b"a\r\nb\r\nc");
+        assert_eq!(wire_body(b"no newline").as_ref(), b"no newline");
+    }
+}

@@ -1,0 +1,533 @@
+//! The IMAP side: the only module that talks IMAP.
+//!
+//! Owns connecting over TLS (implicit or required STARTTLS), login, folder
+//! selection, finding new UIDs, fetching bodies with `BODY.PEEK[]` (which
+//! never sets `\Seen`), and [`ImapSource::settle`], the one function that
+//! changes anything on the server. Every network step runs under the
+//! mailbox's timeout.
+
+use std::collections::HashSet;
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_imap::Session;
+use futures::StreamExt;
+use rustls::pki_types::ServerName;
+use tokio::net::TcpStream;
+use tokio_rustls::TlsConnector;
+use tokio_rustls::client::TlsStream;
+
+use crate::config::{MailboxSettings, TlsMode};
+use crate::tls::{self, TlsSetupError};
+
+/// Errors talking to the IMAP server. Every variant names the server.
+#[derive(Debug, thiserror::Error)]
+pub enum SourceError {
+    #[error("cannot set up TLS for IMAP server {addr}: {source}")]
+    TlsSetup {
+        addr: String,
+        #[source]
+        source: TlsSetupError,
+    },
+    #[error("cannot connect to IMAP server {addr}: {source}")]
+    Connect {
+        addr: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("IMAP server {addr} did not answer within {secs} s during {operation}")]
+    TimedOut {
+        addr: String,
+        operation: &'static str,
+        secs: u64,
+    },
+    #[error("TLS handshake with IMAP server {addr} failed: {source} ({hint})")]
+    Tls {
+        addr: String,
+        #[source]
+        source: std::io::Error,
+        hint: &'static str,
+    },
+    #[error("IMAP server {addr} refused STARTTLS, which tls = \"starttls\" requires: {message}")]
+    Starttls { addr: String, message: String },
+    #[error(
+        "IMAP server {addr} rejected the login of user {user}: {message}; check username and password"
+    )]
+    Login {
+        addr: String,
+        user: String,
+        message: String,
+    },
+    #[error("IMAP server {addr}: cannot {operation}: {source}")]
+    Command {
+        addr: String,
+        operation: String,
+        #[source]
+        source: async_imap::error::Error,
+    },
+    #[error(
+        "IMAP server {addr}: folder {folder} reports no UIDVALIDITY, so UIDs cannot be tracked"
+    )]
+    NoUidValidity { addr: String, folder: String },
+}
+
+/// Result alias for IMAP operations.
+pub type Result<T> = std::result::Result<T, SourceError>;
+
+/// The selected folder's identity and size.
+#[derive(Debug, Clone, Copy)]
+pub struct FolderState {
+    pub uidvalidity: u32,
+    /// The UID the next new message will get, when the server says.
+    pub uid_next: Option<u32>,
+    pub exists: u32,
+}
+
+/// One fetched message.
+#[derive(Debug)]
+pub struct RawMail {
+    pub uid: u32,
+    pub bytes: Vec<u8>,
+}
+
+/// What [`ImapSource::settle`] does to a set of messages.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Settlement {
+    /// Flags to add, e.g. `$Forwarded \Seen`.
+    pub flags: String,
+    /// Folder path (`/`-separated) to move the messages to.
+    pub move_to: Option<String>,
+}
+
+impl Settlement {
+    /// How the log describes this settlement.
+    pub fn describe(&self) -> String {
+        match &self.move_to {
+            Some(folder) => format!("flags {} and moved to {folder}", self.flags),
+            None => format!("flags {}", self.flags),
+        }
+    }
+}
+
+/// A logged-in IMAP session on one mailbox.
+pub struct ImapSource {
+    session: Session<TlsStream<TcpStream>>,
+    addr: String,
+    timeout: Duration,
+    folder: String,
+    /// The server's hierarchy delimiter, from `LIST "" ""`.
+    delimiter: Option<String>,
+    can_move: bool,
+    known_folders: HashSet<String>,
+}
+
+impl std::fmt::Debug for ImapSource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ImapSource")
+            .field("addr", &self.addr)
+            .field("folder", &self.folder)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Connects, secures and logs in.
+///
+/// # Errors
+/// Connection, TLS, STARTTLS or login failures, each naming the server.
+pub async fn connect(settings: &MailboxSettings) -> Result<ImapSource> {
+    let addr = format!("{}:{}", settings.host, settings.port);
+    let timeout = settings.timeout;
+    let tls_config = tls::client_config(settings.ca_file.as_deref()).map_err(|source| {
+        SourceError::TlsSetup {
+            addr: addr.clone(),
+            source,
+        }
+    })?;
+    let tcp = limit(&addr, timeout, "connect", async {
+        TcpStream::connect((settings.host.as_str(), settings.port)).await
+    })
+    .await?
+    .map_err(|source| SourceError::Connect {
+        addr: addr.clone(),
+        source,
+    })?;
+    // NOTE: Without TCP_NODELAY small commands wait for the peer's delayed
+    // ACK (tens of milliseconds each).
+    let _ = tcp.set_nodelay(true);
+
+    let tcp = match settings.tls {
+        TlsMode::Implicit => tcp,
+        TlsMode::Starttls => starttls(tcp, &addr, timeout).await?,
+    };
+    let tls_stream = handshake(tcp, &settings.host, tls_config, &addr, timeout).await?;
+    let mut client = async_imap::Client::new(tls_stream);
+    if settings.tls == TlsMode::Implicit {
+        let greeting = limit(&addr, timeout, "the greeting", client.read_response()).await?;
+        if !matches!(greeting, Ok(Some(_))) {
+            return Err(SourceError::Connect {
+                addr,
+                source: std::io::Error::other(
+                    "the server closed the connection before its greeting",
+                ),
+            });
+        }
+    }
+    let username = &settings.credentials.username;
+    let login = limit(
+        &addr,
+        timeout,
+        "login",
+        client.login_with_capabilities(username, settings.credentials.password.expose()),
+    )
+    .await?;
+    let (session, capabilities) = match login {
+        Ok(logged_in) => logged_in,
+        Err((err, _client)) => {
+            return Err(SourceError::Login {
+                addr,
+                user: username.clone(),
+                message: err.to_string(),
+            });
+        }
+    };
+    let can_move = capabilities.is_some_and(|caps| caps.has_str("MOVE"));
+    let mut source = ImapSource {
+        session,
+        addr,
+        timeout,
+        folder: settings.folder.clone(),
+        delimiter: None,
+        can_move,
+        known_folders: HashSet::new(),
+    };
+    source.delimiter = source.read_delimiter().await?;
+    Ok(source)
+}
+
+async fn starttls(tcp: TcpStream, addr: &str, timeout: Duration) -> Result<TcpStream> {
+    let mut client = async_imap::Client::new(tcp);
+    let greeting = limit(addr, timeout, "the greeting", client.read_response()).await?;
+    if !matches!(greeting, Ok(Some(_))) {
+        return Err(SourceError::Connect {
+            addr: addr.to_owned(),
+            source: std::io::Error::other("the server closed the connection before its greeting"),
+        });
+    }
+    limit(
+        addr,
+        timeout,
+        "STARTTLS",
+        client.run_command_and_check_ok("STARTTLS", None),
+    )
+    .await?
+    .map_err(|err| SourceError::Starttls {
+        addr: addr.to_owned(),
+        message: err.to_string(),
+    })?;
+    Ok(client.into_inner())
+}
+
+async fn handshake(
+    tcp: TcpStream,
+    host: &str,
+    config: Arc<rustls::ClientConfig>,
+    addr: &str,
+    timeout: Duration,
+) -> Result<TlsStream<TcpStream>> {
+    let server_name = ServerName::try_from(host.to_owned()).map_err(|err| SourceError::Tls {
+        addr: addr.to_owned(),
+        source: std::io::Error::other(err.to_string()),
+        hint: "the host is not a valid DNS name or IP address",
+    })?;
+    let connector = TlsConnector::from(config);
+    limit(
+        addr,
+        timeout,
+        "the TLS handshake",
+        connector.connect(server_name, tcp),
+    )
+    .await?
+    .map_err(|source| {
+        let hint = tls::explain(&source);
+        SourceError::Tls {
+            addr: addr.to_owned(),
+            source,
+            hint,
+        }
+    })
+}
+
+impl ImapSource {
+    /// `host:port` of the server, for messages.
+    pub fn addr(&self) -> &str {
+        &self.addr
+    }
+
+    fn command_error(
+        &self,
+        operation: String,
+    ) -> impl FnOnce(async_imap::error::Error) -> SourceError + use<> {
+        let addr = self.addr.clone();
+        move |source| SourceError::Command {
+            addr,
+            operation,
+            source,
+        }
+    }
+
+    async fn read_delimiter(&mut self) -> Result<Option<String>> {
+        let addr = self.addr.clone();
+        let fail = self.command_error("list the hierarchy delimiter".to_owned());
+        let names = limit(&addr, self.timeout, "LIST", async {
+            let stream = self.session.list(Some(""), Some("\"\"")).await?;
+            let names: Vec<_> = stream.collect().await;
+            names
+                .into_iter()
+                .collect::<std::result::Result<Vec<_>, _>>()
+        })
+        .await?
+        .map_err(fail)?;
+        Ok(names
+            .iter()
+            .find_map(|name| name.delimiter().map(str::to_owned)))
+    }
+
+    /// Maps a `/`-separated folder path onto the server's delimiter.
+    pub fn server_folder(&self, path: &str) -> String {
+        match self.delimiter.as_deref() {
+            Some(delimiter) if delimiter != "/" => path.replace('/', delimiter),
+            _ => path.to_owned(),
+        }
+    }
+
+    /// Selects the configured folder.
+    ///
+    /// # Errors
+    /// A missing folder, or one without UIDVALIDITY.
+    pub async fn select(&mut self) -> Result<FolderState> {
+        let folder = self.server_folder(&self.folder.clone());
+        let fail = self.command_error(format!("select folder {folder}"));
+        let mailbox = limit(
+            &self.addr,
+            self.timeout,
+            "SELECT",
+            self.session.select(&folder),
+        )
+        .await?
+        .map_err(fail)?;
+        let Some(uidvalidity) = mailbox.uid_validity else {
+            return Err(SourceError::NoUidValidity {
+                addr: self.addr.clone(),
+                folder,
+            });
+        };
+        Ok(FolderState {
+            uidvalidity,
+            uid_next: mailbox.uid_next,
+            exists: mailbox.exists,
+        })
+    }
+
+    /// UIDs at or above `first`, ascending.
+    pub async fn uids_from(&mut self, first: u32) -> Result<Vec<u32>> {
+        let fail = self.command_error(format!("search for UIDs from {first}"));
+        let found = limit(
+            &self.addr,
+            self.timeout,
+            "UID SEARCH",
+            self.session.uid_search(format!("UID {first}:*")),
+        )
+        .await?
+        .map_err(fail)?;
+        // NOTE: `N:*` matches the highest UID even when it is below N
+        // (RFC 3501 §6.4.8), so filter.
+        let mut uids: Vec<u32> = found.into_iter().filter(|uid| first <= *uid).collect();
+        uids.sort_unstable();
+        Ok(uids)
+    }
+
+    /// Fetches the full bytes of these UIDs in one command. UIDs that no
+    /// longer exist are simply absent from the result.
+    pub async fn fetch(&mut self, uids: &[u32]) -> Result<Vec<RawMail>> {
+        if uids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let set = uid_set(uids);
+        let addr = self.addr.clone();
+        let timeout = self.timeout;
+        let fail = self.command_error(format!("fetch UIDs {set}"));
+        let mut stream = limit(
+            &addr,
+            timeout,
+            "UID FETCH",
+            self.session
+                .uid_fetch(&set, "(UID RFC822.SIZE BODY.PEEK[])"),
+        )
+        .await?
+        .map_err(fail)?;
+        let mut mails = Vec::with_capacity(uids.len());
+        while let Some(item) = limit(&addr, timeout, "UID FETCH", stream.next()).await? {
+            let fetch = item.map_err(|source| SourceError::Command {
+                addr: addr.clone(),
+                operation: format!("fetch UIDs {set}"),
+                source,
+            })?;
+            // NOTE: Untagged FETCH responses about flag changes made by other
+            // clients can arrive here too; they carry no body.
+            if let (Some(uid), Some(body)) = (fetch.uid, fetch.body()) {
+                mails.push(RawMail {
+                    uid,
+                    bytes: body.to_vec(),
+                });
+            }
+        }
+        Ok(mails)
+    }
+
+    /// The one place deskbridge changes the mailbox: adds flags to these
+    /// UIDs and, when asked, moves them (creating the folder if needed).
+    ///
+    /// # Errors
+    /// A refused STORE, CREATE or MOVE.
+    pub async fn settle(&mut self, uids: &[u32], settlement: &Settlement) -> Result<()> {
+        if uids.is_empty() {
+            return Ok(());
+        }
+        let set = uid_set(uids);
+        let addr = self.addr.clone();
+        let timeout = self.timeout;
+        let fail = self.command_error(format!("set flags {} on UIDs {set}", settlement.flags));
+        limit(&addr, timeout, "UID STORE", async {
+            let stream = self
+                .session
+                .uid_store(&set, format!("+FLAGS.SILENT ({})", settlement.flags))
+                .await?;
+            let updates: Vec<_> = stream.collect().await;
+            updates
+                .into_iter()
+                .collect::<std::result::Result<Vec<_>, _>>()
+        })
+        .await?
+        .map_err(fail)?;
+        let Some(path) = &settlement.move_to else {
+            return Ok(());
+        };
+        let folder = self.server_folder(path);
+        self.ensure_folder(&folder).await?;
+        let fail = self.command_error(format!("move UIDs {set} to {folder}"));
+        if self.can_move {
+            limit(
+                &addr,
+                timeout,
+                "UID MOVE",
+                self.session.uid_mv(&set, &folder),
+            )
+            .await?
+            .map_err(fail)?;
+            return Ok(());
+        }
+        // NOTE: Without MOVE (RFC 6851), COPY then delete; UID EXPUNGE
+        // (UIDPLUS) removes only these messages.
+        limit(&addr, timeout, "UID COPY", async {
+            self.session.uid_copy(&set, &folder).await?;
+            let stream = self
+                .session
+                .uid_store(&set, "+FLAGS.SILENT (\\Deleted)")
+                .await?;
+            let _: Vec<_> = stream.collect().await;
+            let stream = self.session.uid_expunge(&set).await?;
+            let _: Vec<_> = stream.collect().await;
+            Ok(())
+        })
+        .await?
+        .map_err(fail)
+    }
+
+    async fn ensure_folder(&mut self, folder: &str) -> Result<()> {
+        if self.known_folders.contains(folder) {
+            return Ok(());
+        }
+        let addr = self.addr.clone();
+        let timeout = self.timeout;
+        let quoted = format!("\"{}\"", folder.replace('\\', "\\\\").replace('"', "\\\""));
+        let fail = self.command_error(format!("look up folder {folder}"));
+        let existing = limit(&addr, timeout, "LIST", async {
+            let stream = self.session.list(Some(""), Some(&quoted)).await?;
+            let names: Vec<_> = stream.collect().await;
+            names
+                .into_iter()
+                .collect::<std::result::Result<Vec<_>, _>>()
+        })
+        .await?
+        .map_err(fail)?;
+        if existing.is_empty() {
+            let fail = self.command_error(format!("create folder {folder}"));
+            limit(&addr, timeout, "CREATE", self.session.create(folder))
+                .await?
+                .map_err(fail)?;
+        }
+        self.known_folders.insert(folder.to_owned());
+        Ok(())
+    }
+
+    /// Ends the session politely; failures here change nothing.
+    pub async fn logout(mut self) {
+        let _ = tokio::time::timeout(self.timeout, self.session.logout()).await;
+    }
+}
+
+/// Runs one network step under the timeout.
+async fn limit<T>(
+    addr: &str,
+    timeout: Duration,
+    operation: &'static str,
+    step: impl Future<Output = T>,
+) -> Result<T> {
+    tokio::time::timeout(timeout, step)
+        .await
+        .map_err(|_| SourceError::TimedOut {
+            addr: addr.to_owned(),
+            operation,
+            secs: timeout.as_secs(),
+        })
+}
+
+/// Compresses sorted or unsorted UIDs into an IMAP sequence set: `1:3,7,9:10`.
+pub fn uid_set(uids: &[u32]) -> String {
+    let mut sorted = uids.to_vec();
+    sorted.sort_unstable();
+    sorted.dedup();
+    let mut out = String::new();
+    let mut index = 0;
+    while index < sorted.len() {
+        let start = sorted[index];
+        let mut end = start;
+        while index + 1 < sorted.len() && sorted[index + 1] == end + 1 {
+            index += 1;
+            end = sorted[index];
+        }
+        if !out.is_empty() {
+            out.push(',');
+        }
+        if start == end {
+            out.push_str(&start.to_string());
+        } else {
+            out.push_str(&format!("{start}:{end}"));
+        }
+        index += 1;
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn uid_sets_are_compressed() {
+        assert_eq!(uid_set(&[3, 1, 2, 7, 9, 10, 10]), "1:3,7,9:10");
+        assert_eq!(uid_set(&[5]), "5");
+        assert_eq!(uid_set(&[]), "");
+    }
+}

@@ -1,0 +1,834 @@
+//! The SQLite thread log: the only module with SQL.
+//!
+//! Owns the database file, the migrations in `migrations/` (applied in order
+//! at open, tracked in `PRAGMA user_version`), and every read and write of
+//! the log. Each state change is its own short transaction, so the file on
+//! disk always tells the truth about what was sent.
+
+use std::path::{Path, PathBuf};
+
+use rusqlite::{Connection, OptionalExtension, Row, params};
+
+use crate::clock;
+
+/// The migrations, in order. Append only: never edit a released one.
+const MIGRATIONS: &[(&str, &str)] = &[(
+    "0001_create_log",
+    include_str!("../migrations/0001_create_log.sql"),
+)];
+
+/// Errors from the log database.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("cannot open database {path}: {source}")]
+    Open {
+        path: PathBuf,
+        #[source]
+        source: rusqlite::Error,
+    },
+    #[error("cannot apply migration {name} to {path}: {source}")]
+    Migrate {
+        path: PathBuf,
+        name: &'static str,
+        #[source]
+        source: rusqlite::Error,
+    },
+    #[error(
+        "database {path} was written by a newer deskbridge (schema {found}, this one knows {known})"
+    )]
+    TooNew {
+        path: PathBuf,
+        found: i64,
+        known: i64,
+    },
+    #[error("database {path}: cannot {action}: {source}")]
+    Query {
+        path: PathBuf,
+        action: &'static str,
+        #[source]
+        source: rusqlite::Error,
+    },
+}
+
+/// Result alias for store operations.
+pub type Result<T> = std::result::Result<T, StoreError>;
+
+/// The delivery state of a logged message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum State {
+    /// Recorded, not yet accepted by the SMTP server (new, or deferred by 4xx).
+    Pending,
+    /// Accepted by the SMTP server with 250.
+    Forwarded,
+    /// Kept back for a person (encrypted, unreadable, too large).
+    Held,
+    /// Deliberately not forwarded (loop, duplicate).
+    Skipped,
+    /// Rejected (5xx) or given up; will not be retried.
+    Failed,
+}
+
+impl State {
+    /// The name stored in the `state` column.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            State::Pending => "pending",
+            State::Forwarded => "forwarded",
+            State::Held => "held",
+            State::Skipped => "skipped",
+            State::Failed => "failed",
+        }
+    }
+
+    /// Parses a `state` column value or a CLI argument.
+    pub fn parse(text: &str) -> Option<State> {
+        Some(match text {
+            "pending" => State::Pending,
+            "forwarded" => State::Forwarded,
+            "held" => State::Held,
+            "skipped" => State::Skipped,
+            "failed" => State::Failed,
+            _ => return None,
+        })
+    }
+
+    /// Every state, in display order.
+    pub const ALL: [State; 5] = [
+        State::Pending,
+        State::Forwarded,
+        State::Held,
+        State::Skipped,
+        State::Failed,
+    ];
+}
+
+/// A message as the worker first records it.
+#[derive(Debug, Clone, Default)]
+pub struct NewMessage {
+    pub mailbox: String,
+    pub uidvalidity: u32,
+    pub uid: u32,
+    pub summary: crate::mail::MailSummary,
+    pub size: u64,
+    pub sha256: String,
+    pub state: Option<State>,
+    pub reason: Option<String>,
+    pub detail: Option<String>,
+}
+
+/// One row of the `messages` table.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct MessageRow {
+    pub id: i64,
+    pub mailbox: String,
+    pub uidvalidity: u32,
+    pub uid: u32,
+    pub message_id: Option<String>,
+    pub in_reply_to: Option<String>,
+    pub references: Option<String>,
+    pub from: Option<String>,
+    pub reply_to: Option<String>,
+    pub subject: Option<String>,
+    pub date: Option<String>,
+    pub size: u64,
+    pub sha256: String,
+    pub state: String,
+    pub reason: Option<String>,
+    pub detail: Option<String>,
+    pub attempts: u32,
+    pub last_error: Option<String>,
+    pub smtp_reply: Option<String>,
+    pub resent_message_id: Option<String>,
+    pub first_seen_at: String,
+    pub updated_at: String,
+    pub forwarded_at: Option<String>,
+    pub settled_at: Option<String>,
+    pub settled_as: Option<String>,
+}
+
+impl MessageRow {
+    /// The row's state as an enum; unknown text reads as failed.
+    pub fn state(&self) -> State {
+        State::parse(&self.state).unwrap_or(State::Failed)
+    }
+}
+
+/// One entry of a message's history.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Event {
+    pub at: String,
+    pub kind: String,
+    pub detail: Option<String>,
+}
+
+/// Where a mailbox's fetching resumes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Checkpoint {
+    pub uidvalidity: u32,
+    pub last_uid: u32,
+}
+
+/// A mailbox's last pass and its counts by state.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct MailboxStatus {
+    pub name: String,
+    pub uidvalidity: Option<u32>,
+    pub last_uid: u32,
+    pub last_pass_started_at: Option<String>,
+    pub last_pass_finished_at: Option<String>,
+    pub last_pass_outcome: Option<String>,
+    /// (state, count) for every state, zeros included.
+    pub counts: Vec<(String, u64)>,
+}
+
+/// Filters for [`Store::list_messages`].
+#[derive(Debug, Clone, Default)]
+pub struct MessageFilter {
+    pub state: Option<State>,
+    pub mailbox: Option<String>,
+    pub limit: Option<u32>,
+}
+
+const MESSAGE_COLUMNS: &str = "id, mailbox, uidvalidity, uid, message_id, in_reply_to, refs, \
+    from_addr, reply_to, subject, date, size, sha256, state, reason, detail, attempts, \
+    last_error, smtp_reply, resent_message_id, first_seen_at, updated_at, forwarded_at, \
+    settled_at, settled_as";
+
+/// An open log database.
+#[derive(Debug)]
+pub struct Store {
+    conn: Connection,
+    path: PathBuf,
+}
+
+impl Store {
+    /// Opens (creating if needed) the database and applies migrations.
+    ///
+    /// # Errors
+    /// An unopenable file, a failed migration, or a newer schema.
+    pub fn open(path: &Path) -> Result<Store> {
+        let conn = Connection::open(path).map_err(|source| StoreError::Open {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        Store::init(conn, path)
+    }
+
+    /// Opens an existing database without creating one, for the read-only
+    /// commands: a mistyped path should not leave an empty database behind.
+    ///
+    /// # Errors
+    /// A missing or unopenable file.
+    pub fn open_existing(path: &Path) -> Result<Store> {
+        let flags = rusqlite::OpenFlags::SQLITE_OPEN_READ_WRITE
+            | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX
+            | rusqlite::OpenFlags::SQLITE_OPEN_URI;
+        let conn = Connection::open_with_flags(path, flags).map_err(|source| StoreError::Open {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        Store::init(conn, path)
+    }
+
+    /// An in-memory database with the real migrations, for tests.
+    ///
+    /// # Errors
+    /// A failed migration.
+    pub fn open_in_memory() -> Result<Store> {
+        let path = Path::new(":memory:");
+        let conn = Connection::open_in_memory().map_err(|source| StoreError::Open {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        Store::init(conn, path)
+    }
+
+    fn init(conn: Connection, path: &Path) -> Result<Store> {
+        let store = Store {
+            conn,
+            path: path.to_path_buf(),
+        };
+        // NOTE: WAL lets `deskbridge messages` and sqlite3 read while a pass
+        // writes; synchronous=FULL keeps each "forwarded" mark durable
+        // across power loss, which is what makes "never sent twice" hold.
+        store
+            .conn
+            .execute_batch(
+                "PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; \
+                 PRAGMA foreign_keys = ON; PRAGMA busy_timeout = 5000;",
+            )
+            .map_err(|source| store.query_error("configure the connection", source))?;
+        store.migrate()?;
+        Ok(store)
+    }
+
+    fn migrate(&self) -> Result<()> {
+        let applied: i64 = self
+            .conn
+            .query_row("PRAGMA user_version", [], |row| row.get(0))
+            .map_err(|source| self.query_error("read the schema version", source))?;
+        let known = MIGRATIONS.len() as i64;
+        if known < applied {
+            return Err(StoreError::TooNew {
+                path: self.path.clone(),
+                found: applied,
+                known,
+            });
+        }
+        for (index, (name, sql)) in MIGRATIONS.iter().enumerate().skip(applied as usize) {
+            let batch = format!(
+                "BEGIN IMMEDIATE; {sql}; PRAGMA user_version = {}; COMMIT;",
+                index + 1
+            );
+            if let Err(source) = self.conn.execute_batch(&batch) {
+                let _ = self.conn.execute_batch("ROLLBACK");
+                return Err(StoreError::Migrate {
+                    path: self.path.clone(),
+                    name,
+                    source,
+                });
+            }
+        }
+        Ok(())
+    }
+
+    fn query_error(&self, action: &'static str, source: rusqlite::Error) -> StoreError {
+        StoreError::Query {
+            path: self.path.clone(),
+            action,
+            source,
+        }
+    }
+
+    /// The fetch checkpoint of a mailbox, if it was ever polled.
+    pub fn checkpoint(&self, mailbox: &str) -> Result<Option<Checkpoint>> {
+        self.conn
+            .query_row(
+                "SELECT uidvalidity, last_uid FROM mailboxes WHERE name = ?1 AND uidvalidity IS NOT NULL",
+                [mailbox],
+                |row| {
+                    Ok(Checkpoint {
+                        uidvalidity: row.get(0)?,
+                        last_uid: row.get(1)?,
+                    })
+                },
+            )
+            .optional()
+            .map_err(|source| self.query_error("read the mailbox checkpoint", source))
+    }
+
+    /// Notes the start of a pass over a mailbox.
+    pub fn begin_pass(&self, mailbox: &str) -> Result<()> {
+        let now = clock::rfc3339(clock::unix_now());
+        self.conn
+            .execute(
+                "INSERT INTO mailboxes (name, last_pass_started_at) VALUES (?1, ?2)
+                 ON CONFLICT (name) DO UPDATE SET last_pass_started_at = ?2",
+                params![mailbox, now],
+            )
+            .map_err(|source| self.query_error("record the start of a pass", source))?;
+        Ok(())
+    }
+
+    /// Notes the end of a pass over a mailbox and how it went.
+    pub fn finish_pass(&self, mailbox: &str, outcome: &str) -> Result<()> {
+        let now = clock::rfc3339(clock::unix_now());
+        self.conn
+            .execute(
+                "UPDATE mailboxes SET last_pass_finished_at = ?2, last_pass_outcome = ?3 WHERE name = ?1",
+                params![mailbox, now, outcome],
+            )
+            .map_err(|source| self.query_error("record the end of a pass", source))?;
+        Ok(())
+    }
+
+    /// Starts over under a new UIDVALIDITY: the checkpoint goes back to 0.
+    pub fn reset_checkpoint(&self, mailbox: &str, uidvalidity: u32) -> Result<()> {
+        self.conn
+            .execute(
+                "UPDATE mailboxes SET uidvalidity = ?2, last_uid = 0 WHERE name = ?1",
+                params![mailbox, uidvalidity],
+            )
+            .map_err(|source| self.query_error("reset the mailbox checkpoint", source))?;
+        Ok(())
+    }
+
+    /// Records a batch of new messages and advances the checkpoint in one
+    /// transaction. Returns the new row ids in input order.
+    pub fn record_batch(
+        &mut self,
+        batch: &[NewMessage],
+        checkpoint: Option<(&str, Checkpoint)>,
+    ) -> Result<Vec<i64>> {
+        let now = clock::rfc3339(clock::unix_now());
+        let path = self.path.clone();
+        let fail = |source| StoreError::Query {
+            path: path.clone(),
+            action: "record fetched messages",
+            source,
+        };
+        let tx = self.conn.transaction().map_err(fail)?;
+        let mut ids = Vec::with_capacity(batch.len());
+        {
+            let mut insert = tx
+                .prepare_cached(
+                    "INSERT INTO messages (mailbox, uidvalidity, uid, message_id, in_reply_to, refs,
+                        from_addr, reply_to, subject, date, size, sha256, state, reason, detail,
+                        first_seen_at, updated_at)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?16)",
+                )
+                .map_err(fail)?;
+            let mut event = tx
+                .prepare_cached(
+                    "INSERT INTO events (message, at, kind, detail) VALUES (?1, ?2, ?3, ?4)",
+                )
+                .map_err(fail)?;
+            for message in batch {
+                let state = message.state.unwrap_or(State::Pending);
+                let summary = &message.summary;
+                insert
+                    .execute(params![
+                        message.mailbox,
+                        message.uidvalidity,
+                        message.uid,
+                        summary.message_id,
+                        summary.in_reply_to,
+                        summary.references,
+                        summary.from,
+                        summary.reply_to,
+                        summary.subject,
+                        summary.date,
+                        message.size as i64,
+                        message.sha256,
+                        state.as_str(),
+                        message.reason,
+                        message.detail,
+                        now,
+                    ])
+                    .map_err(fail)?;
+                let id = tx.last_insert_rowid();
+                let kind = match state {
+                    State::Pending => "recorded",
+                    other => other.as_str(),
+                };
+                event
+                    .execute(params![id, now, kind, message.detail])
+                    .map_err(fail)?;
+                ids.push(id);
+            }
+        }
+        if let Some((mailbox, checkpoint)) = checkpoint {
+            tx.execute(
+                "UPDATE mailboxes SET uidvalidity = ?2, last_uid = MAX(last_uid, ?3) WHERE name = ?1",
+                params![mailbox, checkpoint.uidvalidity, checkpoint.last_uid],
+            )
+            .map_err(fail)?;
+        }
+        tx.commit().map_err(fail)?;
+        Ok(ids)
+    }
+
+    /// Advances the checkpoint on its own (a batch whose messages were all
+    /// recognised as already logged).
+    pub fn advance_checkpoint(&self, mailbox: &str, checkpoint: Checkpoint) -> Result<()> {
+        self.conn
+            .execute(
+                "UPDATE mailboxes SET uidvalidity = ?2, last_uid = MAX(last_uid, ?3) WHERE name = ?1",
+                params![mailbox, checkpoint.uidvalidity, checkpoint.last_uid],
+            )
+            .map_err(|source| self.query_error("advance the mailbox checkpoint", source))?;
+        Ok(())
+    }
+
+    /// The row for a mailbox position, if logged.
+    pub fn find_by_uid(
+        &self,
+        mailbox: &str,
+        uidvalidity: u32,
+        uid: u32,
+    ) -> Result<Option<MessageRow>> {
+        self.conn
+            .query_row(
+                &format!(
+                    "SELECT {MESSAGE_COLUMNS} FROM messages WHERE mailbox = ?1 AND uidvalidity = ?2 AND uid = ?3"
+                ),
+                params![mailbox, uidvalidity, uid],
+                read_message,
+            )
+            .optional()
+            .map_err(|source| self.query_error("look up a message by UID", source))
+    }
+
+    /// The oldest row of this mailbox with the same content, if any.
+    pub fn find_by_content(&self, mailbox: &str, sha256: &str) -> Result<Option<MessageRow>> {
+        self.conn
+            .query_row(
+                &format!(
+                    "SELECT {MESSAGE_COLUMNS} FROM messages WHERE mailbox = ?1 AND sha256 = ?2 ORDER BY id LIMIT 1"
+                ),
+                params![mailbox, sha256],
+                read_message,
+            )
+            .optional()
+            .map_err(|source| self.query_error("look up a message by content", source))
+    }
+
+    /// Moves a row to its new position after a UIDVALIDITY change.
+    pub fn adopt(&self, id: i64, uidvalidity: u32, uid: u32) -> Result<()> {
+        let now = clock::rfc3339(clock::unix_now());
+        let changed = self
+            .conn
+            .execute(
+                "UPDATE messages SET uidvalidity = ?2, uid = ?3, updated_at = ?4 WHERE id = ?1",
+                params![id, uidvalidity, uid, now],
+            )
+            .map_err(|source| {
+                self.query_error("re-key a message after a UIDVALIDITY change", source)
+            })?;
+        if 0 < changed {
+            self.add_event(
+                id,
+                "rescanned",
+                &format!("found again as UID {uid} under UIDVALIDITY {uidvalidity}"),
+            )?;
+        }
+        Ok(())
+    }
+
+    /// Rows of this mailbox position that still need work: pending ones to
+    /// send, and final ones whose IMAP settle has not happened yet.
+    pub fn unfinished(&self, mailbox: &str, uidvalidity: u32) -> Result<Vec<MessageRow>> {
+        let mut statement = self
+            .conn
+            .prepare_cached(&format!(
+                "SELECT {MESSAGE_COLUMNS} FROM messages
+                 WHERE mailbox = ?1 AND uidvalidity = ?2 AND (state = 'pending' OR settled_at IS NULL)
+                 ORDER BY uid"
+            ))
+            .map_err(|source| self.query_error("list unfinished messages", source))?;
+        let rows = statement
+            .query_map(params![mailbox, uidvalidity], read_message)
+            .and_then(|rows| rows.collect::<std::result::Result<Vec<_>, _>>())
+            .map_err(|source| self.query_error("list unfinished messages", source))?;
+        Ok(rows)
+    }
+
+    /// Notes that a send is about to start: the attempt counts even if the
+    /// process dies mid-send, and the Resent-Message-ID is fixed for good.
+    pub fn mark_send_attempt(&self, id: i64, resent_message_id: &str) -> Result<u32> {
+        let now = clock::rfc3339(clock::unix_now());
+        let attempts: u32 = self
+            .conn
+            .query_row(
+                "UPDATE messages SET attempts = attempts + 1, resent_message_id = ?2, updated_at = ?3
+                 WHERE id = ?1 RETURNING attempts",
+                params![id, resent_message_id, now],
+                |row| row.get(0),
+            )
+            .map_err(|source| self.query_error("record a send attempt", source))?;
+        Ok(attempts)
+    }
+
+    /// Marks a row forwarded with the server's reply.
+    pub fn mark_forwarded(&self, id: i64, smtp_reply: &str) -> Result<()> {
+        let now = clock::rfc3339(clock::unix_now());
+        self.conn
+            .execute(
+                "UPDATE messages SET state = 'forwarded', smtp_reply = ?2, last_error = NULL,
+                    forwarded_at = ?3, updated_at = ?3 WHERE id = ?1",
+                params![id, smtp_reply, now],
+            )
+            .map_err(|source| self.query_error("mark a message forwarded", source))?;
+        self.add_event(id, "forwarded", smtp_reply)
+    }
+
+    /// Leaves a row pending after a temporary failure.
+    pub fn mark_deferred(&self, id: i64, error: &str) -> Result<()> {
+        let now = clock::rfc3339(clock::unix_now());
+        self.conn
+            .execute(
+                "UPDATE messages SET last_error = ?2, updated_at = ?3 WHERE id = ?1",
+                params![id, error, now],
+            )
+            .map_err(|source| self.query_error("record a deferral", source))?;
+        self.add_event(id, "deferred", error)
+    }
+
+    /// Marks a row failed for good.
+    pub fn mark_failed(&self, id: i64, reason: &str, error: &str) -> Result<()> {
+        let now = clock::rfc3339(clock::unix_now());
+        self.conn
+            .execute(
+                "UPDATE messages SET state = 'failed', reason = ?2, detail = ?3, last_error = ?3,
+                    updated_at = ?4 WHERE id = ?1",
+                params![id, reason, error, now],
+            )
+            .map_err(|source| self.query_error("mark a message failed", source))?;
+        self.add_event(id, "failed", &format!("{reason}: {error}"))
+    }
+
+    /// Records that the IMAP side of these rows was updated.
+    pub fn mark_settled(&mut self, ids: &[i64], how: &str) -> Result<()> {
+        let now = clock::rfc3339(clock::unix_now());
+        let path = self.path.clone();
+        let fail = |source| StoreError::Query {
+            path: path.clone(),
+            action: "mark messages settled",
+            source,
+        };
+        let tx = self.conn.transaction().map_err(fail)?;
+        for id in ids {
+            tx.execute(
+                "UPDATE messages SET settled_at = ?2, settled_as = ?3, updated_at = ?2 WHERE id = ?1",
+                params![id, now, how],
+            )
+            .map_err(fail)?;
+            tx.execute(
+                "INSERT INTO events (message, at, kind, detail) VALUES (?1, ?2, 'settled', ?3)",
+                params![id, now, how],
+            )
+            .map_err(fail)?;
+        }
+        tx.commit().map_err(fail)
+    }
+
+    /// Appends to a message's history.
+    pub fn add_event(&self, id: i64, kind: &str, detail: &str) -> Result<()> {
+        let now = clock::rfc3339(clock::unix_now());
+        self.conn
+            .execute(
+                "INSERT INTO events (message, at, kind, detail) VALUES (?1, ?2, ?3, ?4)",
+                params![id, now, kind, detail],
+            )
+            .map_err(|source| self.query_error("append to a message's history", source))?;
+        Ok(())
+    }
+
+    /// Messages, newest first.
+    pub fn list_messages(&self, filter: &MessageFilter) -> Result<Vec<MessageRow>> {
+        let mut statement = self
+            .conn
+            .prepare(&format!(
+                "SELECT {MESSAGE_COLUMNS} FROM messages
+                 WHERE (?1 IS NULL OR state = ?1) AND (?2 IS NULL OR mailbox = ?2)
+                 ORDER BY id DESC LIMIT ?3"
+            ))
+            .map_err(|source| self.query_error("list messages", source))?;
+        let limit = filter.limit.map_or(-1, i64::from);
+        statement
+            .query_map(
+                params![filter.state.map(State::as_str), filter.mailbox, limit],
+                read_message,
+            )
+            .and_then(|rows| rows.collect())
+            .map_err(|source| self.query_error("list messages", source))
+    }
+
+    /// One message by id.
+    pub fn message(&self, id: i64) -> Result<Option<MessageRow>> {
+        self.conn
+            .query_row(
+                &format!("SELECT {MESSAGE_COLUMNS} FROM messages WHERE id = ?1"),
+                [id],
+                read_message,
+            )
+            .optional()
+            .map_err(|source| self.query_error("read a message", source))
+    }
+
+    /// A message's history, oldest first.
+    pub fn events(&self, id: i64) -> Result<Vec<Event>> {
+        let mut statement = self
+            .conn
+            .prepare("SELECT at, kind, detail FROM events WHERE message = ?1 ORDER BY id")
+            .map_err(|source| self.query_error("read a message's history", source))?;
+        statement
+            .query_map([id], |row| {
+                Ok(Event {
+                    at: row.get(0)?,
+                    kind: row.get(1)?,
+                    detail: row.get(2)?,
+                })
+            })
+            .and_then(|rows| rows.collect())
+            .map_err(|source| self.query_error("read a message's history", source))
+    }
+
+    /// Every mailbox's last pass and counts by state.
+    pub fn mailbox_status(&self) -> Result<Vec<MailboxStatus>> {
+        let fail = |source| self.query_error("read mailbox status", source);
+        let mut statement = self
+            .conn
+            .prepare(
+                "SELECT name, uidvalidity, last_uid, last_pass_started_at, last_pass_finished_at,
+                    last_pass_outcome FROM mailboxes ORDER BY name",
+            )
+            .map_err(fail)?;
+        let mut statuses: Vec<MailboxStatus> = statement
+            .query_map([], |row| {
+                Ok(MailboxStatus {
+                    name: row.get(0)?,
+                    uidvalidity: row.get(1)?,
+                    last_uid: row.get(2)?,
+                    last_pass_started_at: row.get(3)?,
+                    last_pass_finished_at: row.get(4)?,
+                    last_pass_outcome: row.get(5)?,
+                    counts: Vec::new(),
+                })
+            })
+            .and_then(|rows| rows.collect())
+            .map_err(fail)?;
+        let mut count = self
+            .conn
+            .prepare("SELECT state, COUNT(*) FROM messages WHERE mailbox = ?1 GROUP BY state")
+            .map_err(fail)?;
+        for status in &mut statuses {
+            let found: Vec<(String, u64)> = count
+                .query_map([&status.name], |row| Ok((row.get(0)?, row.get(1)?)))
+                .and_then(|rows| rows.collect())
+                .map_err(fail)?;
+            status.counts = State::ALL
+                .iter()
+                .map(|state| {
+                    let n = found
+                        .iter()
+                        .find(|(name, _)| name == state.as_str())
+                        .map_or(0, |(_, n)| *n);
+                    (state.as_str().to_owned(), n)
+                })
+                .collect();
+        }
+        Ok(statuses)
+    }
+}
+
+fn read_message(row: &Row<'_>) -> rusqlite::Result<MessageRow> {
+    Ok(MessageRow {
+        id: row.get(0)?,
+        mailbox: row.get(1)?,
+        uidvalidity: row.get(2)?,
+        uid: row.get(3)?,
+        message_id: row.get(4)?,
+        in_reply_to: row.get(5)?,
+        references: row.get(6)?,
+        from: row.get(7)?,
+        reply_to: row.get(8)?,
+        subject: row.get(9)?,
+        date: row.get(10)?,
+        size: row.get::<_, i64>(11)?.max(0) as u64,
+        sha256: row.get(12)?,
+        state: row.get(13)?,
+        reason: row.get(14)?,
+        detail: row.get(15)?,
+        attempts: row.get(16)?,
+        last_error: row.get(17)?,
+        smtp_reply: row.get(18)?,
+        resent_message_id: row.get(19)?,
+        first_seen_at: row.get(20)?,
+        updated_at: row.get(21)?,
+        forwarded_at: row.get(22)?,
+        settled_at: row.get(23)?,
+        settled_as: row.get(24)?,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn new_message(uid: u32, state: Option<State>) -> NewMessage {
+        NewMessage {
+            mailbox: "support".to_owned(),
+            uidvalidity: 9,
+            uid,
+            summary: crate::mail::MailSummary {
+                message_id: Some(format!("m{uid}@x.test")),
+                ..Default::default()
+            },
+            size: 100,
+            sha256: format!("{uid:064}"),
+            state,
+            reason: None,
+            detail: None,
+        }
+    }
+
+    #[test]
+    fn delivery_state_machine_round_trip() {
+        let mut store = Store::open_in_memory().expect("open");
+        store.begin_pass("support").expect("begin");
+        let checkpoint = Checkpoint {
+            uidvalidity: 9,
+            last_uid: 2,
+        };
+        let ids = store
+            .record_batch(
+                &[new_message(1, None), new_message(2, Some(State::Held))],
+                Some(("support", checkpoint)),
+            )
+            .expect("record");
+        assert_eq!(store.checkpoint("support").expect("read"), Some(checkpoint));
+        assert_eq!(store.unfinished("support", 9).expect("unfinished").len(), 2);
+
+        assert_eq!(
+            store.mark_send_attempt(ids[0], "<r@x>").expect("attempt"),
+            1
+        );
+        store.mark_deferred(ids[0], "450 try later").expect("defer");
+        assert_eq!(
+            store.mark_send_attempt(ids[0], "<r@x>").expect("attempt"),
+            2
+        );
+        store.mark_forwarded(ids[0], "250 ok").expect("forward");
+        store.mark_settled(&ids, "keyword").expect("settle");
+        assert!(
+            store
+                .unfinished("support", 9)
+                .expect("unfinished")
+                .is_empty()
+        );
+
+        let row = store.message(ids[0]).expect("read").expect("exists");
+        assert_eq!(row.state(), State::Forwarded);
+        assert_eq!(row.attempts, 2);
+        assert_eq!(row.smtp_reply.as_deref(), Some("250 ok"));
+        let kinds: Vec<String> = store
+            .events(ids[0])
+            .expect("events")
+            .into_iter()
+            .map(|event| event.kind)
+            .collect();
+        assert_eq!(kinds, ["recorded", "deferred", "forwarded", "settled"]);
+
+        let status = store.mailbox_status().expect("status");
+        assert_eq!(status[0].counts[1], ("forwarded".to_owned(), 1));
+        assert_eq!(status[0].counts[2], ("held".to_owned(), 1));
+    }
+
+    #[test]
+    fn same_position_cannot_be_recorded_twice() {
+        let mut store = Store::open_in_memory().expect("open");
+        store
+            .record_batch(&[new_message(1, None)], None)
+            .expect("first");
+        assert!(store.record_batch(&[new_message(1, None)], None).is_err());
+    }
+
+    #[test]
+    fn reopening_a_file_keeps_data_and_schema() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("log.db");
+        {
+            let mut store = Store::open(&path).expect("open");
+            store
+                .record_batch(&[new_message(1, None)], None)
+                .expect("record");
+        }
+        let store = Store::open(&path).expect("reopen");
+        let rows = store
+            .list_messages(&MessageFilter::default())
+            .expect("list");
+        assert_eq!(rows.len(), 1);
+        assert!(Store::open_existing(&dir.path().join("missing.db")).is_err());
+    }
+}

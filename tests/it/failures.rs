@@ -1,0 +1,364 @@
+//! Failures on the real stack: bad certificates, bad passwords, SMTP 4xx
+//! and 5xx, a hanging server, overlapping passes. Each must say what
+//! failed and lose or duplicate nothing.
+
+use std::process::Command;
+
+use deskbridge::lock::PassLock;
+use deskbridge::store::{MessageFilter, State, Store};
+
+use crate::helpers::{
+    ConfigOptions, TestEnv, binary, message, read_folder, run_pass, set_recipient_access,
+    split_delivered, wait_for_helpdesk,
+};
+
+/// A CA that did not sign the IMAP server's certificate fails the TLS
+/// handshake with a message naming the server and what to fix; nothing is
+/// recorded or sent.
+#[tokio::test]
+async fn wrong_imap_ca_fails_clearly_and_changes_nothing() {
+    let env = TestEnv::new("wrongcaimap");
+    env.seed(&[&message("E <e@example.org>", "x", "ca.1@example.org", "x")])
+        .await;
+    let settings = env.settings(&ConfigOptions {
+        imap_ca: Some(env.stack.wrong_ca.clone()),
+        ..ConfigOptions::default()
+    });
+    let report = run_pass(&settings).await.expect("pass runs");
+    assert_eq!(report.exit_code(), 2);
+    let error = report.mailboxes[0].error.clone().expect("mailbox error");
+    assert!(
+        error.contains("TLS handshake with IMAP server 127.0.0.1:"),
+        "{error}"
+    );
+    assert!(
+        error.contains("ca_file"),
+        "the error says what to fix: {error}"
+    );
+    let store = Store::open(&settings.store_path).expect("open log");
+    assert!(
+        store
+            .list_messages(&MessageFilter::default())
+            .expect("rows")
+            .is_empty()
+    );
+    let support = read_folder(&env.stack, &env.support_user, "INBOX").await;
+    assert!(
+        support[0]
+            .flags
+            .iter()
+            .all(|flag| !flag.contains("Deskbridge") && !flag.contains("Forwarded"))
+    );
+}
+
+/// A wrong CA for SMTP stops before anything is recorded or sent; with the
+/// right CA the next pass delivers.
+#[tokio::test]
+async fn wrong_smtp_ca_sends_nothing_until_fixed() {
+    let env = TestEnv::new("wrongcasmtp");
+    let original = message("F <f@example.org>", "y", "ca.2@example.org", "y");
+    env.seed(&[&original]).await;
+    let wrong = env.settings(&ConfigOptions {
+        smtp_ca: Some(env.stack.wrong_ca.clone()),
+        ..ConfigOptions::default()
+    });
+    let report = run_pass(&wrong).await.expect("pass runs");
+    assert_eq!(report.exit_code(), 2);
+    let error = report.mailboxes[0].error.clone().expect("mailbox error");
+    assert!(error.contains("SMTP server 127.0.0.1:"), "{error}");
+    assert!(error.contains("certificate"), "{error}");
+    let store = Store::open(&wrong.store_path).expect("open log");
+    assert!(
+        store
+            .list_messages(&MessageFilter::default())
+            .expect("rows")
+            .is_empty()
+    );
+    drop(store);
+
+    let right = env.settings(&ConfigOptions::default());
+    let report = run_pass(&right).await.expect("pass runs");
+    assert_eq!(report.mailboxes[0].forwarded, 1);
+    let delivered = wait_for_helpdesk(&env, 1).await;
+    assert_eq!(delivered.len(), 1);
+    assert_eq!(split_delivered(&delivered[0].bytes).1, original);
+}
+
+/// A wrong IMAP password makes `deskbridge run` exit 2 with an error that
+/// names the server and user, and never prints the password.
+#[tokio::test]
+async fn wrong_password_exits_2_with_clear_error() {
+    let env = TestEnv::new("wrongpw");
+    std::fs::write(env.dir.path().join("bad-password"), "not-the-password-7x\n").expect("write");
+    let config = env.write_config(&ConfigOptions {
+        imap_password_file: Some("bad-password".to_owned()),
+        ..ConfigOptions::default()
+    });
+    let output = Command::new(binary())
+        .args(["--config"])
+        .arg(&config)
+        .arg("run")
+        .output()
+        .expect("run deskbridge");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("rejected the login"), "{stderr}");
+    assert!(stderr.contains(&env.support_user), "{stderr}");
+    assert!(!stderr.contains("not-the-password-7x"), "{stderr}");
+}
+
+/// An SMTP 4xx leaves the message pending with the reply recorded; a later
+/// pass, once the server accepts, delivers it exactly once.
+#[tokio::test]
+async fn smtp_4xx_leaves_message_pending_until_a_later_pass() {
+    let env = TestEnv::new("defer");
+    let original = message("G <g@example.org>", "Later", "defer.1@example.org", "later");
+    env.seed(&[&original]).await;
+    let settings = env.settings(&ConfigOptions::default());
+    set_recipient_access(
+        &env.stack,
+        &env.helpdesk_user,
+        Some("450 4.2.0 test says try later"),
+    );
+
+    let report = run_pass(&settings).await.expect("pass runs");
+    set_recipient_access(&env.stack, &env.helpdesk_user, None);
+    let mailbox = &report.mailboxes[0];
+    assert_eq!(
+        (mailbox.forwarded, mailbox.deferred, mailbox.failed),
+        (0, 1, 0)
+    );
+    assert_eq!(report.exit_code(), 0, "a deferral is not a failure");
+    let store = Store::open(&settings.store_path).expect("open log");
+    let row = store
+        .list_messages(&MessageFilter::default())
+        .expect("rows")[0]
+        .clone();
+    assert_eq!(row.state(), State::Pending);
+    assert_eq!(row.attempts, 1);
+    let last_error = row.last_error.clone().unwrap_or_default();
+    assert!(last_error.contains("450"), "{last_error}");
+    drop(store);
+
+    let report = run_pass(&settings).await.expect("second pass runs");
+    assert_eq!(report.mailboxes[0].forwarded, 1);
+    let delivered = wait_for_helpdesk(&env, 1).await;
+    assert_eq!(delivered.len(), 1);
+    assert_eq!(split_delivered(&delivered[0].bytes).1, original);
+    let store = Store::open(&settings.store_path).expect("open log");
+    let row = store.message(row.id).expect("read").expect("row");
+    assert_eq!((row.state(), row.attempts), (State::Forwarded, 2));
+}
+
+/// A 5xx marks that message failed with the reply, and the pass goes on:
+/// a second mailbox in the same pass still forwards over the same session.
+#[tokio::test]
+async fn smtp_5xx_fails_one_message_and_the_pass_goes_on() {
+    let env = TestEnv::new("reject");
+    let other = TestEnv::new("rejectok");
+    env.seed(&[&message(
+        "H <h@example.org>",
+        "No",
+        "reject.1@example.org",
+        "no",
+    )])
+    .await;
+    other
+        .seed(&[&message(
+            "I <i@example.org>",
+            "Yes",
+            "reject.2@example.org",
+            "yes",
+        )])
+        .await;
+    set_recipient_access(
+        &env.stack,
+        &env.helpdesk_user,
+        Some("550 5.1.1 test says no such user"),
+    );
+    let second_mailbox = format!(
+        "\n[[mailbox]]\nname = \"other\"\nhost = \"127.0.0.1\"\nport = {}\ntls = \"implicit\"\nca_file = \"{}\"\nusername = \"{}\"\npassword_file = \"password\"\nforward_to = \"{}\"\n",
+        env.stack.imaps_port,
+        env.stack.ca.display(),
+        other.support_user,
+        other.helpdesk_user
+    );
+    let settings = env.settings(&ConfigOptions {
+        extra_mailbox: second_mailbox,
+        ..ConfigOptions::default()
+    });
+    let report = run_pass(&settings).await;
+    set_recipient_access(&env.stack, &env.helpdesk_user, None);
+    let report = report.expect("pass runs");
+    assert_eq!(report.mailboxes[0].failed, 1);
+    assert_eq!(report.mailboxes[1].forwarded, 1);
+    assert_eq!(report.exit_code(), 1);
+    assert_eq!(wait_for_helpdesk(&other, 1).await.len(), 1);
+
+    let store = Store::open(&settings.store_path).expect("open log");
+    let failed = store
+        .list_messages(&MessageFilter {
+            state: Some(State::Failed),
+            ..MessageFilter::default()
+        })
+        .expect("rows");
+    assert_eq!(failed.len(), 1);
+    assert_eq!(failed[0].reason.as_deref(), Some("rejected"));
+    assert!(
+        failed[0]
+            .last_error
+            .as_deref()
+            .unwrap_or_default()
+            .contains("550")
+    );
+    let support = read_folder(&env.stack, &env.support_user, "INBOX").await;
+    assert!(
+        support[0]
+            .flags
+            .iter()
+            .any(|flag| flag.contains("$DeskbridgeFailed"))
+    );
+
+    // A failed message is not retried.
+    let again = run_pass(&settings).await.expect("pass runs");
+    assert_eq!(
+        (again.mailboxes[0].fetched, again.mailboxes[0].failed),
+        (0, 0)
+    );
+}
+
+/// A server that accepts the connection and never answers is cut off by
+/// the timeout, with an error naming the server and the step.
+#[tokio::test]
+async fn hanging_imap_server_times_out() {
+    let env = TestEnv::new("hang");
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let port = listener.local_addr().expect("addr").port();
+    let holder = std::thread::spawn(move || {
+        // Accept and hold the connection open without a word.
+        let connection = listener.accept();
+        std::thread::sleep(std::time::Duration::from_secs(4));
+        drop(connection);
+    });
+    let settings = env.settings(&ConfigOptions {
+        imap_port: Some(port),
+        imap_timeout_secs: 1,
+        ..ConfigOptions::default()
+    });
+    let started = std::time::Instant::now();
+    let report = run_pass(&settings).await.expect("pass runs");
+    assert!(started.elapsed() < std::time::Duration::from_secs(4));
+    let error = report.mailboxes[0].error.clone().expect("timeout error");
+    assert!(error.contains(&format!("127.0.0.1:{port}")), "{error}");
+    assert!(error.contains("did not answer within 1 s"), "{error}");
+    holder.join().expect("holder thread");
+}
+
+/// Two passes on one database at once: the second does nothing and says why.
+#[tokio::test]
+async fn overlapping_pass_is_refused() {
+    let env = TestEnv::new("overlap");
+    env.seed(&[&message(
+        "J <j@example.org>",
+        "z",
+        "lock.1@example.org",
+        "z",
+    )])
+    .await;
+    let settings = env.settings(&ConfigOptions::default());
+    let held = PassLock::acquire(&settings.store_path).expect("first pass holds the lock");
+    let err = run_pass(&settings).await.expect_err("second pass refused");
+    assert!(
+        format!("{err:#}").contains("another deskbridge pass is running"),
+        "{err:#}"
+    );
+    drop(held);
+    assert_eq!(
+        read_folder(&env.stack, &env.helpdesk_user, "INBOX")
+            .await
+            .len(),
+        0
+    );
+    let report = run_pass(&settings)
+        .await
+        .expect("runs once the lock is free");
+    assert_eq!(report.mailboxes[0].forwarded, 1);
+}
+
+/// `deskbridge messages --json` prints one object per line with the fields
+/// scripts rely on; `status` and `show` read the same log.
+#[tokio::test]
+async fn cli_reads_the_log() {
+    let env = TestEnv::new("cli");
+    env.seed(&[
+        &message("K <k@example.org>", "Plain", "cli.1@example.org", "k"),
+        &message(
+            "L <l@example.org>",
+            "Armored",
+            "cli.2@example.org",
+            "-----BEGIN PGP MESSAGE-----\r\nhQEMA\r\n-----END PGP MESSAGE-----",
+        ),
+    ])
+    .await;
+    let config = env.write_config(&ConfigOptions::default());
+    let run = Command::new(binary())
+        .arg("--config")
+        .arg(&config)
+        .arg("run")
+        .output()
+        .expect("run");
+    assert_eq!(
+        run.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    let summary = String::from_utf8_lossy(&run.stdout);
+    assert!(summary.contains("forwarded 1, held 1"), "{summary}");
+
+    let output = Command::new(binary())
+        .arg("--config")
+        .arg(&config)
+        .args(["messages", "--json"])
+        .output()
+        .expect("messages");
+    assert!(output.status.success());
+    let lines: Vec<serde_json::Value> = String::from_utf8_lossy(&output.stdout)
+        .lines()
+        .map(|line| serde_json::from_str(line).expect("one JSON object per line"))
+        .collect();
+    assert_eq!(lines.len(), 2);
+    for line in &lines {
+        for key in ["id", "mailbox", "uid", "message_id", "state", "reason"] {
+            assert!(line.get(key).is_some(), "missing {key} in {line}");
+        }
+    }
+    let held = lines
+        .iter()
+        .find(|line| line["state"] == "held")
+        .expect("held line");
+    assert_eq!(held["reason"], "pgp-encrypted");
+    assert_eq!(held["message_id"], "cli.2@example.org");
+
+    let held_id = held["id"].as_i64().expect("id");
+    let show = Command::new(binary())
+        .arg("--db")
+        .arg(env.db_path())
+        .args(["show", &held_id.to_string()])
+        .output()
+        .expect("show");
+    let text = String::from_utf8_lossy(&show.stdout);
+    assert!(
+        text.contains("pgp-encrypted") && text.contains("history"),
+        "{text}"
+    );
+
+    let status = Command::new(binary())
+        .arg("--config")
+        .arg(&config)
+        .arg("status")
+        .output()
+        .expect("status");
+    let text = String::from_utf8_lossy(&status.stdout);
+    assert!(text.contains("forwarded 1, held 1"), "{text}");
+}

@@ -1,0 +1,368 @@
+//! The test harness: the running local mail stack, a fresh mailbox pair
+//! and database per test, an IMAP client for seeding and reading, and a
+//! switch for Postfix's per-recipient 4xx/5xx answers.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
+use std::time::{Duration, Instant};
+
+use async_imap::Session;
+use deskbridge::config::{self, Settings};
+use deskbridge::worker::{self, PassReport};
+use futures::StreamExt;
+use rustls::pki_types::{CertificateDer, ServerName, pem::PemObject};
+use tokio::net::TcpStream;
+use tokio_rustls::client::TlsStream;
+
+/// The ports and files of the stack that `scripts/stack-up` started.
+#[derive(Debug, Clone)]
+pub struct Stack {
+    pub imaps_port: u16,
+    pub imap_port: u16,
+    pub submission_port: u16,
+    pub smtps_port: u16,
+    pub password: String,
+    pub ca: PathBuf,
+    pub wrong_ca: PathBuf,
+    pub access_map: PathBuf,
+    pub dir: PathBuf,
+}
+
+impl Stack {
+    /// Reads `stack.env` and checks that the servers answer. A missing stack
+    /// is a loud failure that names the command that fixes it.
+    pub fn get() -> Stack {
+        let dir = std::env::var_os("DESKBRIDGE_STACK_DIR")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| PathBuf::from("/var/tmp/deskbridge-stack"));
+        let env_file = dir.join("stack.env");
+        let text = std::fs::read_to_string(&env_file).unwrap_or_else(|err| {
+            panic!(
+                "the local mail stack is not running ({}: {err}); start it with `sudo bash scripts/stack-up`, or run everything with `bash scripts/test`",
+                env_file.display()
+            )
+        });
+        let value = |key: &str| -> String {
+            text.lines()
+                .find_map(|line| line.strip_prefix(&format!("{key}=")))
+                .unwrap_or_else(|| {
+                    panic!("{} lacks {key}; rerun scripts/stack-up", env_file.display())
+                })
+                .to_owned()
+        };
+        let port = |key: &str| -> u16 { value(key).parse().expect("port number") };
+        let stack = Stack {
+            imaps_port: port("STACK_IMAPS_PORT"),
+            imap_port: port("STACK_IMAP_PORT"),
+            submission_port: port("STACK_SUBMISSION_PORT"),
+            smtps_port: port("STACK_SMTPS_PORT"),
+            password: value("STACK_PASSWORD"),
+            ca: PathBuf::from(value("STACK_CA")),
+            wrong_ca: PathBuf::from(value("STACK_WRONG_CA")),
+            access_map: PathBuf::from(value("STACK_ACCESS_MAP")),
+            dir,
+        };
+        for (port, what) in [
+            (stack.imaps_port, "Dovecot IMAPS"),
+            (stack.submission_port, "Postfix submission"),
+        ] {
+            if std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+                panic!(
+                    "{what} does not answer on 127.0.0.1:{port}; start the stack with `sudo bash scripts/stack-up`"
+                );
+            }
+        }
+        stack
+    }
+}
+
+/// One test's world: a support mailbox, a helpdesk mailbox, a database.
+pub struct TestEnv {
+    pub stack: Stack,
+    pub support_user: String,
+    pub helpdesk_user: String,
+    pub dir: tempfile::TempDir,
+}
+
+impl TestEnv {
+    /// Fresh, unique mailbox names so tests run in parallel.
+    pub fn new(name: &str) -> TestEnv {
+        let stack = Stack::get();
+        let unique = format!(
+            "{name}-{}-{}",
+            std::process::id(),
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .expect("clock")
+                .as_nanos()
+                % 1_000_000_000
+        );
+        let dir = tempfile::tempdir().expect("tempdir");
+        std::fs::write(dir.path().join("password"), format!("{}\n", stack.password))
+            .expect("write password file");
+        TestEnv {
+            support_user: format!("{unique}@support.test"),
+            helpdesk_user: format!("{unique}@helpdesk.test"),
+            stack,
+            dir,
+        }
+    }
+
+    pub fn db_path(&self) -> PathBuf {
+        self.dir.path().join("deskbridge.db")
+    }
+
+    /// A config file text for this world; `extra_mailbox` lines are added
+    /// to the mailbox section.
+    pub fn config_text(&self, options: &ConfigOptions) -> String {
+        let smtp_port = match options.smtp_tls {
+            "implicit" => self.stack.smtps_port,
+            _ => self.stack.submission_port,
+        };
+        let imap_port = match (options.imap_port, options.imap_tls) {
+            (Some(port), _) => port,
+            (None, "starttls") => self.stack.imap_port,
+            (None, _) => self.stack.imaps_port,
+        };
+        format!(
+            r#"
+[store]
+path = "deskbridge.db"
+
+[smtp]
+host = "127.0.0.1"
+port = {smtp_port}
+tls = "{smtp_tls}"
+ca_file = "{smtp_ca}"
+username = "bridge@company.test"
+password_file = "password"
+envelope_from = "bridge@company.test"
+helo_name = "bridge.company.test"
+timeout_secs = 20
+
+[[mailbox]]
+name = "support"
+host = "127.0.0.1"
+port = {imap_port}
+tls = "{imap_tls}"
+ca_file = "{imap_ca}"
+username = "{support}"
+password_file = "{imap_password}"
+forward_to = "{helpdesk}"
+timeout_secs = {imap_timeout}
+{extra}
+"#,
+            smtp_tls = options.smtp_tls,
+            smtp_ca = options.smtp_ca.as_ref().unwrap_or(&self.stack.ca).display(),
+            imap_tls = options.imap_tls,
+            imap_ca = options.imap_ca.as_ref().unwrap_or(&self.stack.ca).display(),
+            support = self.support_user,
+            imap_password = options.imap_password_file.as_deref().unwrap_or("password"),
+            helpdesk = self.helpdesk_user,
+            imap_timeout = options.imap_timeout_secs,
+            extra = options.extra_mailbox,
+        )
+    }
+
+    /// Writes the config file and returns its path.
+    pub fn write_config(&self, options: &ConfigOptions) -> PathBuf {
+        let path = self.dir.path().join("deskbridge.toml");
+        std::fs::write(&path, self.config_text(options)).expect("write config");
+        path
+    }
+
+    /// Validated settings, through the real config loader.
+    pub fn settings(&self, options: &ConfigOptions) -> Settings {
+        let path = self.write_config(options);
+        config::load(&path).expect("test config is valid")
+    }
+
+    /// Appends messages to the support INBOX.
+    pub async fn seed(&self, messages: &[&[u8]]) {
+        let mut session = imap_login(&self.stack, &self.support_user).await;
+        for message in messages {
+            session
+                .append("INBOX", None, None, message)
+                .await
+                .expect("APPEND to the support mailbox");
+        }
+        let _ = session.logout().await;
+    }
+}
+
+/// Options that tests vary in the generated config.
+#[derive(Debug, Clone)]
+pub struct ConfigOptions {
+    pub imap_tls: &'static str,
+    pub smtp_tls: &'static str,
+    pub imap_ca: Option<PathBuf>,
+    pub smtp_ca: Option<PathBuf>,
+    pub imap_password_file: Option<String>,
+    /// Overrides the IMAP port (e.g. to point at a server that hangs).
+    pub imap_port: Option<u16>,
+    pub imap_timeout_secs: u64,
+    pub extra_mailbox: String,
+}
+
+impl Default for ConfigOptions {
+    fn default() -> ConfigOptions {
+        ConfigOptions {
+            imap_tls: "implicit",
+            smtp_tls: "starttls",
+            imap_ca: None,
+            smtp_ca: None,
+            imap_password_file: None,
+            imap_port: None,
+            imap_timeout_secs: 20,
+            extra_mailbox: String::new(),
+        }
+    }
+}
+
+/// Runs one pass through the library, as `deskbridge run` does.
+pub async fn run_pass(settings: &Settings) -> anyhow::Result<PassReport> {
+    let stop = Arc::new(AtomicBool::new(false));
+    worker::run_once(settings, &stop).await
+}
+
+pub type ImapSession = Session<TlsStream<TcpStream>>;
+
+/// Logs in to the stack's IMAPS as `user`, verifying the stack CA.
+pub async fn imap_login(stack: &Stack, user: &str) -> ImapSession {
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in CertificateDer::pem_file_iter(&stack.ca).expect("read CA") {
+        roots.add(cert.expect("CA cert")).expect("add CA");
+    }
+    let config = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .expect("TLS versions")
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    let tcp = TcpStream::connect(("127.0.0.1", stack.imaps_port))
+        .await
+        .expect("connect IMAPS");
+    let tls = tokio_rustls::TlsConnector::from(Arc::new(config))
+        .connect(ServerName::try_from("127.0.0.1").expect("name"), tcp)
+        .await
+        .expect("TLS to IMAPS");
+    let mut client = async_imap::Client::new(tls);
+    client.read_response().await.expect("greeting");
+    client
+        .login(user, &stack.password)
+        .await
+        .map_err(|(err, _)| err)
+        .expect("test login")
+}
+
+/// A message as seen over IMAP: its bytes and flags.
+#[derive(Debug, Clone)]
+pub struct Seen {
+    pub uid: u32,
+    pub bytes: Vec<u8>,
+    pub flags: Vec<String>,
+}
+
+/// Every message of `folder` (bytes fetched with PEEK), in UID order.
+pub async fn read_folder(stack: &Stack, user: &str, folder: &str) -> Vec<Seen> {
+    let mut session = imap_login(stack, user).await;
+    let mut seen = Vec::new();
+    if session.select(folder).await.is_ok() {
+        let fetches: Vec<_> = session
+            .uid_fetch("1:*", "(UID FLAGS BODY.PEEK[])")
+            .await
+            .expect("fetch")
+            .collect()
+            .await;
+        for fetch in fetches {
+            let fetch = fetch.expect("fetch item");
+            if let (Some(uid), Some(body)) = (fetch.uid, fetch.body()) {
+                seen.push(Seen {
+                    uid,
+                    bytes: body.to_vec(),
+                    flags: fetch.flags().map(|flag| format!("{flag:?}")).collect(),
+                });
+            }
+        }
+    }
+    let _ = session.logout().await;
+    seen.sort_by_key(|message| message.uid);
+    seen
+}
+
+/// Waits until the helpdesk INBOX holds `expected` messages (delivery goes
+/// through Postfix's queue and LMTP), then a little longer to catch extras.
+pub async fn wait_for_helpdesk(env: &TestEnv, expected: usize) -> Vec<Seen> {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let messages = read_folder(&env.stack, &env.helpdesk_user, "INBOX").await;
+        if expected <= messages.len() || deadline < Instant::now() {
+            if expected == messages.len() {
+                // Anything sent twice would arrive right behind the first copy.
+                tokio::time::sleep(Duration::from_millis(700)).await;
+                return read_folder(&env.stack, &env.helpdesk_user, "INBOX").await;
+            }
+            return messages;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Splits a delivered message into deskbridge's trace block and the bytes
+/// that followed it, dropping what Postfix and Dovecot put above it.
+pub fn split_delivered(delivered: &[u8]) -> (String, Vec<u8>) {
+    let text = delivered;
+    let marker = b"Received: from 127.0.0.1 (mailbox ";
+    let start = find(text, marker).expect("deskbridge's Received line is present");
+    let resent_to = find(&text[start..], b"Resent-To: ").expect("Resent-To present") + start;
+    let end = resent_to + find(&text[resent_to..], b"\r\n").expect("line end") + 2;
+    (
+        String::from_utf8_lossy(&text[start..end]).into_owned(),
+        text[end..].to_vec(),
+    )
+}
+
+pub fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
+    haystack
+        .windows(needle.len())
+        .position(|window| window == needle)
+}
+
+/// Makes Postfix answer `reply` (e.g. `450 4.2.0 busy`) to RCPT TO
+/// `recipient`, or removes the entry. Serialised with flock because tests
+/// in parallel share the map.
+pub fn set_recipient_access(stack: &Stack, recipient: &str, reply: Option<&str>) {
+    let map = stack.access_map.display().to_string();
+    let line = reply.map(|reply| format!("{recipient} {reply}"));
+    let script = match &line {
+        Some(line) => format!(
+            "grep -vF '{recipient} ' {map} > {map}.new; echo '{line}' >> {map}.new; mv {map}.new {map}; postmap {map}"
+        ),
+        None => {
+            format!("grep -vF '{recipient} ' {map} > {map}.new; mv {map}.new {map}; postmap {map}")
+        }
+    };
+    let status = std::process::Command::new("flock")
+        .arg(format!("{map}.lock"))
+        .arg("sh")
+        .arg("-c")
+        .arg(&script)
+        .status()
+        .expect("run flock");
+    assert!(status.success(), "updating {map} failed");
+}
+
+/// A plain test message with CRLF line ends.
+pub fn message(from: &str, subject: &str, message_id: &str, body: &str) -> Vec<u8> {
+    format!(
+        "From: {from}\r\nTo: support@company.test\r\nSubject: {subject}\r\nDate: Sat, 28 Nov 2026 10:00:00 +0000\r\nMessage-ID: <{message_id}>\r\nMIME-Version: 1.0\r\nContent-Type: text/plain; charset=utf-8\r\n\r\n{body}\r\n"
+    )
+    .into_bytes()
+}
+
+/// The path of the built `deskbridge` binary.
+pub fn binary() -> &'static Path {
+    Path::new(env!("CARGO_BIN_EXE_deskbridge"))
+}
