@@ -9,6 +9,9 @@ STACK_LMTP_PORT=$((STACK_PORT_BASE + 24))
 STACK_AUTH_PORT=$((STACK_PORT_BASE + 12))
 STACK_SUBMISSION_PORT=$((STACK_PORT_BASE + 587))
 STACK_SMTPS_PORT=$((STACK_PORT_BASE + 465))
+# Plain SMTP on loopback, for benchmark peers that cannot do TLS (fetchmail's
+# SMTP side, smtp-source); deskbridge itself has no plaintext mode.
+STACK_SMTP_PLAIN_PORT=$((STACK_PORT_BASE + 25))
 # Every mailbox of the test stack shares this password (Dovecot's static passdb).
 STACK_PASSWORD="stack-secret"
 STACK_POSTFIX_DIR="$STACK_DIR/postfix/etc"

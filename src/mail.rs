@@ -56,6 +56,11 @@ pub fn summarize(message: &Message<'_>) -> MailSummary {
     }
 }
 
+/// The first From address (`local@domain`).
+pub fn from_address(message: &Message<'_>) -> Option<String> {
+    message.from().and_then(first_address)
+}
+
 /// The values of every Resent-Message-ID header, without angle brackets.
 pub fn resent_message_ids(message: &Message<'_>) -> Vec<String> {
     let mut ids = Vec::new();

@@ -65,6 +65,13 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Classify .eml files offline (no config, no network): one JSON object
+    /// per file per line. `-` reads standard input.
+    Inspect {
+        /// The message files; `-` for standard input.
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+    },
     /// Show one message's record and history.
     Show {
         /// The message's id (first column of `messages`).
@@ -183,6 +190,7 @@ fn run(cli: Cli) -> anyhow::Result<u8> {
             write_stdout(&out)?;
             Ok(0)
         }
+        Command::Inspect { files } => inspect(&files),
         Command::Show { id, json } => {
             let store = open_log(cli.db.as_deref(), cli.config.as_deref())?;
             let row = store
@@ -198,6 +206,36 @@ fn run(cli: Cli) -> anyhow::Result<u8> {
             Ok(0)
         }
     }
+}
+
+/// Classifies each file; unreadable files are reported on stderr and make
+/// the exit code 1, the others are still printed.
+fn inspect(files: &[PathBuf]) -> anyhow::Result<u8> {
+    let rules = deskbridge::classify::Rules::default();
+    let mut code = 0;
+    for file in files {
+        let (name, bytes) = if file.as_os_str() == "-" {
+            let mut bytes = Vec::new();
+            std::io::Read::read_to_end(&mut std::io::stdin().lock(), &mut bytes)
+                .context("cannot read standard input")?;
+            ("-".to_owned(), bytes)
+        } else {
+            match std::fs::read(file) {
+                Ok(bytes) => (file.display().to_string(), bytes),
+                Err(err) => {
+                    eprintln!("deskbridge: cannot read {}: {err}", file.display());
+                    code = 1;
+                    continue;
+                }
+            }
+        };
+        let classification = deskbridge::classify::classify(&bytes, &rules);
+        let message_id = deskbridge::mail::parse(&bytes)
+            .and_then(|message| message.message_id().map(str::to_owned));
+        let line = report::inspect_json(&name, &classification, message_id.as_deref());
+        write_stdout(&format!("{line}\n"))?;
+    }
+    Ok(code)
 }
 
 fn config_path(config: Option<&Path>) -> anyhow::Result<&Path> {

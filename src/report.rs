@@ -104,6 +104,27 @@ pub fn message_json(row: &MessageRow) -> String {
     serde_json::to_string(row).unwrap_or_else(|err| format!("{{\"error\":\"{err}\"}}"))
 }
 
+/// One `deskbridge inspect` line (no newline) for a classified file.
+pub fn inspect_json(
+    file: &str,
+    classification: &crate::classify::Classification,
+    message_id: Option<&str>,
+) -> String {
+    let relay = classification.relay.as_ref();
+    serde_json::json!({
+        "file": file,
+        "decision": classification.decision.action.as_str(),
+        "reason": classification.decision.reason.map(|reason| reason.as_str()),
+        "class": classification.class.as_str(),
+        "relay": relay.map(|relay| relay.name.as_str()),
+        "relay_alias": relay.map(|relay| relay.alias.as_str()),
+        "reply_token": relay.map(|relay| relay.reply_token.as_str()),
+        "message_id": message_id,
+        "detail": classification.decision.detail,
+    })
+    .to_string()
+}
+
 /// `deskbridge show ID` as text.
 pub fn message_detail(row: &MessageRow, events: &[Event]) -> String {
     let mut out = String::new();

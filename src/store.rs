@@ -12,10 +12,16 @@ use rusqlite::{Connection, OptionalExtension, Row, params};
 use crate::clock;
 
 /// The migrations, in order. Append only: never edit a released one.
-const MIGRATIONS: &[(&str, &str)] = &[(
-    "0001_create_log",
-    include_str!("../migrations/0001_create_log.sql"),
-)];
+const MIGRATIONS: &[(&str, &str)] = &[
+    (
+        "0001_create_log",
+        include_str!("../migrations/0001_create_log.sql"),
+    ),
+    (
+        "0002_add_classification",
+        include_str!("../migrations/0002_add_classification.sql"),
+    ),
+];
 
 /// Errors from the log database.
 #[derive(Debug, thiserror::Error)]
@@ -114,6 +120,9 @@ pub struct NewMessage {
     pub state: Option<State>,
     pub reason: Option<String>,
     pub detail: Option<String>,
+    /// Protection class from the classifier (`none`, `pgp-encrypted`, ...).
+    pub class: Option<String>,
+    pub relay: Option<crate::classify::RelayMatch>,
 }
 
 /// One row of the `messages` table.
@@ -144,6 +153,10 @@ pub struct MessageRow {
     pub forwarded_at: Option<String>,
     pub settled_at: Option<String>,
     pub settled_as: Option<String>,
+    pub class: Option<String>,
+    pub relay: Option<String>,
+    pub relay_alias: Option<String>,
+    pub reply_token: Option<String>,
 }
 
 impl MessageRow {
@@ -192,7 +205,7 @@ pub struct MessageFilter {
 const MESSAGE_COLUMNS: &str = "id, mailbox, uidvalidity, uid, message_id, in_reply_to, refs, \
     from_addr, reply_to, subject, date, size, sha256, state, reason, detail, attempts, \
     last_error, smtp_reply, resent_message_id, first_seen_at, updated_at, forwarded_at, \
-    settled_at, settled_as";
+    settled_at, settled_as, class, relay, relay_alias, reply_token";
 
 /// An open log database.
 #[derive(Debug)]
@@ -374,8 +387,9 @@ impl Store {
                 .prepare_cached(
                     "INSERT INTO messages (mailbox, uidvalidity, uid, message_id, in_reply_to, refs,
                         from_addr, reply_to, subject, date, size, sha256, state, reason, detail,
-                        first_seen_at, updated_at)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?16)",
+                        first_seen_at, updated_at, class, relay, relay_alias, reply_token)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?16,
+                        ?17, ?18, ?19, ?20)",
                 )
                 .map_err(fail)?;
             let mut event = tx
@@ -404,6 +418,13 @@ impl Store {
                         message.reason,
                         message.detail,
                         now,
+                        message.class,
+                        message.relay.as_ref().map(|relay| relay.name.as_str()),
+                        message.relay.as_ref().map(|relay| relay.alias.as_str()),
+                        message
+                            .relay
+                            .as_ref()
+                            .map(|relay| relay.reply_token.as_str()),
                     ])
                     .map_err(fail)?;
                 let id = tx.last_insert_rowid();
@@ -729,6 +750,10 @@ fn read_message(row: &Row<'_>) -> rusqlite::Result<MessageRow> {
         forwarded_at: row.get(22)?,
         settled_at: row.get(23)?,
         settled_as: row.get(24)?,
+        class: row.get(25)?,
+        relay: row.get(26)?,
+        relay_alias: row.get(27)?,
+        reply_token: row.get(28)?,
     })
 }
 
@@ -750,6 +775,8 @@ mod tests {
             state,
             reason: None,
             detail: None,
+            class: None,
+            relay: None,
         }
     }
 

@@ -13,7 +13,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use anyhow::Context as _;
 use tracing::{error, info, warn};
 
-use crate::classify::{self, Action, Rules};
+use crate::classify::{self, Action, Classification, CryptoClass, Decision, Reason, Rules};
 use crate::config::{AfterForward, AfterHold, MailboxSettings, Settings};
 use crate::lock::PassLock;
 use crate::sink::{self, SendError, SmtpSink};
@@ -313,9 +313,10 @@ async fn record_batch(
             .smtp
             .envelope_from
             .rsplit_once('@')
-            .map(|(_, domain)| domain.to_owned())
-            .unwrap_or_default(),
-        max_message_bytes: mailbox.max_message_bytes,
+            .map(|(_, domain)| domain.to_owned()),
+        max_message_bytes: Some(mailbox.max_message_bytes),
+        helpdesk_addresses: vec![mailbox.forward_to.clone()],
+        ..Rules::default()
     };
     let now = clock::unix_now();
     let mut items = Vec::new();
@@ -353,72 +354,36 @@ async fn record_batch(
                 }
                 continue;
             }
-            let detail = format!(
-                "same bytes as message #{} (UID {}), which is {}",
-                existing.id, existing.uid, existing.state
-            );
+            let classification = Classification {
+                decision: Decision::skip(
+                    Reason::Duplicate,
+                    format!(
+                        "same bytes as message #{} (UID {}), which is {}",
+                        existing.id, existing.uid, existing.state
+                    ),
+                ),
+                class: CryptoClass::None,
+                relay: None,
+            };
             new_rows.push((
                 mail_index,
-                new_message(
-                    mailbox,
-                    uidvalidity,
-                    raw,
-                    sha256,
-                    None,
-                    State::Skipped,
-                    Some("duplicate"),
-                    detail,
-                ),
+                new_message(mailbox, uidvalidity, raw, sha256, classification),
             ));
             continue;
         }
-        let (summary, decision) = match classify::too_large(raw.bytes.len() as u64, &rules) {
-            Some(decision) => (
-                mail::parse(&raw.bytes)
-                    .map(|message| mail::summarize(&message))
-                    .unwrap_or_default(),
-                decision,
-            ),
-            None => match mail::parse(&raw.bytes) {
-                Some(message) => {
-                    let resent = mail::resent_message_ids(&message);
-                    (
-                        mail::summarize(&message),
-                        classify::classify(&message, &resent, &rules),
-                    )
-                }
-                None => (mail::MailSummary::default(), classify::unparseable()),
-            },
-        };
-        let state = match decision.action {
-            Action::Forward => State::Pending,
-            Action::Hold => State::Held,
-            Action::Skip => State::Skipped,
-        };
+        let classification = classify::classify(&raw.bytes, &rules);
+        let decision = &classification.decision;
         info!(
             mailbox = %mailbox.name,
             uid = raw.uid,
-            message_id = summary.message_id.as_deref().unwrap_or("-"),
-            decision = match decision.action {
-                Action::Forward => "forward",
-                Action::Hold => "hold",
-                Action::Skip => "skip",
-            },
+            decision = decision.action.as_str(),
             reason = decision.reason.map_or("-", |reason| reason.as_str()),
+            relay = classification.relay.as_ref().map_or("-", |relay| relay.name.as_str()),
             "classified"
         );
         new_rows.push((
             mail_index,
-            new_message(
-                mailbox,
-                uidvalidity,
-                raw,
-                sha256,
-                Some(summary),
-                state,
-                decision.reason.map(|reason| reason.as_str()),
-                decision.detail,
-            ),
+            new_message(mailbox, uidvalidity, raw, sha256, classification),
         ));
     }
 
@@ -460,36 +425,36 @@ async fn record_batch(
     Ok(items)
 }
 
-#[allow(clippy::too_many_arguments)]
+/// The log row for a freshly classified message.
 fn new_message(
     mailbox: &MailboxSettings,
     uidvalidity: u32,
     raw: &RawMail,
     sha256: String,
-    summary: Option<mail::MailSummary>,
-    state: State,
-    reason: Option<&str>,
-    detail: String,
+    classification: Classification,
 ) -> NewMessage {
-    let summary = summary.unwrap_or_else(|| {
-        mail::parse(&raw.bytes)
-            .map(|message| mail::summarize(&message))
-            .unwrap_or_default()
-    });
+    let state = match classification.decision.action {
+        Action::Forward => State::Pending,
+        Action::Hold => State::Held,
+        Action::Skip => State::Skipped,
+    };
     NewMessage {
         mailbox: mailbox.name.clone(),
         uidvalidity,
         uid: raw.uid,
-        summary,
+        summary: mail::parse(&raw.bytes)
+            .map(|message| mail::summarize(&message))
+            .unwrap_or_default(),
         size: raw.bytes.len() as u64,
         sha256,
         state: Some(state),
-        reason: reason.map(str::to_owned),
-        detail: if state == State::Pending {
-            None
-        } else {
-            Some(detail)
-        },
+        reason: classification
+            .decision
+            .reason
+            .map(|reason| reason.as_str().to_owned()),
+        detail: (state != State::Pending).then_some(classification.decision.detail),
+        class: Some(classification.class.as_str().to_owned()),
+        relay: classification.relay,
     }
 }
 

@@ -1,0 +1,173 @@
+//! Recognising private email relays from addresses and headers.
+//!
+//! The domains and marker headers come from `relays-and-helpdesks.md` §1.
+//! Recognition only reads: it never changes the message, and the tokens it
+//! reports are the addresses exactly as written.
+
+use mail_parser::Message;
+
+/// A relay recognised on a message.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct RelayMatch {
+    /// `apple`, `firefox`, `duckduckgo`, `simplelogin`, `addy`, `proton`,
+    /// or a name from the config's `[relays]` table.
+    pub name: String,
+    /// The relay address that stands for the customer (From, or Reply-To
+    /// when only that is on the relay).
+    pub alias: String,
+    /// Where a reply must go to reach the customer through the relay: the
+    /// Reply-To when present, else the From itself.
+    pub reply_token: String,
+}
+
+/// Built-in relay domains; a domain also matches its subdomains.
+const RELAY_DOMAINS: &[(&str, &str)] = &[
+    ("privaterelay.appleid.com", "apple"),
+    ("mozmail.com", "firefox"),
+    ("relay.firefox.com", "firefox"),
+    ("duck.com", "duckduckgo"),
+    ("simplelogin.com", "simplelogin"),
+    ("simplelogin.co", "simplelogin"),
+    ("simplelogin.fr", "simplelogin"),
+    ("aleeas.com", "simplelogin"),
+    ("slmails.com", "simplelogin"),
+    ("silomails.com", "simplelogin"),
+    ("slmail.me", "simplelogin"),
+    ("8alias.com", "simplelogin"),
+    ("8shield.net", "simplelogin"),
+    ("dralias.com", "simplelogin"),
+    ("passmail.net", "proton"),
+    ("passmail.com", "proton"),
+    ("passinbox.com", "proton"),
+    ("passfwd.com", "proton"),
+    ("anonaddy.me", "addy"),
+    ("anonaddy.com", "addy"),
+    ("addymail.com", "addy"),
+    ("addy.io", "addy"),
+];
+
+/// Recognises the relay of a message, if any. `extra` maps further
+/// domains (from the config) to relay names.
+pub fn detect(message: &Message<'_>, extra: &[(String, String)]) -> Option<RelayMatch> {
+    let from = message
+        .from()
+        .and_then(|address| address.first())
+        .and_then(|addr| addr.address())
+        .map(str::to_owned);
+    let reply_to = message
+        .reply_to()
+        .and_then(|address| address.first())
+        .and_then(|addr| addr.address())
+        .map(str::to_owned);
+    let header_relay = header_marker(message);
+
+    let (name, alias) = match (&from, &reply_to) {
+        (Some(from), _) if domain_relay(from, extra).is_some() => {
+            (domain_relay(from, extra).unwrap_or_default(), from.clone())
+        }
+        (Some(from), _) if header_relay.is_some() => {
+            (header_relay.clone().unwrap_or_default(), from.clone())
+        }
+        (_, Some(reply_to)) if domain_relay(reply_to, extra).is_some() => (
+            domain_relay(reply_to, extra).unwrap_or_default(),
+            reply_to.clone(),
+        ),
+        _ => return None,
+    };
+    let reply_token = reply_to.unwrap_or_else(|| alias.clone());
+    Some(RelayMatch {
+        name,
+        alias,
+        reply_token,
+    })
+}
+
+/// Headers that mark relayed mail whatever the domain (custom domains).
+fn header_marker(message: &Message<'_>) -> Option<String> {
+    if message.header_raw("X-SimpleLogin-Type").is_some() {
+        return Some("simplelogin".to_owned());
+    }
+    let addy = message
+        .header_values("Feedback-ID")
+        .filter_map(|value| value.as_text())
+        .any(|text| text.to_ascii_lowercase().contains(":anonaddy"));
+    if addy {
+        return Some("addy".to_owned());
+    }
+    None
+}
+
+fn domain_relay(address: &str, extra: &[(String, String)]) -> Option<String> {
+    let domain = address.rsplit_once('@')?.1.trim().to_ascii_lowercase();
+    let matches = |relay_domain: &str| {
+        domain == relay_domain
+            || domain
+                .strip_suffix(relay_domain)
+                .is_some_and(|prefix| prefix.ends_with('.'))
+    };
+    extra
+        .iter()
+        .find(|(relay_domain, _)| matches(&relay_domain.to_ascii_lowercase()))
+        .map(|(_, name)| name.clone())
+        .or_else(|| {
+            RELAY_DOMAINS
+                .iter()
+                .find(|(relay_domain, _)| matches(relay_domain))
+                .map(|(_, name)| (*name).to_owned())
+        })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn relay_of(headers: &str) -> Option<RelayMatch> {
+        let raw = format!("{headers}\r\n\r\nbody\r\n")
+            .replace('\n', "\r\n")
+            .replace("\r\r", "\r");
+        let message = crate::mail::parse(raw.as_bytes()).expect("parses");
+        detect(
+            &message,
+            &[("mask.example.net".to_owned(), "examplemask".to_owned())],
+        )
+    }
+
+    #[test]
+    fn recognises_each_relay_by_domain() {
+        for (from, name) in [
+            ("abc_def@privaterelay.appleid.com", "apple"),
+            ("k3x9w2q7a@mozmail.com", "firefox"),
+            ("label@sub.mozmail.com", "firefox"),
+            ("quiet-maple-river@duck.com", "duckduckgo"),
+            ("jane.x1@simplelogin.com", "simplelogin"),
+            ("jane@passmail.net", "proton"),
+            ("shop@john.anonaddy.com", "addy"),
+            ("x@mask.example.net", "examplemask"),
+        ] {
+            let found = relay_of(&format!("From: {from}")).expect(from);
+            assert_eq!((found.name.as_str(), found.alias.as_str()), (name, from));
+            assert_eq!(found.reply_token, from);
+        }
+        assert_eq!(relay_of("From: a@notduck.com"), None);
+        assert_eq!(relay_of("From: a@example.org"), None);
+    }
+
+    #[test]
+    fn reply_to_is_the_token_and_headers_mark_custom_domains() {
+        let found =
+            relay_of("From: mailer@anonaddy.me\nReply-To: alias+token@anonaddy.me").expect("addy");
+        assert_eq!(found.reply_token, "alias+token@anonaddy.me");
+        let custom =
+            relay_of("From: me@my-own-domain.example\nX-SimpleLogin-Type: Reply").expect("sl");
+        assert_eq!(custom.name, "simplelogin");
+        let feedback =
+            relay_of("From: me@custom.example\nFeedback-ID: R:2dc1f3:anonaddy").expect("addy");
+        assert_eq!(feedback.name, "addy");
+        let reply_only =
+            relay_of("From: Jane <jane@example.org>\nReply-To: mask@mozmail.com").expect("reply");
+        assert_eq!(
+            (reply_only.name.as_str(), reply_only.alias.as_str()),
+            ("firefox", "mask@mozmail.com")
+        );
+    }
+}

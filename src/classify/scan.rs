@@ -1,0 +1,422 @@
+//! Walks a message's whole MIME tree looking for protected content.
+//!
+//! Visits every part of every level, nested `message/rfc822` included (and
+//! re-parses nested messages mail-parser left as bytes), and reports the
+//! strongest finding: encryption over portals over opaque signatures over
+//! password-protected attachments (`encryption-markers.md` §1f). Signatures
+//! on readable content are recorded but never held.
+
+use mail_parser::{Message, MessagePart, MimeHeaders, PartType};
+
+use super::sniff::{self, CmsKind};
+use super::{CryptoClass, Reason};
+
+/// Nested messages deeper than this are held as unparseable: no real
+/// mail nests that far, and the walk must stay bounded.
+const MAX_DEPTH: usize = 32;
+
+/// Parts visited at most per message, across all levels.
+const MAX_PARTS: usize = 10_000;
+
+/// One protected thing found in the tree.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) struct Finding {
+    pub(super) reason: Reason,
+    pub(super) class: CryptoClass,
+    pub(super) detail: String,
+}
+
+/// Everything the walk learned.
+#[derive(Debug, Default)]
+pub(super) struct Scan {
+    /// The strongest hold-worthy finding.
+    pub(super) protected: Option<Finding>,
+    /// `smime-signed` or `pgp-signed` when readable signed content was seen.
+    pub(super) signed: Option<CryptoClass>,
+    parts_seen: usize,
+}
+
+impl Scan {
+    fn offer(&mut self, reason: Reason, class: CryptoClass, detail: impl Into<String>) {
+        let rank = |reason: Reason| match reason {
+            Reason::Unparseable => 5,
+            Reason::SmimeEnveloped | Reason::PgpEncrypted => 4,
+            Reason::Portal => 3,
+            Reason::SmimeOpaqueSigned => 2,
+            Reason::PasswordAttachment => 1,
+            _ => 0,
+        };
+        let better = self
+            .protected
+            .as_ref()
+            .is_none_or(|current| rank(current.reason) < rank(reason));
+        if better {
+            self.protected = Some(Finding {
+                reason,
+                class,
+                detail: detail.into(),
+            });
+        }
+    }
+}
+
+/// Scans a parsed message.
+pub(super) fn scan(message: &Message<'_>) -> Scan {
+    let mut scan = Scan::default();
+    walk(message, 0, &mut scan);
+    scan
+}
+
+fn walk(message: &Message<'_>, depth: usize, scan: &mut Scan) {
+    if MAX_DEPTH < depth {
+        scan.offer(
+            Reason::Unparseable,
+            CryptoClass::Unparseable,
+            format!("the message nests more than {MAX_DEPTH} messages deep, so it cannot be checked completely"),
+        );
+        return;
+    }
+    inspect_message_headers(message, scan);
+    for part in &message.parts {
+        scan.parts_seen += 1;
+        if MAX_PARTS < scan.parts_seen {
+            scan.offer(
+                Reason::Unparseable,
+                CryptoClass::Unparseable,
+                format!("the message has more than {MAX_PARTS} MIME parts, so it cannot be checked completely"),
+            );
+            return;
+        }
+        inspect_part(part, depth, scan);
+    }
+}
+
+fn inspect_message_headers(message: &Message<'_>, scan: &mut Scan) {
+    if message.header_raw("Autocrypt-Setup-Message").is_some() {
+        scan.offer(
+            Reason::PgpEncrypted,
+            CryptoClass::PgpEncrypted,
+            "the message is an Autocrypt Setup Message: an encrypted copy of someone's secret key",
+        );
+    }
+    if message
+        .header_raw("Content-Class")
+        .is_some_and(|value| value.trim().eq_ignore_ascii_case("rpmsg.message"))
+    {
+        scan.offer(Reason::Portal, CryptoClass::Portal, RPMSG);
+    }
+}
+
+const RPMSG: &str = "the message is protected by Microsoft Purview / rights management (message.rpmsg); it opens only in Outlook for its recipient";
+
+fn inspect_part(part: &MessagePart<'_>, depth: usize, scan: &mut Scan) {
+    let (ctype, subtype) = content_type(part);
+    let names = part_names(part);
+    match (ctype.as_str(), subtype.as_str()) {
+        ("multipart", "encrypted") => scan.offer(
+            Reason::PgpEncrypted,
+            CryptoClass::PgpEncrypted,
+            "the message is encrypted with OpenPGP (multipart/encrypted); only the recipient's key opens it",
+        ),
+        ("multipart", "signed") => {
+            let protocol = part
+                .content_type()
+                .and_then(|ct| ct.attribute("protocol"))
+                .unwrap_or_default()
+                .to_ascii_lowercase();
+            if protocol.contains("pkcs7") {
+                scan.signed.get_or_insert(CryptoClass::SmimeSigned);
+            } else if protocol.contains("pgp") {
+                scan.signed.get_or_insert(CryptoClass::PgpSigned);
+            }
+        }
+        ("application", "pgp-encrypted") => scan.offer(
+            Reason::PgpEncrypted,
+            CryptoClass::PgpEncrypted,
+            "the message holds an OpenPGP encrypted part (application/pgp-encrypted)",
+        ),
+        ("application", "pkcs7-mime" | "x-pkcs7-mime") => {
+            let smime_type = part
+                .content_type()
+                .and_then(|ct| ct.attribute("smime-type"))
+                .map(str::to_ascii_lowercase);
+            inspect_pkcs7(part, smime_type.as_deref(), scan);
+        }
+        ("application", "pgp") => {
+            let action = part
+                .content_type()
+                .and_then(|ct| ct.attribute("x-action"))
+                .unwrap_or_default()
+                .to_ascii_lowercase();
+            if action.starts_with("encrypt") {
+                scan.offer(
+                    Reason::PgpEncrypted,
+                    CryptoClass::PgpEncrypted,
+                    "the message is OpenPGP encrypted (application/pgp; x-action=encrypt)",
+                );
+            } else {
+                scan.signed.get_or_insert(CryptoClass::PgpSigned);
+            }
+        }
+        ("application", "autocrypt-setup") => scan.offer(
+            Reason::PgpEncrypted,
+            CryptoClass::PgpEncrypted,
+            "the message is an Autocrypt Setup Message: an encrypted copy of someone's secret key",
+        ),
+        ("application", "x-microsoft-rpmsg-message") => {
+            scan.offer(Reason::Portal, CryptoClass::Portal, RPMSG)
+        }
+        _ => (),
+    }
+    for name in &names {
+        inspect_name(name, part, scan);
+    }
+    match &part.body {
+        PartType::Text(text) => inspect_text(text, scan),
+        PartType::Html(html) => {
+            inspect_text(&sniff::html_text(html), scan);
+            inspect_portal_text(html, scan);
+        }
+        PartType::Message(nested) => walk(nested, depth + 1, scan),
+        PartType::Binary(bytes) | PartType::InlineBinary(bytes) => {
+            if ctype == "message" {
+                // NOTE: mail-parser leaves base64/QP-encoded message/rfc822
+                // parts more than three levels deep as bytes
+                // (encryption-markers.md §2.6); parse them here.
+                match crate::mail::parse(bytes) {
+                    Some(nested) => walk(&nested, depth + 1, scan),
+                    None => inspect_bytes(bytes, scan),
+                }
+            } else {
+                inspect_bytes(bytes, scan);
+            }
+        }
+        PartType::Multipart(_) => (),
+    }
+}
+
+fn inspect_pkcs7(part: &MessagePart<'_>, smime_type: Option<&str>, scan: &mut Scan) {
+    let kind = match smime_type {
+        Some("enveloped-data" | "authenveloped-data") => CmsKind::Enveloped,
+        Some("signed-data") => CmsKind::Signed,
+        Some("compressed-data") => CmsKind::Compressed,
+        // A certificate bundle carries nothing confidential (RFC 8551 §3.8).
+        Some("certs-only") => return,
+        _ => sniff::cms_kind(part.contents()),
+    };
+    match kind {
+        CmsKind::Enveloped => scan.offer(
+            Reason::SmimeEnveloped,
+            CryptoClass::SmimeEnveloped,
+            "the message is S/MIME encrypted (enveloped-data); only the recipient's key opens it",
+        ),
+        CmsKind::Signed => scan.offer(
+            Reason::SmimeOpaqueSigned,
+            CryptoClass::SmimeOpaqueSigned,
+            "the message is S/MIME opaque-signed: its text is inside a signature container the helpdesk cannot open",
+        ),
+        CmsKind::Compressed => scan.offer(
+            Reason::SmimeOpaqueSigned,
+            CryptoClass::SmimeOpaqueSigned,
+            "the message is S/MIME compressed-data: its text is inside a container the helpdesk cannot open",
+        ),
+        // NOTE: Fail closed: an S/MIME container we cannot identify may be
+        // encrypted (Outlook sends .p7m without smime-type).
+        CmsKind::Unknown => scan.offer(
+            Reason::SmimeEnveloped,
+            CryptoClass::SmimeEnveloped,
+            format!(
+                "the message holds an S/MIME container of unknown kind (smime-type={}); treated as encrypted",
+                smime_type.unwrap_or("none")
+            ),
+        ),
+    }
+}
+
+fn inspect_name(name: &str, part: &MessagePart<'_>, scan: &mut Scan) {
+    let portal = |vendor: &str| {
+        format!(
+            "the message is a {vendor} secure-mail notice: the content sits on the vendor's portal, not in the mail"
+        )
+    };
+    if name.ends_with(".p7m") {
+        inspect_pkcs7(part, None, scan);
+    } else if name.ends_with(".p7z") {
+        scan.offer(
+            Reason::SmimeOpaqueSigned,
+            CryptoClass::SmimeOpaqueSigned,
+            "the message holds S/MIME compressed data (.p7z) the helpdesk cannot open",
+        );
+    } else if name == "message.rpmsg" || name == "message_v2.rpmsg" {
+        scan.offer(Reason::Portal, CryptoClass::Portal, RPMSG);
+    } else if name == "securemessageatt.html" {
+        scan.offer(
+            Reason::Portal,
+            CryptoClass::Portal,
+            portal("Proofpoint Encryption"),
+        );
+    } else if (name.starts_with("securedoc_") && name.ends_with(".html"))
+        || name == "securedoc.html"
+    {
+        scan.offer(
+            Reason::Portal,
+            CryptoClass::Portal,
+            portal("Cisco Secure Email (Registered Envelope)"),
+        );
+    } else if name == "encrypted_message.htm" {
+        scan.offer(
+            Reason::Portal,
+            CryptoClass::Portal,
+            portal("Trend Micro Email Encryption"),
+        );
+    } else if name == "message_zdm.html" {
+        scan.offer(
+            Reason::Portal,
+            CryptoClass::Portal,
+            portal("Forcepoint Email Encryption"),
+        );
+    } else if name.ends_with(".tdf.html") || name.ends_with(".tdf") {
+        scan.offer(Reason::Portal, CryptoClass::Portal, portal("Virtru"));
+    } else if name.ends_with(".pgp") || name.ends_with(".gpg") {
+        scan.offer(
+            Reason::PgpEncrypted,
+            CryptoClass::PgpEncrypted,
+            format!("the message has an OpenPGP encrypted attachment ({name})"),
+        );
+    } else if name.ends_with(".asc") && sniff::armor_bytes(part.contents()).message {
+        scan.offer(
+            Reason::PgpEncrypted,
+            CryptoClass::PgpEncrypted,
+            format!("the message has an OpenPGP message attachment ({name})"),
+        );
+    }
+}
+
+fn inspect_text(text: &str, scan: &mut Scan) {
+    let armor = sniff::armor(text);
+    if armor.message {
+        scan.offer(
+            Reason::PgpEncrypted,
+            CryptoClass::PgpEncrypted,
+            "a text part holds an OpenPGP message block (-----BEGIN PGP MESSAGE-----)",
+        );
+    }
+    if armor.signed {
+        scan.signed.get_or_insert(CryptoClass::PgpSigned);
+    }
+    inspect_portal_text(text, scan);
+}
+
+/// Portal notices are recognised by their vendor's link or default text.
+/// Each marker pairs a vendor-specific host or path with nothing more
+/// generic than that, so an ordinary mail quoting a vendor name passes.
+fn inspect_portal_text(text: &str, scan: &mut Scan) {
+    const MARKERS: &[(&str, &str)] = &[
+        ("/securereader/", "Proofpoint Encryption"),
+        ("/formpostdir/securereader", "Proofpoint Encryption"),
+        (
+            "res.cisco.com/websafe",
+            "Cisco Secure Email (Registered Envelope)",
+        ),
+        ("secure.virtru.com", "Virtru"),
+        ("mail.proton.me/eo/", "Proton Mail (password-protected)"),
+        (
+            "mail.protonmail.com/eo/",
+            "Proton Mail (password-protected)",
+        ),
+        (
+            "you have just received a confidential email via tuta",
+            "Tuta",
+        ),
+        (
+            "you have just received a confidential email via tutanota",
+            "Tuta",
+        ),
+        ("zixmail.net/s/", "Zix"),
+        (
+            "login.mimecast.com/u/login/?gta=secure",
+            "Mimecast Secure Messaging",
+        ),
+        ("switch.egress.com", "Egress"),
+        (
+            "this email has been sent to you securely using egress",
+            "Egress",
+        ),
+        (
+            "secure-messaging.trendmicro",
+            "Trend Micro Email Encryption",
+        ),
+    ];
+    let lower = text.to_ascii_lowercase();
+    if let Some((_, vendor)) = MARKERS.iter().find(|(marker, _)| lower.contains(marker)) {
+        scan.offer(
+            Reason::Portal,
+            CryptoClass::Portal,
+            format!("the message is a {vendor} secure-mail notice: the content sits on the vendor's portal, not in the mail"),
+        );
+    }
+}
+
+fn inspect_bytes(bytes: &[u8], scan: &mut Scan) {
+    let head = &bytes[..bytes.len().min(4096)];
+    if sniff::armor_bytes(head).message {
+        scan.offer(
+            Reason::PgpEncrypted,
+            CryptoClass::PgpEncrypted,
+            "an attachment holds an OpenPGP message block (-----BEGIN PGP MESSAGE-----)",
+        );
+    }
+    if sniff::is_zip(bytes) && sniff::zip_encrypted(bytes) {
+        scan.offer(
+            Reason::PasswordAttachment,
+            CryptoClass::PasswordAttachment,
+            "a ZIP attachment is password-protected",
+        );
+    } else if sniff::pdf_encrypted(bytes) {
+        scan.offer(
+            Reason::PasswordAttachment,
+            CryptoClass::PasswordAttachment,
+            "a PDF attachment is encrypted (password-protected)",
+        );
+    } else if sniff::ooxml_encrypted(bytes) {
+        scan.offer(
+            Reason::PasswordAttachment,
+            CryptoClass::PasswordAttachment,
+            "an Office document attachment is password-protected",
+        );
+    } else if bytes.starts_with(&[0x76, 0xe8, 0x04, 0x60, 0xc4, 0x11, 0xe3, 0x86]) {
+        scan.offer(Reason::Portal, CryptoClass::Portal, RPMSG);
+    }
+}
+
+fn content_type(part: &MessagePart<'_>) -> (String, String) {
+    match part.content_type() {
+        Some(content_type) => (
+            content_type.ctype().to_ascii_lowercase(),
+            content_type
+                .subtype()
+                .map(str::to_ascii_lowercase)
+                .unwrap_or_default(),
+        ),
+        None => ("text".to_owned(), "plain".to_owned()),
+    }
+}
+
+/// Both the Content-Type `name` and the Content-Disposition `filename`,
+/// lowercased: mail-parser's `attachment_name` returns only one of them.
+fn part_names(part: &MessagePart<'_>) -> Vec<String> {
+    let mut names = Vec::new();
+    if let Some(name) = part.content_type().and_then(|ct| ct.attribute("name")) {
+        names.push(name.trim().to_ascii_lowercase());
+    }
+    if let Some(name) = part
+        .content_disposition()
+        .and_then(|cd| cd.attribute("filename"))
+    {
+        let name = name.trim().to_ascii_lowercase();
+        if !names.contains(&name) {
+            names.push(name);
+        }
+    }
+    names
+}
