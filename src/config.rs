@@ -99,6 +99,25 @@ pub struct Settings {
     pub store_path: PathBuf,
     pub smtp: SmtpSettings,
     pub mailboxes: Vec<MailboxSettings>,
+    pub policy: Policy,
+    /// Extra relay domains → relay names, from `[relays]`.
+    pub extra_relays: Vec<(String, String)>,
+}
+
+/// The loop guard's settings, from `[policy]`.
+#[derive(Debug, Clone)]
+pub struct Policy {
+    /// Whether loop findings (own redirects, helpdesk mail, bounces,
+    /// auto-replies) are skipped or held.
+    pub loop_action: crate::classify::LoopAction,
+    /// The helpdesk's own sender addresses; each mailbox's `forward_to`
+    /// counts too.
+    pub helpdesk_addresses: Vec<String>,
+    /// A correspondent sending more than this many messages within
+    /// `rate_limit_window` is held as `rate-limited` until released;
+    /// 0 turns the limit off.
+    pub rate_limit_messages: u32,
+    pub rate_limit_window: Duration,
 }
 
 /// Where and how redirected mail is submitted.
@@ -143,6 +162,14 @@ pub struct MailboxSettings {
     pub timeout: Duration,
     /// Larger messages are held as `too-large` instead of forwarded.
     pub max_message_bytes: u64,
+    /// Send the helpdesk a short notice (no content) per held message.
+    pub held_notice: bool,
+    /// Send the sender of a held message an RFC 3834 auto-reply.
+    pub auto_reply: bool,
+    /// From of the auto-reply; defaults to the mailbox's username.
+    pub auto_reply_from: String,
+    /// At most one auto-reply per sender within this period.
+    pub auto_reply_interval: Duration,
 }
 
 #[derive(Debug, Deserialize)]
@@ -152,6 +179,19 @@ struct RawConfig {
     smtp: RawSmtp,
     #[serde(default)]
     mailbox: Vec<RawMailbox>,
+    policy: Option<RawPolicy>,
+    #[serde(default)]
+    relays: std::collections::BTreeMap<String, String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawPolicy {
+    loop_action: Option<crate::classify::LoopAction>,
+    #[serde(default)]
+    helpdesk_addresses: Vec<String>,
+    rate_limit_messages: Option<u32>,
+    rate_limit_minutes: Option<u64>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -198,6 +238,10 @@ struct RawMailbox {
     batch_size: Option<usize>,
     timeout_secs: Option<u64>,
     max_message_mb: Option<u64>,
+    held_notice: Option<bool>,
+    auto_reply: Option<bool>,
+    auto_reply_from: Option<String>,
+    auto_reply_interval_hours: Option<u64>,
 }
 
 /// The three ways to give a password; at most one is allowed.
@@ -212,6 +256,9 @@ const DEFAULT_TIMEOUT_SECS: u64 = 60;
 const DEFAULT_GIVE_UP_AFTER_HOURS: u64 = 120;
 const DEFAULT_BATCH_SIZE: usize = 200;
 const DEFAULT_MAX_MESSAGE_MB: u64 = 50;
+const DEFAULT_RATE_LIMIT_MESSAGES: u32 = 30;
+const DEFAULT_RATE_LIMIT_MINUTES: u64 = 10;
+const DEFAULT_AUTO_REPLY_INTERVAL_HOURS: u64 = 24;
 
 /// Reads, parses and validates the config file, resolving every secret.
 ///
@@ -259,10 +306,37 @@ pub fn parse(text: &str, path: &Path) -> Result<Settings, ConfigError> {
         }
         mailboxes.push(mailbox);
     }
+    let raw_policy = raw.policy.unwrap_or_default();
+    for address in &raw_policy.helpdesk_addresses {
+        check_address("[policy] helpdesk_addresses", address).map_err(invalid)?;
+    }
+    let mut helpdesk_addresses = raw_policy.helpdesk_addresses;
+    helpdesk_addresses.extend(mailboxes.iter().map(|mailbox| mailbox.forward_to.clone()));
+    let policy = Policy {
+        loop_action: raw_policy.loop_action.unwrap_or_default(),
+        helpdesk_addresses,
+        rate_limit_messages: raw_policy
+            .rate_limit_messages
+            .unwrap_or(DEFAULT_RATE_LIMIT_MESSAGES),
+        rate_limit_window: Duration::from_secs(
+            60 * raw_policy
+                .rate_limit_minutes
+                .unwrap_or(DEFAULT_RATE_LIMIT_MINUTES),
+        ),
+    };
+    let mut extra_relays = Vec::new();
+    for (domain, name) in raw.relays {
+        if domain.is_empty() || !domain.contains('.') || domain.contains(['@', ' ']) {
+            return Err(invalid(format!("[relays] '{domain}' is not a domain name")));
+        }
+        extra_relays.push((domain.to_ascii_lowercase(), name));
+    }
     Ok(Settings {
         store_path: base_dir.join(raw.store.path),
         smtp,
         mailboxes,
+        policy,
+        extra_relays,
     })
 }
 
@@ -370,7 +444,19 @@ fn validate_mailbox(raw: RawMailbox, base_dir: &Path) -> Result<MailboxSettings,
     ] {
         check_folder(&format!("{section} {key}"), value)?;
     }
+    let auto_reply_from = raw.auto_reply_from.unwrap_or_else(|| raw.username.clone());
+    if raw.auto_reply == Some(true) {
+        check_address(&format!("{section} auto_reply_from"), &auto_reply_from)?;
+    }
     Ok(MailboxSettings {
+        held_notice: raw.held_notice.unwrap_or(false),
+        auto_reply: raw.auto_reply.unwrap_or(false),
+        auto_reply_from,
+        auto_reply_interval: Duration::from_secs(
+            3600 * raw
+                .auto_reply_interval_hours
+                .unwrap_or(DEFAULT_AUTO_REPLY_INTERVAL_HOURS),
+        ),
         host: raw.host,
         port: raw.port,
         tls: raw.tls,
@@ -383,7 +469,7 @@ fn validate_mailbox(raw: RawMailbox, base_dir: &Path) -> Result<MailboxSettings,
         forward_to: raw.forward_to,
         after_forward: raw.after_forward.unwrap_or(AfterForward::Keyword),
         forwarded_folder,
-        after_hold: raw.after_hold.unwrap_or(AfterHold::Keyword),
+        after_hold: raw.after_hold.unwrap_or(AfterHold::Move),
         held_folder,
         batch_size,
         timeout: timeout_from(&format!("{section} timeout_secs"), raw.timeout_secs)?,

@@ -19,6 +19,7 @@
 //! - [`mail`]: mail-parser → [`mail::ParsedMail`], the header fields we log.
 //! - [`classify`]: pure decision: forward, hold or skip, with a reason.
 //! - [`trace`]: pure: the Received/Resent-* block prepended on redirect.
+//! - [`notice`]: pure: the held notice and the RFC 3834 auto-reply.
 //! - [`store`]: the only module with SQL; applies `migrations/` at open.
 //! - [`sink`]: the only module that talks SMTP.
 //! - [`worker`]: `run_once`, the only module that composes the stages.
@@ -27,7 +28,7 @@
 //!
 //! # Invariants
 //!
-//! 1. `mail`, `classify` and `trace` do no I/O, no async and no SQL, and
+//! 1. `mail`, `classify`, `trace` and `notice` do no I/O, no async and no SQL, and
 //!    never panic on malformed mail.
 //! 2. Only `source` talks IMAP, only `sink` talks SMTP, only `store` opens
 //!    SQLite. Stages never import one another; only `worker` composes them.
@@ -49,6 +50,7 @@ pub mod clock;
 pub mod config;
 pub mod lock;
 pub mod mail;
+pub mod notice;
 pub mod report;
 pub mod sink;
 pub mod source;

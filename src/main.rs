@@ -72,6 +72,11 @@ enum Command {
         #[arg(required = true)]
         files: Vec<PathBuf>,
     },
+    /// Forward a held message after a person decided it may go.
+    Release {
+        /// The held message's id (first column of `messages`).
+        id: i64,
+    },
     /// Show one message's record and history.
     Show {
         /// The message's id (first column of `messages`).
@@ -191,6 +196,16 @@ fn run(cli: Cli) -> anyhow::Result<u8> {
             Ok(0)
         }
         Command::Inspect { files } => inspect(&files),
+        Command::Release { id } => {
+            let settings = load_settings(cli.config.as_deref())?;
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .context("cannot start the async runtime")?;
+            let outcome = runtime.block_on(worker::release(&settings, id))?;
+            write_stdout(&format!("{outcome}\n"))?;
+            Ok(0)
+        }
         Command::Show { id, json } => {
             let store = open_log(cli.db.as_deref(), cli.config.as_deref())?;
             let row = store

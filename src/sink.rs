@@ -267,6 +267,32 @@ impl SmtpSink {
         trace: &[u8],
         original: &[u8],
     ) -> Result<String, SendError> {
+        let sender = Some(self.envelope_from.clone());
+        self.send_from(sender, forward_to, trace, original).await
+    }
+
+    /// Sends a message deskbridge wrote itself. `null_sender` gives
+    /// `MAIL FROM:<>`, as RFC 3834 asks of auto-replies.
+    ///
+    /// # Errors
+    /// As [`SmtpSink::send`].
+    pub async fn send_own(
+        &mut self,
+        recipient: &str,
+        message: &[u8],
+        null_sender: bool,
+    ) -> Result<String, SendError> {
+        let sender = (!null_sender).then(|| self.envelope_from.clone());
+        self.send_from(sender, recipient, b"", message).await
+    }
+
+    async fn send_from(
+        &mut self,
+        sender: Option<Address>,
+        forward_to: &str,
+        trace: &[u8],
+        original: &[u8],
+    ) -> Result<String, SendError> {
         let recipient = Address::from_str(forward_to).map_err(|err| SendError::Permanent {
             reply: format!("invalid recipient {forward_to}: {err}"),
         })?;
@@ -280,7 +306,7 @@ impl SmtpSink {
         {
             options.push(MailParameter::Body(MailBodyParameter::EightBitMime));
         }
-        let mail = Mail::new(Some(self.envelope_from.clone()), options);
+        let mail = Mail::new(sender, options);
         self.step("MAIL FROM", self.timeout, |conn| conn.command(mail))
             .await?;
         self.step("RCPT TO", self.timeout, |conn| {

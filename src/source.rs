@@ -306,7 +306,16 @@ impl ImapSource {
     /// # Errors
     /// A missing folder, or one without UIDVALIDITY.
     pub async fn select(&mut self) -> Result<FolderState> {
-        let folder = self.server_folder(&self.folder.clone());
+        let folder = self.folder.clone();
+        self.select_path(&folder).await
+    }
+
+    /// Selects any folder, given as a `/`-separated path.
+    ///
+    /// # Errors
+    /// A missing folder, or one without UIDVALIDITY.
+    pub async fn select_path(&mut self, path: &str) -> Result<FolderState> {
+        let folder = self.server_folder(path);
         let fail = self.command_error(format!("select folder {folder}"));
         let mailbox = limit(
             &self.addr,
@@ -343,6 +352,25 @@ impl ImapSource {
         // NOTE: `N:*` matches the highest UID even when it is below N
         // (RFC 3501 §6.4.8), so filter.
         let mut uids: Vec<u32> = found.into_iter().filter(|uid| first <= *uid).collect();
+        uids.sort_unstable();
+        Ok(uids)
+    }
+
+    /// UIDs in the selected folder whose Message-ID header is `message_id`
+    /// (without angle brackets).
+    pub async fn uids_with_message_id(&mut self, message_id: &str) -> Result<Vec<u32>> {
+        let quoted = format!("\"<{}>\"", message_id.replace(['\\', '"'], ""));
+        let fail = self.command_error(format!("search for Message-ID <{message_id}>"));
+        let found = limit(
+            &self.addr,
+            self.timeout,
+            "UID SEARCH",
+            self.session
+                .uid_search(format!("HEADER Message-ID {quoted}")),
+        )
+        .await?
+        .map_err(fail)?;
+        let mut uids: Vec<u32> = found.into_iter().collect();
         uids.sort_unstable();
         Ok(uids)
     }

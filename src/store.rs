@@ -21,6 +21,10 @@ const MIGRATIONS: &[(&str, &str)] = &[
         "0002_add_classification",
         include_str!("../migrations/0002_add_classification.sql"),
     ),
+    (
+        "0003_add_held_followups",
+        include_str!("../migrations/0003_add_held_followups.sql"),
+    ),
 ];
 
 /// Errors from the log database.
@@ -623,6 +627,112 @@ impl Store {
             )
             .map_err(|source| self.query_error("append to a message's history", source))?;
         Ok(())
+    }
+
+    /// How many messages of this mailbox came from `correspondent` (relay
+    /// alias, else From) since `since` (RFC 3339).
+    pub fn count_from_since(&self, mailbox: &str, correspondent: &str, since: &str) -> Result<u32> {
+        self.conn
+            .query_row(
+                "SELECT COUNT(*) FROM messages
+                 WHERE mailbox = ?1 AND COALESCE(relay_alias, from_addr) = ?2 AND first_seen_at >= ?3",
+                params![mailbox, correspondent, since],
+                |row| row.get(0),
+            )
+            .map_err(|source| self.query_error("count a correspondent's recent messages", source))
+    }
+
+    /// Why `address` is blocked by the rate limit, if it is.
+    pub fn blocked(&self, address: &str) -> Result<Option<String>> {
+        self.conn
+            .query_row(
+                "SELECT reason FROM blocked_correspondents WHERE address = ?1",
+                [address],
+                |row| row.get(0),
+            )
+            .optional()
+            .map_err(|source| self.query_error("look up a blocked correspondent", source))
+    }
+
+    /// Blocks a correspondent until a person releases one of its messages.
+    pub fn block(&self, address: &str, reason: &str) -> Result<()> {
+        let now = clock::rfc3339(clock::unix_now());
+        self.conn
+            .execute(
+                "INSERT INTO blocked_correspondents (address, blocked_at, reason) VALUES (?1, ?2, ?3)
+                 ON CONFLICT (address) DO NOTHING",
+                params![address, now, reason],
+            )
+            .map_err(|source| self.query_error("block a correspondent", source))?;
+        Ok(())
+    }
+
+    /// Lifts a block; returns whether there was one.
+    pub fn unblock(&self, address: &str) -> Result<bool> {
+        let removed = self
+            .conn
+            .execute(
+                "DELETE FROM blocked_correspondents WHERE address = ?1",
+                [address],
+            )
+            .map_err(|source| self.query_error("unblock a correspondent", source))?;
+        Ok(0 < removed)
+    }
+
+    /// Whether deskbridge auto-replied to `address` since `since`.
+    pub fn auto_replied_since(&self, address: &str, since: &str) -> Result<bool> {
+        self.conn
+            .query_row(
+                "SELECT COUNT(*) FROM auto_replies WHERE address = ?1 AND last_sent_at >= ?2",
+                params![address, since],
+                |row| row.get::<_, i64>(0),
+            )
+            .map(|count| 0 < count)
+            .map_err(|source| self.query_error("look up auto-replies", source))
+    }
+
+    /// Records an auto-reply to `address` about message `id`.
+    pub fn record_auto_reply(&self, id: i64, address: &str, reply: &str) -> Result<()> {
+        let now = clock::rfc3339(clock::unix_now());
+        self.conn
+            .execute(
+                "INSERT INTO auto_replies (address, last_sent_at) VALUES (?1, ?2)
+                 ON CONFLICT (address) DO UPDATE SET last_sent_at = ?2",
+                params![address, now],
+            )
+            .map_err(|source| self.query_error("record an auto-reply", source))?;
+        self.conn
+            .execute(
+                "UPDATE messages SET auto_replied_at = ?2, updated_at = ?2 WHERE id = ?1",
+                params![id, now],
+            )
+            .map_err(|source| self.query_error("record an auto-reply", source))?;
+        self.add_event(id, "auto-replied", &format!("to {address}: {reply}"))
+    }
+
+    /// Records the held notice sent to the helpdesk for message `id`.
+    pub fn record_notice(&self, id: i64, reply: &str) -> Result<()> {
+        let now = clock::rfc3339(clock::unix_now());
+        self.conn
+            .execute(
+                "UPDATE messages SET notice_sent_at = ?2, updated_at = ?2 WHERE id = ?1",
+                params![id, now],
+            )
+            .map_err(|source| self.query_error("record a held notice", source))?;
+        self.add_event(id, "notice-sent", reply)
+    }
+
+    /// Marks a held message forwarded after a person released it.
+    pub fn mark_released(&self, id: i64, smtp_reply: &str) -> Result<()> {
+        let now = clock::rfc3339(clock::unix_now());
+        self.conn
+            .execute(
+                "UPDATE messages SET state = 'forwarded', smtp_reply = ?2, last_error = NULL,
+                    forwarded_at = ?3, updated_at = ?3 WHERE id = ?1",
+                params![id, smtp_reply, now],
+            )
+            .map_err(|source| self.query_error("mark a released message forwarded", source))?;
+        self.add_event(id, "released", smtp_reply)
     }
 
     /// Messages, newest first.

@@ -19,7 +19,7 @@ use crate::lock::PassLock;
 use crate::sink::{self, SendError, SmtpSink};
 use crate::source::{self, ImapSource, RawMail, Settlement};
 use crate::store::{Checkpoint, MessageRow, NewMessage, State, Store, StoreError};
-use crate::{clock, mail, trace};
+use crate::{clock, mail, notice, trace};
 
 /// What one pass did, per mailbox.
 #[derive(Debug, Default, Clone)]
@@ -87,6 +87,8 @@ struct Item {
     mail_index: usize,
     state: State,
     first_seen_unix: i64,
+    /// Recorded in this pass (not carried over or recognised again).
+    fresh: bool,
 }
 
 /// Runs one pass over every configured mailbox.
@@ -286,9 +288,122 @@ async fn work_mailbox(
             report,
         )
         .await?;
+        let fresh_held: Vec<i64> = items
+            .iter()
+            .filter(|item| item.fresh && item.state == State::Held)
+            .map(|item| item.row_id)
+            .collect();
         let settled =
             send_items(settings, mailbox, store, sink, &mails, items, stop, report).await?;
         settle_rows(store, source, mailbox, settled, report).await?;
+        follow_up_held(settings, mailbox, store, sink, &fresh_held, report).await?;
+    }
+    Ok(())
+}
+
+/// Sends the held notice to the helpdesk and the auto-reply to the sender,
+/// as configured, for messages held in this pass. Failures are recorded
+/// and counted; they never undo the hold.
+async fn follow_up_held(
+    settings: &Settings,
+    mailbox: &MailboxSettings,
+    store: &mut Store,
+    sink: &mut Option<SmtpSink>,
+    held: &[i64],
+    report: &mut MailboxReport,
+) -> Result<(), Stop> {
+    if held.is_empty() || !(mailbox.held_notice || mailbox.auto_reply) {
+        return Ok(());
+    }
+    let folder = match mailbox.after_hold {
+        AfterHold::Move => mailbox.held_folder.as_str(),
+        AfterHold::Keyword => mailbox.folder.as_str(),
+    };
+    for id in held {
+        let Some(row) = store.message(*id)? else {
+            continue;
+        };
+        let reason = row.reason.clone().unwrap_or_default();
+        let facts = notice::HeldFacts {
+            row_id: row.id,
+            mailbox: &mailbox.name,
+            folder,
+            from: row.from.as_deref(),
+            subject: row.subject.as_deref(),
+            date: row.date.as_deref(),
+            message_id: row.message_id.as_deref(),
+            reason: &reason,
+            detail: row.detail.as_deref().unwrap_or_default(),
+        };
+        let now = clock::unix_now();
+        let mut outgoing: Vec<(&'static str, String, String, bool)> = Vec::new();
+        if mailbox.held_notice {
+            let text = notice::held_notice(
+                &facts,
+                &settings.smtp.envelope_from,
+                &mailbox.forward_to,
+                now,
+            );
+            outgoing.push(("notice", mailbox.forward_to.clone(), text, false));
+        }
+        // NOTE: Never auto-reply to a rate-limited correspondent: that is
+        // exactly how two auto-responders loop.
+        let recipient = row
+            .reply_token
+            .clone()
+            .or_else(|| {
+                row.reply_to
+                    .as_deref()
+                    .and_then(|list| list.split(", ").next())
+                    .map(str::to_owned)
+            })
+            .or_else(|| row.from.clone());
+        if mailbox.auto_reply
+            && reason != Reason::RateLimited.as_str()
+            && let Some(recipient) = recipient
+        {
+            let since = clock::rfc3339(now - mailbox.auto_reply_interval.as_secs() as i64);
+            if store.auto_replied_since(&recipient, &since)? {
+                store.add_event(
+                    row.id,
+                    "auto-reply-skipped",
+                    &format!("{recipient} already had one since {since}"),
+                )?;
+            } else {
+                let text = notice::auto_reply(&facts, &mailbox.auto_reply_from, &recipient, now);
+                outgoing.push(("auto-reply", recipient, text, true));
+            }
+        }
+        for (kind, recipient, text, null_sender) in outgoing {
+            if sink.is_none() {
+                match sink::connect(&settings.smtp).await {
+                    Ok(connected) => *sink = Some(connected),
+                    Err(err) => {
+                        store.add_event(row.id, &format!("{kind}-failed"), &err.to_string())?;
+                        report.settle_errors += 1;
+                        continue;
+                    }
+                }
+            }
+            let Some(session) = sink.as_mut() else {
+                continue;
+            };
+            match session
+                .send_own(&recipient, text.as_bytes(), null_sender)
+                .await
+            {
+                Ok(reply) if kind == "notice" => store.record_notice(row.id, &reply)?,
+                Ok(reply) => store.record_auto_reply(row.id, &recipient, &reply)?,
+                Err(err) => {
+                    warn!(mailbox = %mailbox.name, row = row.id, error.message = %err, "cannot send {kind}");
+                    store.add_event(row.id, &format!("{kind}-failed"), &err.to_string())?;
+                    report.settle_errors += 1;
+                    if matches!(err, SendError::Broken { .. }) || session.reset().await.is_err() {
+                        *sink = None;
+                    }
+                }
+            }
+        }
     }
     Ok(())
 }
@@ -315,9 +430,11 @@ async fn record_batch(
             .rsplit_once('@')
             .map(|(_, domain)| domain.to_owned()),
         max_message_bytes: Some(mailbox.max_message_bytes),
-        helpdesk_addresses: vec![mailbox.forward_to.clone()],
-        ..Rules::default()
+        helpdesk_addresses: settings.policy.helpdesk_addresses.clone(),
+        extra_relays: settings.extra_relays.clone(),
+        loop_action: settings.policy.loop_action,
     };
+    let mut batch_counts: HashMap<String, u32> = HashMap::new();
     let now = clock::unix_now();
     let mut items = Vec::new();
     let mut new_rows: Vec<(usize, NewMessage)> = Vec::new();
@@ -330,6 +447,7 @@ async fn record_batch(
                 mail_index,
                 state: State::Pending,
                 first_seen_unix: clock::parse_rfc3339(&row.first_seen_at).unwrap_or(now),
+                fresh: false,
             });
             continue;
         }
@@ -350,6 +468,7 @@ async fn record_batch(
                         state,
                         first_seen_unix: clock::parse_rfc3339(&existing.first_seen_at)
                             .unwrap_or(now),
+                        fresh: false,
                     });
                 }
                 continue;
@@ -371,7 +490,17 @@ async fn record_batch(
             ));
             continue;
         }
-        let classification = classify::classify(&raw.bytes, &rules);
+        let mut classification = classify::classify(&raw.bytes, &rules);
+        if classification.decision.action == Action::Forward {
+            apply_rate_limit(
+                settings,
+                mailbox,
+                store,
+                raw,
+                &mut classification,
+                &mut batch_counts,
+            )?;
+        }
         let decision = &classification.decision;
         info!(
             mailbox = %mailbox.name,
@@ -419,10 +548,64 @@ async fn record_batch(
             mail_index,
             state,
             first_seen_unix: now,
+            fresh: true,
         });
     }
     items.sort_by_key(|item| item.uid);
     Ok(items)
+}
+
+/// Holds a forwardable message as `rate-limited` when its correspondent
+/// is blocked, or has now sent more than the limit within the window (a
+/// loop with a relay that stripped the auto-reply headers looks like this).
+fn apply_rate_limit(
+    settings: &Settings,
+    mailbox: &MailboxSettings,
+    store: &Store,
+    raw: &RawMail,
+    classification: &mut Classification,
+    batch_counts: &mut HashMap<String, u32>,
+) -> Result<(), Stop> {
+    let policy = &settings.policy;
+    if policy.rate_limit_messages == 0 {
+        return Ok(());
+    }
+    let correspondent = match &classification.relay {
+        Some(relay) => Some(relay.alias.clone()),
+        None => mail::parse(&raw.bytes).and_then(|message| mail::from_address(&message)),
+    };
+    let Some(correspondent) = correspondent else {
+        return Ok(());
+    };
+    if let Some(reason) = store.blocked(&correspondent)? {
+        classification.decision = Decision::hold(
+            Reason::RateLimited,
+            format!(
+                "{correspondent} is blocked by the rate limit ({reason}); `deskbridge release ID` forwards a message and lifts the block"
+            ),
+        );
+        return Ok(());
+    }
+    let since = clock::rfc3339(clock::unix_now() - policy.rate_limit_window.as_secs() as i64);
+    let in_batch = batch_counts.entry(correspondent.clone()).or_insert(0);
+    *in_batch += 1;
+    let recent = store.count_from_since(&mailbox.name, &correspondent, &since)? + *in_batch;
+    if policy.rate_limit_messages < recent {
+        let reason = format!(
+            "more than {} messages within {} minutes",
+            policy.rate_limit_messages,
+            policy.rate_limit_window.as_secs() / 60
+        );
+        store.block(&correspondent, &reason)?;
+        warn!(mailbox = %mailbox.name, %correspondent, "rate limit reached; holding this correspondent's mail");
+        classification.decision = Decision::hold(
+            Reason::RateLimited,
+            format!(
+                "{correspondent} sent {reason} (a possible mail loop); their mail is held until `deskbridge release ID`"
+            ),
+        );
+    }
+    Ok(())
 }
 
 /// The log row for a freshly classified message.
@@ -622,4 +805,118 @@ fn settlement_for(state: State, mailbox: &MailboxSettings) -> Option<Settlement>
             move_to: None,
         },
     })
+}
+
+/// Forwards one held message after a person decided it may go: finds it on
+/// the IMAP server (in the held folder when it was moved), checks it is
+/// the same bytes, redirects it, marks it forwarded, sets `$Forwarded`, and
+/// lifts a rate-limit block on its correspondent.
+///
+/// # Errors
+/// The row is missing or not held, the message is no longer on the
+/// server, or IMAP, SMTP or the database fail.
+pub async fn release(settings: &Settings, id: i64) -> anyhow::Result<String> {
+    let _lock = PassLock::acquire(&settings.store_path)?;
+    let mut store = Store::open(&settings.store_path)?;
+    let row = store
+        .message(id)?
+        .with_context(|| format!("no message with id {id} in the log"))?;
+    if row.state() != State::Held {
+        anyhow::bail!(
+            "message {id} is {}, not held: only held messages can be released",
+            row.state
+        );
+    }
+    let mailbox = settings
+        .mailboxes
+        .iter()
+        .find(|mailbox| mailbox.name == row.mailbox)
+        .with_context(|| {
+            format!(
+                "message {id} came from mailbox {}, which the config no longer has",
+                row.mailbox
+            )
+        })?;
+    let mut source = source::connect(mailbox)
+        .await
+        .with_context(|| format!("mailbox {}", mailbox.name))?;
+    let moved_to = row
+        .settled_as
+        .as_deref()
+        .and_then(|how| how.split_once(" and moved to "))
+        .map(|(_, folder)| folder.to_owned());
+    let folder = moved_to.clone().unwrap_or_else(|| mailbox.folder.clone());
+    let state = source
+        .select_path(&folder)
+        .await
+        .with_context(|| format!("mailbox {} folder {folder}", mailbox.name))?;
+    let candidates = if moved_to.is_none() && state.uidvalidity == row.uidvalidity {
+        vec![row.uid]
+    } else {
+        match &row.message_id {
+            Some(message_id) => source.uids_with_message_id(message_id).await?,
+            None => source.uids_from(1).await?,
+        }
+    };
+    let raw = source
+        .fetch(&candidates)
+        .await?
+        .into_iter()
+        .find(|mail| mail::content_hash(&mail.bytes) == row.sha256)
+        .with_context(|| {
+            format!(
+                "message {id} is no longer in folder {folder} of mailbox {} (moved or deleted?); nothing was sent",
+                mailbox.name
+            )
+        })?;
+    let mut session = sink::connect(&settings.smtp)
+        .await
+        .context("cannot open the SMTP session; nothing was sent")?;
+    let resent_id = trace::resent_message_id(row.id, &row.sha256, &settings.smtp.envelope_from);
+    store.mark_send_attempt(row.id, &resent_id)?;
+    let block = trace::trace_block(&trace::TraceFacts {
+        helo_name: &settings.smtp.helo_name,
+        imap_host: &mailbox.host,
+        mailbox_name: &mailbox.name,
+        uid: raw.uid,
+        resent_from: &settings.smtp.envelope_from,
+        resent_to: &mailbox.forward_to,
+        resent_message_id: &resent_id,
+        now_unix: clock::unix_now(),
+    });
+    let reply = match session
+        .send(&mailbox.forward_to, block.as_bytes(), &raw.bytes)
+        .await
+    {
+        Ok(reply) => reply,
+        Err(err) => {
+            store.add_event(row.id, "release-failed", &err.to_string())?;
+            anyhow::bail!("the SMTP server did not take message {id}: {err}; it stays held");
+        }
+    };
+    store.mark_released(row.id, &reply)?;
+    session.quit().await;
+    let mut outcome = format!("released message {id} to {}: {reply}", mailbox.forward_to);
+    let correspondent = row.relay_alias.clone().or_else(|| row.from.clone());
+    if let Some(correspondent) = correspondent
+        && store.unblock(&correspondent)?
+    {
+        outcome.push_str(&format!("\nlifted the rate-limit block on {correspondent}"));
+    }
+    let settlement = Settlement {
+        flags: "$Forwarded".to_owned(),
+        move_to: None,
+    };
+    match source.settle(&[raw.uid], &settlement).await {
+        Ok(()) => store.mark_settled(
+            &[row.id],
+            &format!("{} (released in {folder})", settlement.describe()),
+        )?,
+        Err(err) => {
+            store.add_event(row.id, "settle-failed", &err.to_string())?;
+            outcome.push_str(&format!("\nwarning: could not set $Forwarded: {err}"));
+        }
+    }
+    source.logout().await;
+    Ok(outcome)
 }

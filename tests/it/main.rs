@@ -6,5 +6,6 @@
 #![allow(unreachable_pub)]
 
 mod failures;
+mod held;
 mod helpers;
 mod pipeline;

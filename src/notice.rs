@@ -1,0 +1,277 @@
+//! The two messages deskbridge writes itself: the notice that tells the
+//! helpdesk a message is held, and the optional auto-reply to its sender.
+//!
+//! Pure: builds RFC 5322 text from a log row. Neither message ever quotes
+//! the original's content; the notice names the sender, date, subject
+//! (unless it is a protected-headers placeholder), the reason in plain
+//! words and where the original sits.
+
+use crate::clock;
+
+/// What a notice or auto-reply says about a held message.
+#[derive(Debug, Clone)]
+pub struct HeldFacts<'a> {
+    pub row_id: i64,
+    pub mailbox: &'a str,
+    pub folder: &'a str,
+    pub from: Option<&'a str>,
+    pub subject: Option<&'a str>,
+    pub date: Option<&'a str>,
+    pub message_id: Option<&'a str>,
+    pub reason: &'a str,
+    pub detail: &'a str,
+}
+
+/// Subjects that encrypting clients put outside in place of the real one
+/// (`encryption-markers.md` H1); showing them would only confuse.
+fn visible_subject(subject: Option<&str>) -> Option<&str> {
+    let subject = subject?.trim();
+    let placeholder = subject.is_empty()
+        || subject == "..."
+        || subject == "[...]"
+        || subject.eq_ignore_ascii_case("encrypted message");
+    if placeholder { None } else { Some(subject) }
+}
+
+/// The notice to the helpdesk, CRLF line ends, ready for SMTP.
+pub fn held_notice(
+    facts: &HeldFacts<'_>,
+    notice_from: &str,
+    helpdesk: &str,
+    now_unix: i64,
+) -> String {
+    let domain = notice_from
+        .rsplit_once('@')
+        .map_or("localhost", |(_, domain)| domain);
+    let from = clean(facts.from.unwrap_or("an unknown sender"));
+    let subject_line = match visible_subject(facts.subject) {
+        Some(subject) => format!("Held message from {from}: {}", clean(subject)),
+        None => format!("Held message from {from}"),
+    };
+    let subject_text = match visible_subject(facts.subject) {
+        Some(subject) => clean(subject),
+        None => "(not shown: protected or empty)".to_owned(),
+    };
+    let body = format!(
+        "deskbridge held a message instead of forwarding it.\r\n\
+         \r\n\
+         From:    {from}\r\n\
+         Date:    {date}\r\n\
+         Subject: {subject_text}\r\n\
+         Reason:  {reason} ({detail})\r\n\
+         \r\n\
+         The original is in mailbox \"{mailbox}\", folder \"{folder}\", deskbridge log #{id}.\r\n\
+         Nothing of its content is included here.\r\n\
+         A person can read it there, and forward it with:\r\n\
+         \r\n\
+         \x20   deskbridge release {id}\r\n",
+        date = clean(facts.date.unwrap_or("unknown")),
+        reason = facts.reason,
+        detail = clean(facts.detail),
+        mailbox = clean(facts.mailbox),
+        folder = clean(facts.folder),
+        id = facts.row_id,
+    );
+    format!(
+        "From: deskbridge <{notice_from}>\r\n\
+         To: <{helpdesk}>\r\n\
+         Subject: {subject}\r\n\
+         Date: {date}\r\n\
+         Message-ID: <deskbridge-notice.{id}.{now_unix}@{domain}>\r\n\
+         Auto-Submitted: auto-generated\r\n\
+         X-Deskbridge-Held: {id}\r\n\
+         MIME-Version: 1.0\r\n\
+         Content-Type: text/plain; charset=utf-8\r\n\
+         Content-Transfer-Encoding: 8bit\r\n\
+         \r\n\
+         {body}",
+        subject = encode_header(&subject_line),
+        date = clock::rfc5322(now_unix),
+        id = facts.row_id,
+    )
+}
+
+/// The RFC 3834 auto-reply to the sender of a held message.
+pub fn auto_reply(
+    facts: &HeldFacts<'_>,
+    reply_from: &str,
+    recipient: &str,
+    now_unix: i64,
+) -> String {
+    let domain = reply_from
+        .rsplit_once('@')
+        .map_or("localhost", |(_, domain)| domain);
+    let subject = match visible_subject(facts.subject) {
+        Some(subject) => format!("Auto: {}", clean(subject)),
+        None => "Auto: your message to support".to_owned(),
+    };
+    let threading = match facts.message_id {
+        Some(id) => format!("In-Reply-To: <{id}>\r\nReferences: <{id}>\r\n"),
+        None => String::new(),
+    };
+    format!(
+        "From: <{reply_from}>\r\n\
+         To: <{recipient}>\r\n\
+         Subject: {subject}\r\n\
+         Date: {date}\r\n\
+         Message-ID: <deskbridge-autoreply.{id}.{now_unix}@{domain}>\r\n\
+         {threading}\
+         Auto-Submitted: auto-replied\r\n\
+         MIME-Version: 1.0\r\n\
+         Content-Type: text/plain; charset=utf-8\r\n\
+         Content-Transfer-Encoding: 8bit\r\n\
+         \r\n\
+         Thank you for your message. It arrived in a form our support system\r\n\
+         cannot open automatically ({reason}), so it is waiting for a person\r\n\
+         to look at it. You do not need to send it again.\r\n\
+         \r\n\
+         If you can, please send the information without encryption or\r\n\
+         password protection, or tell us how you would like to exchange it.\r\n",
+        subject = encode_header(&subject),
+        date = clock::rfc5322(now_unix),
+        id = facts.row_id,
+        reason = plain_reason(facts.reason),
+    )
+}
+
+/// A reason in words a customer understands.
+fn plain_reason(reason: &str) -> &'static str {
+    match reason {
+        "smime-enveloped" | "pgp-encrypted" => "it is encrypted",
+        "smime-opaque-signed" => "it is wrapped in a digital signature container",
+        "portal" => "its content sits on a secure-mail portal",
+        "password-attachment" => "an attachment is password-protected",
+        "too-large" => "it is too large",
+        _ => "its format could not be read",
+    }
+}
+
+/// Removes line breaks and control characters from text placed in headers
+/// or the notice body.
+fn clean(text: &str) -> String {
+    text.chars()
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .collect()
+}
+
+/// RFC 2047 encodes a header value when it is not plain ASCII.
+fn encode_header(text: &str) -> String {
+    if text.is_ascii() {
+        return text.to_owned();
+    }
+    let mut encoded = String::from("=?utf-8?b?");
+    encoded.push_str(&base64(text.as_bytes()));
+    encoded.push_str("?=");
+    encoded
+}
+
+fn base64(bytes: &[u8]) -> String {
+    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = String::with_capacity(bytes.len().div_ceil(3) * 4);
+    for chunk in bytes.chunks(3) {
+        let b = [
+            chunk[0],
+            *chunk.get(1).unwrap_or(&0),
+            *chunk.get(2).unwrap_or(&0),
+        ];
+        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
+        for (index, shift) in [18, 12, 6, 0].iter().enumerate() {
+            if index <= chunk.len() {
+                out.push(char::from(ALPHABET[((n >> shift) & 63) as usize]));
+            } else {
+                out.push('=');
+            }
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn facts<'a>(subject: Option<&'a str>) -> HeldFacts<'a> {
+        HeldFacts {
+            row_id: 42,
+            mailbox: "support",
+            folder: "Deskbridge/Held",
+            from: Some("alice@example.com"),
+            subject,
+            date: Some("2026-11-27T14:10:00Z"),
+            message_id: Some("pgp.1@example.com"),
+            reason: "pgp-encrypted",
+            detail: "the message is encrypted with OpenPGP",
+        }
+    }
+
+    #[test]
+    fn notice_names_the_facts_and_parses() {
+        let text = held_notice(
+            &facts(Some("Contract")),
+            "bridge@company.test",
+            "intake@helpdesk.test",
+            0,
+        );
+        let message = crate::mail::parse(text.as_bytes()).expect("parses");
+        assert_eq!(
+            message.subject(),
+            Some("Held message from alice@example.com: Contract")
+        );
+        let body = message.body_text(0).expect("body");
+        for needle in [
+            "pgp-encrypted",
+            "Deskbridge/Held",
+            "deskbridge release 42",
+            "alice@example.com",
+        ] {
+            assert!(body.contains(needle), "{needle} missing in {body}");
+        }
+        assert_eq!(
+            message.header_raw("Auto-Submitted").map(str::trim),
+            Some("auto-generated")
+        );
+    }
+
+    #[test]
+    fn placeholder_subjects_are_not_shown() {
+        let text = held_notice(
+            &facts(Some("...")),
+            "bridge@company.test",
+            "intake@helpdesk.test",
+            0,
+        );
+        assert!(text.contains("Subject: Held message from alice@example.com\r\n"));
+        assert!(text.contains("(not shown: protected or empty)"));
+    }
+
+    #[test]
+    fn auto_reply_follows_rfc_3834() {
+        let text = auto_reply(
+            &facts(Some("Grüße")),
+            "support@company.test",
+            "alice@example.com",
+            0,
+        );
+        let message = crate::mail::parse(text.as_bytes()).expect("parses");
+        assert_eq!(message.subject(), Some("Auto: Grüße"));
+        assert_eq!(
+            message.header_raw("Auto-Submitted").map(str::trim),
+            Some("auto-replied")
+        );
+        assert_eq!(message.in_reply_to().as_text(), Some("pgp.1@example.com"));
+        assert!(!text.contains("BEGIN PGP"));
+    }
+
+    #[test]
+    fn base64_matches_rfc_4648_vectors() {
+        for (input, output) in [
+            ("", ""),
+            ("f", "Zg=="),
+            ("fo", "Zm8="),
+            ("foo", "Zm9v"),
+            ("foobar", "Zm9vYmFy"),
+        ] {
+            assert_eq!(base64(input.as_bytes()), output);
+        }
+    }
+}

@@ -1,0 +1,234 @@
+//! Held mail end to end: the held folder, the notice to the helpdesk, the
+//! auto-reply to the sender, the rate limit, and `deskbridge release`.
+
+use std::process::Command;
+
+use deskbridge::store::{MessageFilter, State, Store};
+
+use crate::helpers::{
+    ConfigOptions, TestEnv, binary, find, message, read_folder, run_pass, split_delivered,
+    wait_for_helpdesk,
+};
+
+fn encrypted(from: &str, message_id: &str) -> Vec<u8> {
+    format!(
+        "From: {from}\r\nTo: support@company.test\r\nSubject: Quarterly numbers\r\nDate: Sat, 28 Nov 2026 06:00:00 +0000\r\nMessage-ID: <{message_id}>\r\nMIME-Version: 1.0\r\nContent-Type: text/plain; charset=utf-8\r\n\r\nSee below.\r\n\r\n-----BEGIN PGP MESSAGE-----\r\n\r\nhQEMA3ZqN2c5c2VjcmV0AQf/U0VDUkVUIENPTlRFTlQgSEVSRQ==\r\n=Qx1a\r\n-----END PGP MESSAGE-----\r\n"
+    )
+    .into_bytes()
+}
+
+/// A held message lands in the held folder, the helpdesk gets a notice
+/// without the original content, and `deskbridge release` then forwards
+/// the original exactly once.
+#[tokio::test]
+async fn held_message_gets_a_notice_and_can_be_released_once() {
+    let env = TestEnv::new("release");
+    let original = encrypted("Alice <alice@example.com>", "held.1@example.com");
+    env.seed(&[&original]).await;
+    let options = ConfigOptions {
+        extra_mailbox: "held_notice = true\n".to_owned(),
+        ..ConfigOptions::default()
+    };
+    let settings = env.settings(&options);
+    let report = run_pass(&settings).await.expect("pass runs");
+    assert_eq!(
+        (report.mailboxes[0].held, report.mailboxes[0].forwarded),
+        (1, 0)
+    );
+    assert_eq!(report.exit_code(), 0);
+
+    let held = read_folder(&env.stack, &env.support_user, "Deskbridge.Held").await;
+    assert_eq!(held.len(), 1, "the held message sits in the held folder");
+    assert_eq!(held[0].bytes, original);
+
+    let arrived = wait_for_helpdesk(&env, 1).await;
+    assert_eq!(arrived.len(), 1, "exactly one notice");
+    let notice = String::from_utf8_lossy(&arrived[0].bytes).into_owned();
+    assert!(
+        notice.contains("Subject: Held message from alice@example.com: Quarterly numbers"),
+        "{notice}"
+    );
+    assert!(notice.contains("pgp-encrypted"), "{notice}");
+    assert!(notice.contains("Deskbridge/Held"), "{notice}");
+    assert!(
+        notice.contains("Auto-Submitted: auto-generated"),
+        "{notice}"
+    );
+    for secret in ["-----BEGIN PGP MESSAGE-----\r\n", "hQEMA3ZqN2c5", "See below."] {
+        assert!(
+            !notice.contains(secret),
+            "the notice must not carry content ({secret})"
+        );
+    }
+
+    let store = Store::open(&settings.store_path).expect("log");
+    let row = store
+        .list_messages(&MessageFilter::default())
+        .expect("rows")[0]
+        .clone();
+    assert_eq!(
+        (row.state(), row.reason.as_deref()),
+        (State::Held, Some("pgp-encrypted"))
+    );
+    drop(store);
+
+    let config = env.write_config(&options);
+    let release = Command::new(binary())
+        .arg("--config")
+        .arg(&config)
+        .args(["release", &row.id.to_string()])
+        .output()
+        .expect("release");
+    assert_eq!(
+        release.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&release.stderr)
+    );
+    let delivered = wait_for_helpdesk(&env, 2).await;
+    assert_eq!(delivered.len(), 2, "the notice and the released original");
+    let originals: Vec<_> = delivered
+        .iter()
+        .filter(|seen| find(&seen.bytes, b"Received: from 127.0.0.1 (mailbox ").is_some())
+        .collect();
+    assert_eq!(originals.len(), 1);
+    assert_eq!(split_delivered(&originals[0].bytes).1, original);
+
+    let again = Command::new(binary())
+        .arg("--config")
+        .arg(&config)
+        .args(["release", &row.id.to_string()])
+        .output()
+        .expect("release again");
+    assert_eq!(again.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&again.stderr).contains("not held"));
+    let store = Store::open(&settings.store_path).expect("log");
+    let row = store.message(row.id).expect("read").expect("row");
+    assert_eq!(row.state(), State::Forwarded);
+    let kinds: Vec<String> = store
+        .events(row.id)
+        .expect("events")
+        .into_iter()
+        .map(|event| event.kind)
+        .collect();
+    assert!(
+        kinds.contains(&"notice-sent".to_owned()) && kinds.contains(&"released".to_owned()),
+        "{kinds:?}"
+    );
+    assert_eq!(
+        wait_for_helpdesk(&env, 2).await.len(),
+        2,
+        "a second release sends nothing"
+    );
+}
+
+/// The optional auto-reply reaches the sender once per period, marked
+/// Auto-Submitted: auto-replied, and never quotes the original.
+#[tokio::test]
+async fn auto_reply_goes_to_the_sender_once() {
+    let env = TestEnv::new("autoreply");
+    // The sender's mailbox is on the stack's relayed domain so the reply can be read back.
+    let sender = format!("sender-{}", env.helpdesk_user);
+    let first = encrypted(&format!("Sam <{sender}>"), "auto.1@example.com");
+    let second = encrypted(&format!("Sam <{sender}>"), "auto.2@example.com");
+    env.seed(&[&first, &second]).await;
+    let settings = env.settings(&ConfigOptions {
+        extra_mailbox: "auto_reply = true\nauto_reply_from = \"support@company.test\"\n".to_owned(),
+        ..ConfigOptions::default()
+    });
+    let report = run_pass(&settings).await.expect("pass runs");
+    assert_eq!(report.mailboxes[0].held, 2);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    let replies = loop {
+        let replies = read_folder(&env.stack, &sender, "INBOX").await;
+        if !replies.is_empty() || deadline < std::time::Instant::now() {
+            tokio::time::sleep(std::time::Duration::from_millis(700)).await;
+            break read_folder(&env.stack, &sender, "INBOX").await;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    };
+    assert_eq!(replies.len(), 1, "one auto-reply per sender per period");
+    let reply = String::from_utf8_lossy(&replies[0].bytes).into_owned();
+    assert!(reply.contains("Auto-Submitted: auto-replied"), "{reply}");
+    assert!(
+        reply.contains("Return-Path: <>"),
+        "null envelope sender: {reply}"
+    );
+    assert!(
+        reply.contains("In-Reply-To: <auto.1@example.com>"),
+        "{reply}"
+    );
+    assert!(!reply.contains("BEGIN PGP"), "{reply}");
+    assert_eq!(
+        read_folder(&env.stack, &env.helpdesk_user, "INBOX")
+            .await
+            .len(),
+        0
+    );
+}
+
+/// A correspondent sending more than the limit is held as rate-limited
+/// until a person releases one message, which lifts the block.
+#[tokio::test]
+async fn rate_limit_holds_a_flood_until_released() {
+    let env = TestEnv::new("ratelimit");
+    let flood: Vec<Vec<u8>> = (0..5)
+        .map(|index| {
+            message(
+                "Loop <loop@mozmail.com>",
+                &format!("Re: Re: {index}"),
+                &format!("flood.{index}@x.test"),
+                "again",
+            )
+        })
+        .collect();
+    let slices: Vec<&[u8]> = flood.iter().map(Vec::as_slice).collect();
+    env.seed(&slices).await;
+    let text = format!(
+        "{}\n[policy]\nrate_limit_messages = 3\nrate_limit_minutes = 60\n",
+        env.config_text(&ConfigOptions::default())
+    );
+    let config = env.dir.path().join("deskbridge.toml");
+    std::fs::write(&config, text).expect("write config");
+    let settings = deskbridge::config::load(&config).expect("config");
+    let report = run_pass(&settings).await.expect("pass runs");
+    assert_eq!(
+        (report.mailboxes[0].forwarded, report.mailboxes[0].held),
+        (3, 2)
+    );
+    assert_eq!(wait_for_helpdesk(&env, 3).await.len(), 3);
+
+    let store = Store::open(&settings.store_path).expect("log");
+    let limited = store
+        .list_messages(&MessageFilter {
+            state: Some(State::Held),
+            ..MessageFilter::default()
+        })
+        .expect("rows");
+    assert!(
+        limited
+            .iter()
+            .all(|row| row.reason.as_deref() == Some("rate-limited"))
+    );
+    assert_eq!(limited[0].relay.as_deref(), Some("firefox"));
+    drop(store);
+
+    // Still blocked on the next pass, until a person releases a message.
+    env.seed(&[&message(
+        "Loop <loop@mozmail.com>",
+        "Re: 6",
+        "flood.6@x.test",
+        "again",
+    )])
+    .await;
+    let report = run_pass(&settings).await.expect("pass runs");
+    assert_eq!(report.mailboxes[0].held, 1);
+    let outcome = deskbridge::worker::release(&settings, limited[0].id)
+        .await
+        .expect("release");
+    assert!(
+        outcome.contains("lifted the rate-limit block on loop@mozmail.com"),
+        "{outcome}"
+    );
+    assert_eq!(wait_for_helpdesk(&env, 4).await.len(), 4);
+}
