@@ -54,7 +54,11 @@ async fn held_message_gets_a_notice_and_can_be_released_once() {
         notice.contains("Auto-Submitted: auto-generated"),
         "{notice}"
     );
-    for secret in ["-----BEGIN PGP MESSAGE-----\r\n", "hQEMA3ZqN2c5", "See below."] {
+    for secret in [
+        "-----BEGIN PGP MESSAGE-----\r\n",
+        "hQEMA3ZqN2c5",
+        "See below.",
+    ] {
         assert!(
             !notice.contains(secret),
             "the notice must not carry content ({secret})"

@@ -1,0 +1,176 @@
+//! The classifier against the fixture corpus in `tests/fixtures/classify/`:
+//! each `NAME.eml` must classify as `NAME.json` says, with LF and with CRLF
+//! line ends. The crypto fixtures are made by real tools
+//! (`scripts/make-fixtures`). No mail stack is needed here.
+
+use std::path::{Path, PathBuf};
+
+use deskbridge::classify::{self, Rules};
+
+fn corpus_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/classify")
+}
+
+/// What `deskbridge inspect` prints for these bytes, as JSON.
+fn inspect(bytes: &[u8]) -> serde_json::Value {
+    let classification = classify::classify(bytes, &Rules::default());
+    let message_id =
+        deskbridge::mail::parse(bytes).and_then(|message| message.message_id().map(str::to_owned));
+    let line = deskbridge::report::inspect_json("case", &classification, message_id.as_deref());
+    serde_json::from_str(&line).expect("inspect prints JSON")
+}
+
+fn to_crlf(bytes: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(bytes.len() + bytes.len() / 20);
+    for (index, byte) in bytes.iter().enumerate() {
+        if *byte == b'\n' && (index == 0 || bytes[index - 1] != b'\r') {
+            out.push(b'\r');
+        }
+        out.push(*byte);
+    }
+    out
+}
+
+/// Every case gives the expected decision, reason, class, relay, alias,
+/// token and Message-ID, in both line-end forms. Mismatches are written
+/// to `NAME.failed` beside the case.
+#[test]
+fn every_fixture_classifies_as_expected() {
+    let mut cases: Vec<PathBuf> = std::fs::read_dir(corpus_dir())
+        .expect("the fixture corpus exists (bash scripts/make-fixtures)")
+        .filter_map(|entry| entry.ok().map(|entry| entry.path()))
+        .filter(|path| path.extension().is_some_and(|ext| ext == "eml"))
+        .collect();
+    cases.sort();
+    let mut failures = Vec::new();
+    for case in &cases {
+        let expected_path = case.with_extension("json");
+        let expected: serde_json::Value = serde_json::from_str(
+            &std::fs::read_to_string(&expected_path)
+                .unwrap_or_else(|err| panic!("{}: {err}", expected_path.display())),
+        )
+        .unwrap_or_else(|err| panic!("{}: {err}", expected_path.display()));
+        let raw = std::fs::read(case).expect("read case");
+        let mut report = String::new();
+        for (form, bytes) in [("LF", raw.clone()), ("CRLF", to_crlf(&raw))] {
+            let got = inspect(&bytes);
+            for (key, want) in expected.as_object().expect("expected JSON is an object") {
+                if got.get(key) != Some(want) {
+                    report.push_str(&format!(
+                        "{form} {key}: expected {want}, got {}\n",
+                        got.get(key).unwrap_or(&serde_json::Value::Null)
+                    ));
+                }
+            }
+            if !report.is_empty() {
+                report.push_str(&format!("{form} full output: {got}\n"));
+            }
+        }
+        let failed_path = case.with_extension("failed");
+        if report.is_empty() {
+            let _ = std::fs::remove_file(&failed_path);
+        } else {
+            std::fs::write(&failed_path, &report).expect("write .failed");
+            failures.push(format!("{}:\n{report}", case.display()));
+        }
+    }
+    assert!(
+        40 <= cases.len(),
+        "the corpus has only {} cases",
+        cases.len()
+    );
+    assert!(
+        failures.is_empty(),
+        "{} of {} cases differ:\n{}",
+        failures.len(),
+        cases.len(),
+        failures.join("\n")
+    );
+}
+
+/// Truncated, binary and deeply nested input never panics, and the
+/// decision for each is still one of forward, hold or skip.
+#[test]
+fn hostile_input_never_panics() {
+    let mut inputs: Vec<Vec<u8>> = Vec::new();
+    for case in std::fs::read_dir(corpus_dir()).expect("corpus").flatten() {
+        let path = case.path();
+        if path.extension().is_some_and(|ext| ext == "eml") {
+            let raw = std::fs::read(&path).expect("read");
+            // Every prefix length on a coarse grid, to cut inside headers,
+            // boundaries and base64.
+            let step = (raw.len() / 25).max(1);
+            inputs.extend((0..raw.len()).step_by(step).map(|cut| raw[..cut].to_vec()));
+        }
+    }
+    let mut seed: u64 = 0x2545_f491_4f6c_dd1d;
+    for size in [1, 7, 64, 4096, 65_536] {
+        let noise: Vec<u8> = (0..size)
+            .map(|_| {
+                seed ^= seed << 13;
+                seed ^= seed >> 7;
+                seed ^= seed << 17;
+                (seed >> 24) as u8
+            })
+            .collect();
+        inputs.push(noise);
+    }
+    let mut deep_multipart = String::from("From: a@b.test\r\n");
+    for level in 0..200 {
+        deep_multipart.push_str(&format!(
+            "Content-Type: multipart/mixed; boundary=b{level}\r\n\r\n--b{level}\r\n"
+        ));
+    }
+    inputs.push(deep_multipart.into_bytes());
+    let mut deep_rfc822 = String::from("From: a@b.test\r\n");
+    for _ in 0..150 {
+        deep_rfc822.push_str("Content-Type: message/rfc822\r\n\r\nFrom: a@b.test\r\n");
+    }
+    inputs.push(deep_rfc822.into_bytes());
+    // Base64-encoded nesting, which mail-parser stops decoding after three
+    // levels and the classifier re-parses itself.
+    let mut nested = b"From: a@b.test\r\nContent-Type: application/pkcs7-mime; smime-type=enveloped-data\r\n\r\nMIAGCSqGSIb3DQEHA6CA\r\n".to_vec();
+    for _ in 0..10 {
+        let encoded = base64(&nested);
+        nested = format!(
+            "From: a@b.test\r\nContent-Type: message/rfc822\r\nContent-Transfer-Encoding: base64\r\n\r\n{encoded}\r\n"
+        )
+        .into_bytes();
+    }
+    let deep_result = classify::classify(&nested, &Rules::default());
+    assert_eq!(deep_result.decision.action, classify::Action::Hold);
+    inputs.push(nested);
+
+    for input in &inputs {
+        let result = classify::classify(input, &Rules::default());
+        assert!(matches!(
+            result.decision.action,
+            classify::Action::Forward | classify::Action::Hold | classify::Action::Skip
+        ));
+    }
+    assert!(1000 < inputs.len(), "only {} inputs", inputs.len());
+}
+
+fn base64(bytes: &[u8]) -> String {
+    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = String::new();
+    for (index, chunk) in bytes.chunks(3).enumerate() {
+        if 0 < index && index % 19 == 0 {
+            out.push_str("\r\n");
+        }
+        let b = [
+            chunk[0],
+            *chunk.get(1).unwrap_or(&0),
+            *chunk.get(2).unwrap_or(&0),
+        ];
+        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
+        for (position, shift) in [18, 12, 6, 0].iter().enumerate() {
+            if position <= chunk.len() {
+                out.push(char::from(ALPHABET[((n >> shift) & 63) as usize]));
+            } else {
+                out.push('=');
+            }
+        }
+    }
+    out
+}
