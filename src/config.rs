@@ -102,6 +102,18 @@ pub struct Settings {
     pub policy: Policy,
     /// Extra relay domains → relay names, from `[relays]`.
     pub extra_relays: Vec<(String, String)>,
+    pub threading: Threading,
+}
+
+/// How messages are attached to threads, from `[threading]`.
+#[derive(Debug, Clone)]
+pub struct Threading {
+    /// Built-in helpdesk ticket tokens plus the config's `ticket_patterns`.
+    pub patterns: crate::thread::TicketPatterns,
+    /// A relayed message without references joins an earlier thread of the
+    /// same correspondent with the same normalised subject only if that
+    /// thread was active within this window.
+    pub relay_window: Duration,
 }
 
 /// The loop guard's settings, from `[policy]`.
@@ -170,6 +182,9 @@ pub struct MailboxSettings {
     pub auto_reply_from: String,
     /// At most one auto-reply per sender within this period.
     pub auto_reply_interval: Duration,
+    /// Add In-Reply-To/References to a reference-less message attached to
+    /// a thread by ticket token or relay and subject (when DKIM allows).
+    pub repair_threading: bool,
 }
 
 #[derive(Debug, Deserialize)]
@@ -182,6 +197,15 @@ struct RawConfig {
     policy: Option<RawPolicy>,
     #[serde(default)]
     relays: std::collections::BTreeMap<String, String>,
+    threading: Option<RawThreading>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawThreading {
+    #[serde(default)]
+    ticket_patterns: Vec<String>,
+    relay_subject_window_days: Option<u64>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -242,6 +266,7 @@ struct RawMailbox {
     auto_reply: Option<bool>,
     auto_reply_from: Option<String>,
     auto_reply_interval_hours: Option<u64>,
+    repair_threading: Option<bool>,
 }
 
 /// The three ways to give a password; at most one is allowed.
@@ -259,6 +284,7 @@ const DEFAULT_MAX_MESSAGE_MB: u64 = 50;
 const DEFAULT_RATE_LIMIT_MESSAGES: u32 = 30;
 const DEFAULT_RATE_LIMIT_MINUTES: u64 = 10;
 const DEFAULT_AUTO_REPLY_INTERVAL_HOURS: u64 = 24;
+const DEFAULT_RELAY_WINDOW_DAYS: u64 = 30;
 
 /// Reads, parses and validates the config file, resolving every secret.
 ///
@@ -331,12 +357,25 @@ pub fn parse(text: &str, path: &Path) -> Result<Settings, ConfigError> {
         }
         extra_relays.push((domain.to_ascii_lowercase(), name));
     }
+    let raw_threading = raw.threading.unwrap_or_default();
+    let patterns = crate::thread::TicketPatterns::new(&raw_threading.ticket_patterns)
+        .map_err(|err| invalid(format!("[threading] ticket_patterns: {err}")))?;
+    let threading = Threading {
+        patterns,
+        relay_window: Duration::from_secs(
+            86_400
+                * raw_threading
+                    .relay_subject_window_days
+                    .unwrap_or(DEFAULT_RELAY_WINDOW_DAYS),
+        ),
+    };
     Ok(Settings {
         store_path: base_dir.join(raw.store.path),
         smtp,
         mailboxes,
         policy,
         extra_relays,
+        threading,
     })
 }
 
@@ -449,6 +488,7 @@ fn validate_mailbox(raw: RawMailbox, base_dir: &Path) -> Result<MailboxSettings,
         check_address(&format!("{section} auto_reply_from"), &auto_reply_from)?;
     }
     Ok(MailboxSettings {
+        repair_threading: raw.repair_threading.unwrap_or(true),
         held_notice: raw.held_notice.unwrap_or(false),
         auto_reply: raw.auto_reply.unwrap_or(false),
         auto_reply_from,

@@ -55,6 +55,7 @@ pub mod report;
 pub mod sink;
 pub mod source;
 pub mod store;
+pub mod thread;
 pub mod tls;
 pub mod trace;
 pub mod worker;

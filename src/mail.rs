@@ -56,6 +56,13 @@ pub fn summarize(message: &Message<'_>) -> MailSummary {
     }
 }
 
+/// Hex SHA-256 of the body (everything after the header block): equal for
+/// copies of one message whose headers differ (e.g. in To or Received).
+pub fn body_hash(message: &Message<'_>, raw: &[u8]) -> String {
+    let start = (message.root_part().offset_body as usize).min(raw.len());
+    content_hash(&raw[start..])
+}
+
 /// The first From address (`local@domain`).
 pub fn from_address(message: &Message<'_>) -> Option<String> {
     message.from().and_then(first_address)

@@ -19,7 +19,7 @@ use crate::lock::PassLock;
 use crate::sink::{self, SendError, SmtpSink};
 use crate::source::{self, ImapSource, RawMail, Settlement};
 use crate::store::{Checkpoint, MessageRow, NewMessage, State, Store, StoreError};
-use crate::{clock, mail, notice, trace};
+use crate::{clock, mail, notice, thread, trace};
 
 /// What one pass did, per mailbox.
 #[derive(Debug, Default, Clone)]
@@ -89,6 +89,8 @@ struct Item {
     first_seen_unix: i64,
     /// Recorded in this pass (not carried over or recognised again).
     fresh: bool,
+    /// In-Reply-To/References lines added on redirect (thread repair).
+    repair: Option<String>,
 }
 
 /// Runs one pass over every configured mailbox.
@@ -448,6 +450,7 @@ async fn record_batch(
                 state: State::Pending,
                 first_seen_unix: clock::parse_rfc3339(&row.first_seen_at).unwrap_or(now),
                 fresh: false,
+                repair: row.repair_headers.clone(),
             });
             continue;
         }
@@ -469,6 +472,7 @@ async fn record_batch(
                         first_seen_unix: clock::parse_rfc3339(&existing.first_seen_at)
                             .unwrap_or(now),
                         fresh: false,
+                        repair: existing.repair_headers.clone(),
                     });
                 }
                 continue;
@@ -486,11 +490,14 @@ async fn record_batch(
             };
             new_rows.push((
                 mail_index,
-                new_message(mailbox, uidvalidity, raw, sha256, classification),
+                new_message(settings, mailbox, uidvalidity, raw, sha256, classification),
             ));
             continue;
         }
         let mut classification = classify::classify(&raw.bytes, &rules);
+        if classification.decision.action == Action::Forward {
+            skip_relay_copy(settings, mailbox, store, raw, &mut classification)?;
+        }
         if classification.decision.action == Action::Forward {
             apply_rate_limit(
                 settings,
@@ -512,7 +519,7 @@ async fn record_batch(
         );
         new_rows.push((
             mail_index,
-            new_message(mailbox, uidvalidity, raw, sha256, classification),
+            new_message(settings, mailbox, uidvalidity, raw, sha256, classification),
         ));
     }
 
@@ -533,8 +540,13 @@ async fn record_batch(
         last_uid: chunk.iter().copied().max().unwrap_or(0),
     };
     let rows: Vec<NewMessage> = new_rows.iter().map(|(_, row)| row.clone()).collect();
-    let ids = store.record_batch(&rows, Some((&mailbox.name, checkpoint)))?;
-    for ((mail_index, row), row_id) in new_rows.into_iter().zip(ids) {
+    let relay_window_since = clock::rfc3339(now - settings.threading.relay_window.as_secs() as i64);
+    let ids = store.record_batch(
+        &rows,
+        Some((&mailbox.name, checkpoint)),
+        &relay_window_since,
+    )?;
+    for ((mail_index, row), (row_id, attachment)) in new_rows.into_iter().zip(ids) {
         let state = row.state.unwrap_or(State::Pending);
         match state {
             State::Held => report.held += 1,
@@ -549,10 +561,54 @@ async fn record_batch(
             state,
             first_seen_unix: now,
             fresh: true,
+            repair: attachment.repair_headers,
         });
     }
     items.sort_by_key(|item| item.uid);
     Ok(items)
+}
+
+/// Skips a copy of a message already forwarded to the same helpdesk: same
+/// Message-ID and same body, arriving again (SimpleLogin sends one
+/// Message-ID to each of our addresses a customer wrote to). The copy is
+/// logged as `duplicate-message-id` and joins the same thread; a message
+/// that reuses a Message-ID with a different body is forwarded.
+fn skip_relay_copy(
+    settings: &Settings,
+    mailbox: &MailboxSettings,
+    store: &Store,
+    raw: &RawMail,
+    classification: &mut Classification,
+) -> Result<(), Stop> {
+    let Some(message) = mail::parse(&raw.bytes) else {
+        return Ok(());
+    };
+    let Some(message_id) = message.message_id() else {
+        return Ok(());
+    };
+    let body_sha256 = mail::body_hash(&message, &raw.bytes);
+    for earlier in store.rows_with_message_id(message_id.trim())? {
+        let same_helpdesk = settings
+            .mailboxes
+            .iter()
+            .find(|other| other.name == earlier.mailbox)
+            .is_some_and(|other| other.forward_to.eq_ignore_ascii_case(&mailbox.forward_to));
+        let delivered = matches!(earlier.state(), State::Forwarded | State::Pending);
+        if same_helpdesk
+            && delivered
+            && earlier.body_sha256.as_deref() == Some(body_sha256.as_str())
+        {
+            classification.decision = Decision::skip(
+                Reason::DuplicateMessageId,
+                format!(
+                    "a copy of message #{} (mailbox {}, same Message-ID and body), which already went to {}",
+                    earlier.id, earlier.mailbox, mailbox.forward_to
+                ),
+            );
+            return Ok(());
+        }
+    }
+    Ok(())
 }
 
 /// Holds a forwardable message as `rate-limited` when its correspondent
@@ -608,8 +664,9 @@ fn apply_rate_limit(
     Ok(())
 }
 
-/// The log row for a freshly classified message.
+/// The log row for a freshly classified message, with its thread keys.
 fn new_message(
+    settings: &Settings,
     mailbox: &MailboxSettings,
     uidvalidity: u32,
     raw: &RawMail,
@@ -621,13 +678,27 @@ fn new_message(
         Action::Hold => State::Held,
         Action::Skip => State::Skipped,
     };
+    let parsed = mail::parse(&raw.bytes);
+    let (summary, thread, body_sha256) = match &parsed {
+        Some(message) => (
+            mail::summarize(message),
+            Some(thread::keys(
+                message,
+                classification.relay.as_ref(),
+                &settings.threading.patterns,
+            )),
+            Some(mail::body_hash(message, &raw.bytes)),
+        ),
+        None => (mail::MailSummary::default(), None, None),
+    };
     NewMessage {
+        thread,
+        repair_enabled: mailbox.repair_threading,
+        body_sha256,
         mailbox: mailbox.name.clone(),
         uidvalidity,
         uid: raw.uid,
-        summary: mail::parse(&raw.bytes)
-            .map(|message| mail::summarize(&message))
-            .unwrap_or_default(),
+        summary,
         size: raw.bytes.len() as u64,
         sha256,
         state: Some(state),
@@ -680,7 +751,7 @@ async fn send_items(
         let resent_id =
             trace::resent_message_id(item.row_id, &item.sha256, &settings.smtp.envelope_from);
         let attempt = store.mark_send_attempt(item.row_id, &resent_id)?;
-        let block = trace::trace_block(&trace::TraceFacts {
+        let mut block = trace::trace_block(&trace::TraceFacts {
             helo_name: &settings.smtp.helo_name,
             imap_host: &mailbox.host,
             mailbox_name: &mailbox.name,
@@ -690,6 +761,9 @@ async fn send_items(
             resent_message_id: &resent_id,
             now_unix: clock::unix_now(),
         });
+        if let Some(repair) = &item.repair {
+            block.push_str(repair);
+        }
         match session
             .send(&mailbox.forward_to, block.as_bytes(), &raw.bytes)
             .await

@@ -62,6 +62,7 @@ pub enum Reason {
     Bounce,
     AutoReply,
     Duplicate,
+    DuplicateMessageId,
 }
 
 impl Reason {
@@ -81,6 +82,7 @@ impl Reason {
             Reason::Bounce => "bounce",
             Reason::AutoReply => "auto-reply",
             Reason::Duplicate => "duplicate",
+            Reason::DuplicateMessageId => "duplicate-message-id",
         }
     }
 }

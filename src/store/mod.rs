@@ -15,17 +15,25 @@ use crate::clock;
 const MIGRATIONS: &[(&str, &str)] = &[
     (
         "0001_create_log",
-        include_str!("../migrations/0001_create_log.sql"),
+        include_str!("../../migrations/0001_create_log.sql"),
     ),
     (
         "0002_add_classification",
-        include_str!("../migrations/0002_add_classification.sql"),
+        include_str!("../../migrations/0002_add_classification.sql"),
     ),
     (
         "0003_add_held_followups",
-        include_str!("../migrations/0003_add_held_followups.sql"),
+        include_str!("../../migrations/0003_add_held_followups.sql"),
+    ),
+    (
+        "0004_create_threads",
+        include_str!("../../migrations/0004_create_threads.sql"),
     ),
 ];
+
+mod threads;
+
+pub use threads::{AttachContext, Attachment};
 
 /// Errors from the log database.
 #[derive(Debug, thiserror::Error)]
@@ -127,6 +135,11 @@ pub struct NewMessage {
     /// Protection class from the classifier (`none`, `pgp-encrypted`, ...).
     pub class: Option<String>,
     pub relay: Option<crate::classify::RelayMatch>,
+    /// The keys that place it in a thread; `None` leaves it unthreaded.
+    pub thread: Option<crate::thread::ThreadKeys>,
+    /// Whether this mailbox may add In-Reply-To/References on redirect.
+    pub repair_enabled: bool,
+    pub body_sha256: Option<String>,
 }
 
 /// One row of the `messages` table.
@@ -161,6 +174,13 @@ pub struct MessageRow {
     pub relay: Option<String>,
     pub relay_alias: Option<String>,
     pub reply_token: Option<String>,
+    pub thread_id: Option<i64>,
+    pub thread_key: Option<String>,
+    pub repaired: Option<String>,
+    #[serde(skip)]
+    pub repair_headers: Option<String>,
+    #[serde(skip)]
+    pub body_sha256: Option<String>,
 }
 
 impl MessageRow {
@@ -209,7 +229,8 @@ pub struct MessageFilter {
 const MESSAGE_COLUMNS: &str = "id, mailbox, uidvalidity, uid, message_id, in_reply_to, refs, \
     from_addr, reply_to, subject, date, size, sha256, state, reason, detail, attempts, \
     last_error, smtp_reply, resent_message_id, first_seen_at, updated_at, forwarded_at, \
-    settled_at, settled_as, class, relay, relay_alias, reply_token";
+    settled_at, settled_as, class, relay, relay_alias, reply_token, thread_id, thread_key, \
+    repaired, repair_headers, body_sha256";
 
 /// An open log database.
 #[derive(Debug)]
@@ -376,7 +397,8 @@ impl Store {
         &mut self,
         batch: &[NewMessage],
         checkpoint: Option<(&str, Checkpoint)>,
-    ) -> Result<Vec<i64>> {
+        relay_window_since: &str,
+    ) -> Result<Vec<(i64, Attachment)>> {
         let now = clock::rfc3339(clock::unix_now());
         let path = self.path.clone();
         let fail = |source| StoreError::Query {
@@ -391,9 +413,9 @@ impl Store {
                 .prepare_cached(
                     "INSERT INTO messages (mailbox, uidvalidity, uid, message_id, in_reply_to, refs,
                         from_addr, reply_to, subject, date, size, sha256, state, reason, detail,
-                        first_seen_at, updated_at, class, relay, relay_alias, reply_token)
+                        first_seen_at, updated_at, class, relay, relay_alias, reply_token, body_sha256)
                      VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?16,
-                        ?17, ?18, ?19, ?20)",
+                        ?17, ?18, ?19, ?20, ?21)",
                 )
                 .map_err(fail)?;
             let mut event = tx
@@ -429,9 +451,38 @@ impl Store {
                             .relay
                             .as_ref()
                             .map(|relay| relay.reply_token.as_str()),
+                        message.body_sha256,
                     ])
                     .map_err(fail)?;
                 let id = tx.last_insert_rowid();
+                let attachment = match &message.thread {
+                    Some(keys) => {
+                        let context = AttachContext {
+                            row_id: id,
+                            mailbox: &message.mailbox,
+                            now: &now,
+                            relay_window_since,
+                            forwarding: state == State::Pending,
+                            repair_enabled: message.repair_enabled,
+                            held: state == State::Held,
+                        };
+                        let attachment = threads::attach(&tx, keys, &context).map_err(fail)?;
+                        tx.execute(
+                            "UPDATE messages SET thread_id = ?2, thread_key = ?3, repaired = ?4,
+                                repair_headers = ?5 WHERE id = ?1",
+                            params![
+                                id,
+                                attachment.thread_id,
+                                attachment.key,
+                                attachment.repaired,
+                                attachment.repair_headers
+                            ],
+                        )
+                        .map_err(fail)?;
+                        attachment
+                    }
+                    None => Attachment::default(),
+                };
                 let kind = match state {
                     State::Pending => "recorded",
                     other => other.as_str(),
@@ -439,7 +490,7 @@ impl Store {
                 event
                     .execute(params![id, now, kind, message.detail])
                     .map_err(fail)?;
-                ids.push(id);
+                ids.push((id, attachment));
             }
         }
         if let Some((mailbox, checkpoint)) = checkpoint {
@@ -496,6 +547,20 @@ impl Store {
             )
             .optional()
             .map_err(|source| self.query_error("look up a message by content", source))
+    }
+
+    /// Rows carrying this Message-ID, oldest first.
+    pub fn rows_with_message_id(&self, message_id: &str) -> Result<Vec<MessageRow>> {
+        let mut statement = self
+            .conn
+            .prepare_cached(&format!(
+                "SELECT {MESSAGE_COLUMNS} FROM messages WHERE message_id = ?1 ORDER BY id LIMIT 50"
+            ))
+            .map_err(|source| self.query_error("look up a Message-ID", source))?;
+        statement
+            .query_map([message_id], read_message)
+            .and_then(|rows| rows.collect())
+            .map_err(|source| self.query_error("look up a Message-ID", source))
     }
 
     /// Moves a row to its new position after a UIDVALIDITY change.
@@ -864,6 +929,11 @@ fn read_message(row: &Row<'_>) -> rusqlite::Result<MessageRow> {
         relay: row.get(26)?,
         relay_alias: row.get(27)?,
         reply_token: row.get(28)?,
+        thread_id: row.get(29)?,
+        thread_key: row.get(30)?,
+        repaired: row.get(31)?,
+        repair_headers: row.get(32)?,
+        body_sha256: row.get(33)?,
     })
 }
 
@@ -887,6 +957,9 @@ mod tests {
             detail: None,
             class: None,
             relay: None,
+            thread: None,
+            repair_enabled: true,
+            body_sha256: None,
         }
     }
 
@@ -902,8 +975,12 @@ mod tests {
             .record_batch(
                 &[new_message(1, None), new_message(2, Some(State::Held))],
                 Some(("support", checkpoint)),
+                "",
             )
-            .expect("record");
+            .expect("record")
+            .into_iter()
+            .map(|(id, _)| id)
+            .collect::<Vec<_>>();
         assert_eq!(store.checkpoint("support").expect("read"), Some(checkpoint));
         assert_eq!(store.unfinished("support", 9).expect("unfinished").len(), 2);
 
@@ -946,9 +1023,13 @@ mod tests {
     fn same_position_cannot_be_recorded_twice() {
         let mut store = Store::open_in_memory().expect("open");
         store
-            .record_batch(&[new_message(1, None)], None)
+            .record_batch(&[new_message(1, None)], None, "")
             .expect("first");
-        assert!(store.record_batch(&[new_message(1, None)], None).is_err());
+        assert!(
+            store
+                .record_batch(&[new_message(1, None)], None, "")
+                .is_err()
+        );
     }
 
     #[test]
@@ -958,7 +1039,7 @@ mod tests {
         {
             let mut store = Store::open(&path).expect("open");
             store
-                .record_batch(&[new_message(1, None)], None)
+                .record_batch(&[new_message(1, None)], None, "")
                 .expect("record");
         }
         let store = Store::open(&path).expect("reopen");

@@ -1,0 +1,228 @@
+//! Thread and correspondent SQL: attaching a message to its conversation
+//! inside the record transaction, and the queries behind `threads`,
+//! `thread ID` and `correspondents`.
+
+use rusqlite::{Connection, OptionalExtension, params};
+
+use crate::thread::{self, ThreadKeys};
+
+/// How a message was attached to its thread, and what a redirect adds.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Attachment {
+    pub thread_id: i64,
+    /// `message-id`, `references`, `ticket-token`, `relay-subject` or `new`.
+    pub key: &'static str,
+    /// `yes` or `no: <why>` when a repair was considered.
+    pub repaired: Option<String>,
+    /// The In-Reply-To/References lines to add on redirect.
+    pub repair_headers: Option<String>,
+}
+
+/// What attaching needs besides the keys.
+#[derive(Debug, Clone)]
+pub struct AttachContext<'a> {
+    /// The message's own row, already inserted.
+    pub row_id: i64,
+    pub mailbox: &'a str,
+    pub now: &'a str,
+    /// Threads active since this time can take a relay-and-subject match.
+    pub relay_window_since: &'a str,
+    /// The message will be forwarded (repairs only matter then).
+    pub forwarding: bool,
+    pub repair_enabled: bool,
+    pub held: bool,
+}
+
+/// Finds or starts the thread for a message and records its keys.
+pub(super) fn attach(
+    conn: &Connection,
+    keys: &ThreadKeys,
+    context: &AttachContext<'_>,
+) -> rusqlite::Result<Attachment> {
+    let correspondent = resolve_correspondent(conn, keys, context.now)?;
+    let (thread_id, key) = match find_thread(conn, keys, correspondent, context)? {
+        Some(found) => found,
+        None => {
+            conn.execute(
+                "INSERT INTO threads (mailbox, subject, subject_key, correspondent, relay, created_at, last_activity_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?6)",
+                params![
+                    context.mailbox,
+                    keys.subject,
+                    keys.subject_key,
+                    correspondent,
+                    keys.relay,
+                    context.now
+                ],
+            )?;
+            (conn.last_insert_rowid(), "new")
+        }
+    };
+    let mut insert_id = conn.prepare_cached(
+        "INSERT OR IGNORE INTO thread_message_ids (message_id, thread) VALUES (?1, ?2)",
+    )?;
+    for id in keys.own_id.iter().chain(&keys.referenced_ids) {
+        insert_id.execute(params![id, thread_id])?;
+    }
+    let mut insert_token =
+        conn.prepare_cached("INSERT OR IGNORE INTO thread_tokens (token, thread) VALUES (?1, ?2)")?;
+    for token in &keys.tokens {
+        insert_token.execute(params![token, thread_id])?;
+    }
+    conn.execute(
+        "UPDATE threads SET message_count = message_count + 1, held_count = held_count + ?2,
+            last_activity_at = MAX(last_activity_at, ?3),
+            correspondent = COALESCE(correspondent, ?4), relay = COALESCE(relay, ?5)
+         WHERE id = ?1",
+        params![
+            thread_id,
+            i64::from(context.held),
+            context.now,
+            correspondent,
+            keys.relay
+        ],
+    )?;
+    let (repaired, repair_headers) = plan_repair(conn, keys, key, thread_id, context)?;
+    Ok(Attachment {
+        thread_id,
+        key,
+        repaired,
+        repair_headers,
+    })
+}
+
+/// Keys in order: the message's own Message-ID (a copy of a message
+/// already logged), In-Reply-To/References, a ticket token, then the relay
+/// correspondent with the normalised subject. Never the subject alone.
+fn find_thread(
+    conn: &Connection,
+    keys: &ThreadKeys,
+    correspondent: Option<i64>,
+    context: &AttachContext<'_>,
+) -> rusqlite::Result<Option<(i64, &'static str)>> {
+    let mut by_id =
+        conn.prepare_cached("SELECT MIN(thread) FROM thread_message_ids WHERE message_id = ?1")?;
+    if let Some(own_id) = &keys.own_id
+        && let Some(thread) = by_id.query_row([own_id], |row| row.get::<_, Option<i64>>(0))?
+    {
+        return Ok(Some((thread, "message-id")));
+    }
+    for id in &keys.referenced_ids {
+        if let Some(thread) = by_id.query_row([id], |row| row.get::<_, Option<i64>>(0))? {
+            return Ok(Some((thread, "references")));
+        }
+    }
+    let mut by_token =
+        conn.prepare_cached("SELECT MIN(thread) FROM thread_tokens WHERE token = ?1")?;
+    for token in &keys.tokens {
+        if let Some(thread) = by_token.query_row([token], |row| row.get::<_, Option<i64>>(0))? {
+            return Ok(Some((thread, "ticket-token")));
+        }
+    }
+    if keys.relay.is_some()
+        && let (Some(correspondent), Some(subject_key)) = (correspondent, &keys.subject_key)
+        && !subject_key.is_empty()
+    {
+        let found = conn
+            .query_row(
+                "SELECT id FROM threads
+                 WHERE correspondent = ?1 AND subject_key = ?2 AND last_activity_at >= ?3
+                 ORDER BY last_activity_at DESC LIMIT 1",
+                params![correspondent, subject_key, context.relay_window_since],
+                |row| row.get::<_, i64>(0),
+            )
+            .optional()?;
+        if let Some(thread) = found {
+            return Ok(Some((thread, "relay-subject")));
+        }
+    }
+    Ok(None)
+}
+
+/// Maps every address of the message to one correspondent, creating it on
+/// first sight and adding addresses not seen before.
+fn resolve_correspondent(
+    conn: &Connection,
+    keys: &ThreadKeys,
+    now: &str,
+) -> rusqlite::Result<Option<i64>> {
+    if keys.addresses.is_empty() {
+        return Ok(None);
+    }
+    let mut lookup = conn
+        .prepare_cached("SELECT correspondent FROM correspondent_addresses WHERE address = ?1")?;
+    let mut known = None;
+    for (address, _) in &keys.addresses {
+        if let Some(id) = lookup
+            .query_row([address], |row| row.get::<_, i64>(0))
+            .optional()?
+        {
+            known = Some(id);
+            break;
+        }
+    }
+    let correspondent = match known {
+        Some(id) => id,
+        None => {
+            conn.execute(
+                "INSERT INTO correspondents (relay, created_at) VALUES (?1, ?2)",
+                params![keys.relay, now],
+            )?;
+            conn.last_insert_rowid()
+        }
+    };
+    let mut insert = conn.prepare_cached(
+        "INSERT OR IGNORE INTO correspondent_addresses (address, correspondent, kind, first_seen_at)
+         VALUES (?1, ?2, ?3, ?4)",
+    )?;
+    for (address, kind) in &keys.addresses {
+        insert.execute(params![address, correspondent, kind, now])?;
+    }
+    Ok(Some(correspondent))
+}
+
+/// A repair is considered when a forwarded message without In-Reply-To
+/// and References joined a thread by ticket token or relay and subject.
+fn plan_repair(
+    conn: &Connection,
+    keys: &ThreadKeys,
+    key: &str,
+    thread_id: i64,
+    context: &AttachContext<'_>,
+) -> rusqlite::Result<(Option<String>, Option<String>)> {
+    if !context.forwarding
+        || keys.has_references()
+        || !matches!(key, "ticket-token" | "relay-subject")
+    {
+        return Ok((None, None));
+    }
+    if !context.repair_enabled {
+        return Ok((
+            Some("no: repair_threading is off for this mailbox".to_owned()),
+            None,
+        ));
+    }
+    if let Some(why) = &keys.repair_blocked_by {
+        return Ok((Some(format!("no: {why}")), None));
+    }
+    // NOTE: Name the earlier messages the helpdesk has: the ones forwarded
+    // (or about to be) with their original Message-IDs, newest 20.
+    let mut statement = conn.prepare_cached(
+        "SELECT message_id FROM (
+             SELECT id, message_id FROM messages
+             WHERE thread_id = ?1 AND id < ?2 AND message_id IS NOT NULL
+                 AND state IN ('forwarded', 'pending')
+             ORDER BY id DESC LIMIT 20)
+         ORDER BY id",
+    )?;
+    let ids: Vec<String> = statement
+        .query_map(params![thread_id, context.row_id], |row| row.get(0))?
+        .collect::<rusqlite::Result<_>>()?;
+    Ok(match thread::repair_lines(&ids) {
+        Some(lines) => (Some("yes".to_owned()), Some(lines)),
+        None => (
+            Some("no: no earlier forwarded message in the thread to refer to".to_owned()),
+            None,
+        ),
+    })
+}

@@ -1,0 +1,366 @@
+//! The keys that place a message in a conversation, and thread repair.
+//!
+//! Pure: reads a parsed message and returns [`ThreadKeys`]: the Message-IDs
+//! it names, helpdesk ticket tokens, the normalised subject and the
+//! correspondent's addresses. The store matches them, in order, against
+//! the log (references, then ticket token, then relay correspondent with
+//! subject). Also decides whether adding In-Reply-To/References is safe
+//! for DKIM, and writes those lines.
+
+use mail_parser::{HeaderValue, Message};
+use regex::Regex;
+
+use crate::classify::RelayMatch;
+
+/// What the store needs to attach a message to a thread.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ThreadKeys {
+    /// The message's own Message-ID.
+    pub own_id: Option<String>,
+    /// In-Reply-To and References IDs, in header order, without brackets.
+    pub referenced_ids: Vec<String>,
+    /// Helpdesk ticket tokens found in subject, body or referenced IDs.
+    pub tokens: Vec<String>,
+    /// The subject as written, and normalised for comparison.
+    pub subject: Option<String>,
+    pub subject_key: Option<String>,
+    /// The relay hiding the correspondent, if any.
+    pub relay: Option<String>,
+    /// The correspondent's addresses with their kind (`alias`, `token`,
+    /// `address`); the first one names the correspondent.
+    pub addresses: Vec<(String, &'static str)>,
+    /// When a DKIM signature covers In-Reply-To or References (present or
+    /// not), adding them would break it: this says which signature.
+    pub repair_blocked_by: Option<String>,
+}
+
+impl ThreadKeys {
+    /// Whether the message already names earlier messages.
+    pub fn has_references(&self) -> bool {
+        !self.referenced_ids.is_empty()
+    }
+}
+
+/// Ticket-token patterns: the built-in helpdesks and the config's own.
+#[derive(Debug, Clone)]
+pub struct TicketPatterns {
+    /// (token prefix, pattern); the token is the prefix plus the pattern's
+    /// capture groups joined.
+    text_patterns: Vec<(String, Regex)>,
+    zendesk_message_id: Regex,
+}
+
+impl TicketPatterns {
+    /// The built-in patterns plus `custom` ones from the config.
+    ///
+    /// # Errors
+    /// A custom pattern that is not a valid regular expression.
+    pub fn new(custom: &[String]) -> Result<TicketPatterns, regex::Error> {
+        // NOTE: These patterns are constants known to compile; a failure
+        // here would be a bug caught by the unit tests.
+        let mut text_patterns = vec![
+            // Zendesk's encoded ticket ID, e.g. [1G7EOR-0Q2J] (any body or subject).
+            (
+                "zendesk".to_owned(),
+                Regex::new(r"\[([A-Z0-9]{6})-([A-Z0-9]{4})\]")?,
+            ),
+            // Freshdesk's ticket number in the subject, e.g. [#1234].
+            ("freshdesk".to_owned(), Regex::new(r"\[#(\d{1,12})\]")?),
+            // Zammad's default ticket hook, e.g. [Ticket#31001].
+            (
+                "zammad".to_owned(),
+                Regex::new(r"(?i)\[Ticket#(\d{1,20})\]")?,
+            ),
+        ];
+        for pattern in custom {
+            text_patterns.push(("custom".to_owned(), Regex::new(pattern)?));
+        }
+        Ok(TicketPatterns {
+            text_patterns,
+            // Zendesk Message-IDs carry the encoded ID without its dash:
+            // <L7VKGOM25K_5ffc…_sprut@zendesk.com> or <L7VKGOM25K@zendesk.com>.
+            zendesk_message_id: Regex::new(r"(?i)^([A-Z0-9]{10})(?:_[0-9a-z_]*)?@zendesk\.com$")?,
+        })
+    }
+
+    fn tokens_in_text(&self, text: &str, tokens: &mut Vec<String>) {
+        for (prefix, pattern) in &self.text_patterns {
+            for captures in pattern.captures_iter(text) {
+                let value: String = if captures.len() <= 1 {
+                    captures
+                        .get(0)
+                        .map_or("", |whole| whole.as_str())
+                        .to_owned()
+                } else {
+                    captures
+                        .iter()
+                        .skip(1)
+                        .flatten()
+                        .map(|group| group.as_str())
+                        .collect()
+                };
+                let token = format!("{prefix}:{}", value.to_ascii_uppercase());
+                if !tokens.contains(&token) {
+                    tokens.push(token);
+                }
+            }
+        }
+    }
+}
+
+/// Bodies are searched for tokens only this far: tokens sit in the quoted
+/// text near the top, and the walk must stay cheap.
+const BODY_TOKEN_WINDOW: usize = 256 * 1024;
+
+/// Extracts the thread keys of a message.
+pub fn keys(
+    message: &Message<'_>,
+    relay: Option<&RelayMatch>,
+    patterns: &TicketPatterns,
+) -> ThreadKeys {
+    let own_id = message.message_id().map(|id| id.trim().to_owned());
+    let mut referenced_ids = Vec::new();
+    for value in [message.in_reply_to(), message.references()] {
+        let ids: Vec<&str> = match value {
+            HeaderValue::Text(id) => vec![id.as_ref()],
+            HeaderValue::TextList(list) => list.iter().map(|id| id.as_ref()).collect(),
+            _ => Vec::new(),
+        };
+        for id in ids {
+            let id = id.trim().to_owned();
+            if !id.is_empty() && !referenced_ids.contains(&id) {
+                referenced_ids.push(id);
+            }
+        }
+    }
+    let subject = message.subject().map(|subject| subject.trim().to_owned());
+    let mut tokens = Vec::new();
+    if let Some(subject) = &subject {
+        patterns.tokens_in_text(subject, &mut tokens);
+    }
+    if let Some(body) = message.body_text(0) {
+        let end = floor_char_boundary(&body, BODY_TOKEN_WINDOW);
+        patterns.tokens_in_text(&body[..end], &mut tokens);
+    }
+    for id in &referenced_ids {
+        if let Some(captures) = patterns.zendesk_message_id.captures(id)
+            && let Some(encoded) = captures.get(1)
+        {
+            let token = format!("zendesk:{}", encoded.as_str().to_ascii_uppercase());
+            if !tokens.contains(&token) {
+                tokens.push(token);
+            }
+        }
+    }
+    let mut addresses = Vec::new();
+    match relay {
+        Some(relay) => {
+            addresses.push((relay.alias.clone(), "alias"));
+            if !relay.reply_token.eq_ignore_ascii_case(&relay.alias) {
+                addresses.push((relay.reply_token.clone(), "token"));
+            }
+        }
+        None => {
+            if let Some(from) = crate::mail::from_address(message) {
+                addresses.push((from, "address"));
+            }
+        }
+    }
+    ThreadKeys {
+        own_id,
+        referenced_ids,
+        tokens,
+        subject_key: subject.as_deref().map(normalize_subject),
+        subject,
+        relay: relay.map(|relay| relay.name.clone()),
+        addresses,
+        repair_blocked_by: dkim_covering_threading(message),
+    }
+}
+
+/// Lowercases and strips reply/forward prefixes in the languages mail
+/// clients use (`Re:`, `Fwd:`, `AW:`, `SV:`, `RE[2]:`, `Antw:` ...), so a
+/// reply compares equal to the message it answers.
+pub fn normalize_subject(subject: &str) -> String {
+    const PREFIXES: &[&str] = &[
+        "re", "fw", "fwd", "aw", "wg", "sv", "vs", "antw", "antwort", "rif", "r", "tr", "enc",
+        "res", "odp", "ynt", "ref", "rv", "vb", "vl", "vá", "atb", "bls", "trs", "fs", "答复",
+        "回复", "转发",
+    ];
+    let mut rest = subject.trim();
+    while let Some(colon) = rest.find([':', '：']) {
+        let head = rest[..colon].trim();
+        // Drop a counter such as RE[2] or Re(3).
+        let word = head
+            .split(['[', '('])
+            .next()
+            .unwrap_or_default()
+            .trim()
+            .to_lowercase();
+        if word.is_empty() || !PREFIXES.contains(&word.as_str()) {
+            break;
+        }
+        let colon_len = rest[colon..].chars().next().map_or(1, char::len_utf8);
+        rest = rest[colon + colon_len..].trim_start();
+    }
+    rest.split_whitespace()
+        .collect::<Vec<_>>()
+        .join(" ")
+        .to_lowercase()
+}
+
+/// Names the DKIM signature whose `h=` list covers In-Reply-To or
+/// References. Signers may list absent headers on purpose (RFC 6376 §5.4
+/// "oversigning"); adding such a header later breaks the signature.
+pub fn dkim_covering_threading(message: &Message<'_>) -> Option<String> {
+    for (name, value) in message.headers_raw() {
+        if !name.eq_ignore_ascii_case("DKIM-Signature") {
+            continue;
+        }
+        let mut domain = "unknown";
+        let mut covered = None;
+        for tag in value.split(';') {
+            let Some((tag_name, tag_value)) = tag.split_once('=') else {
+                continue;
+            };
+            match tag_name.trim() {
+                "d" => domain = tag_value.trim(),
+                "h" => {
+                    covered = tag_value
+                        .split(':')
+                        .map(|header| {
+                            header
+                                .split_whitespace()
+                                .collect::<String>()
+                                .to_ascii_lowercase()
+                        })
+                        .find(|header| header == "in-reply-to" || header == "references");
+                }
+                _ => (),
+            }
+        }
+        if let Some(header) = covered {
+            return Some(format!(
+                "the DKIM signature of {domain} covers {header} (h=)"
+            ));
+        }
+    }
+    None
+}
+
+/// The header lines a repair adds: In-Reply-To the latest earlier message,
+/// References all of them (oldest first). `ids` are without brackets.
+pub fn repair_lines(ids: &[String]) -> Option<String> {
+    let last = ids.last()?;
+    let references: Vec<String> = ids.iter().map(|id| format!("<{id}>")).collect();
+    Some(format!(
+        "In-Reply-To: <{last}>\r\nReferences: {}\r\n",
+        references.join("\r\n ")
+    ))
+}
+
+/// The largest index ≤ `index` on a char boundary of `text`.
+fn floor_char_boundary(text: &str, index: usize) -> usize {
+    if text.len() <= index {
+        return text.len();
+    }
+    let mut end = index;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    end
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn patterns() -> TicketPatterns {
+        TicketPatterns::new(&[r"\[CASE-(\d+)\]".to_owned()]).expect("patterns compile")
+    }
+
+    fn keys_of(raw: &str) -> ThreadKeys {
+        let raw = raw.replace('\n', "\r\n");
+        let message = crate::mail::parse(raw.as_bytes()).expect("parses");
+        let relay = crate::classify::relay::detect(&message, &[]);
+        keys(&message, relay.as_ref(), &patterns())
+    }
+
+    #[test]
+    fn subjects_normalise_across_languages() {
+        for subject in [
+            "Printer offline",
+            "Re: Printer offline",
+            "RE[2]: Fwd: printer  offline",
+            "AW: WG: Printer offline",
+            "SV: Re(3): Printer offline",
+            "  re : Printer Offline ",
+        ] {
+            assert_eq!(normalize_subject(subject), "printer offline", "{subject}");
+        }
+        assert_eq!(
+            normalize_subject("Regarding: invoices"),
+            "regarding: invoices"
+        );
+        assert_eq!(normalize_subject("Re: [#12] X"), "[#12] x");
+    }
+
+    #[test]
+    fn tokens_from_subject_body_and_zendesk_ids() {
+        let keys = keys_of(
+            "From: a@b.test\nSubject: Re: [#4411] Printer [Ticket#31001]\nReferences: <L7VKGOM25K_5ffc9f6678dde_503f05c010585f_sprut@zendesk.com>\n\n> Your request [1G7EOR-0Q2J] was updated. See [CASE-77].\n",
+        );
+        assert_eq!(
+            keys.tokens,
+            [
+                "freshdesk:4411",
+                "zammad:31001",
+                "zendesk:1G7EOR0Q2J",
+                "custom:77",
+                "zendesk:L7VKGOM25K"
+            ]
+        );
+        assert_eq!(keys.referenced_ids.len(), 1);
+    }
+
+    #[test]
+    fn relay_addresses_name_the_correspondent() {
+        let keys = keys_of(
+            "From: jane.x@simplelogin.com\nReply-To: ra+token@simplelogin.co\nSubject: Hi\n\nx\n",
+        );
+        assert_eq!(keys.relay.as_deref(), Some("simplelogin"));
+        assert_eq!(
+            keys.addresses,
+            [
+                ("jane.x@simplelogin.com".to_owned(), "alias"),
+                ("ra+token@simplelogin.co".to_owned(), "token")
+            ]
+        );
+        let plain = keys_of("From: Ann <ann@example.org>\nSubject: Hi\n\nx\n");
+        assert_eq!(plain.addresses, [("ann@example.org".to_owned(), "address")]);
+    }
+
+    #[test]
+    fn dkim_h_list_blocks_repair() {
+        let signed = keys_of(
+            "DKIM-Signature: v=1; a=rsa-sha256; d=icloud.com; s=1a1hai;\n h=From:To:Subject:Message-Id:Date:In-Reply-To:x-icloud-hme; bh=x; b=y\nFrom: x@privaterelay.appleid.com\n\nx\n",
+        );
+        assert_eq!(
+            signed.repair_blocked_by.as_deref(),
+            Some("the DKIM signature of icloud.com covers in-reply-to (h=)")
+        );
+        let other = keys_of(
+            "DKIM-Signature: v=1; d=sl.test; h=From:To:Subject; b=y\nFrom: x@y.test\n\nx\n",
+        );
+        assert_eq!(other.repair_blocked_by, None);
+    }
+
+    #[test]
+    fn repair_lines_name_earlier_messages() {
+        assert_eq!(repair_lines(&[]), None);
+        assert_eq!(
+            repair_lines(&["a@x".to_owned(), "b@x".to_owned()]).as_deref(),
+            Some("In-Reply-To: <b@x>\r\nReferences: <a@x>\r\n <b@x>\r\n")
+        );
+    }
+}
