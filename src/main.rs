@@ -11,7 +11,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
 
-use deskbridge::store::{MessageFilter, State, Store};
+use deskbridge::store::{MessageFilter, State, Store, ThreadFilter};
 use deskbridge::{config, report, worker};
 
 /// Redirects a support mailbox to a helpdesk: holds encrypted mail, keeps
@@ -71,6 +71,49 @@ enum Command {
         /// The message files; `-` for standard input.
         #[arg(required = true)]
         files: Vec<PathBuf>,
+    },
+    /// List conversations, most recently active first.
+    Threads {
+        #[arg(long)]
+        mailbox: Option<String>,
+        /// Only threads of this relay (apple, firefox, duckduckgo, simplelogin, addy, proton, ...).
+        #[arg(long)]
+        relay: Option<String>,
+        /// Only threads with a message in this state.
+        #[arg(long, value_parser = parse_state)]
+        state: Option<State>,
+        /// Only threads active since this date (2026-11-01) or for this long (7d, 12h).
+        #[arg(long)]
+        since: Option<String>,
+        /// At most this many threads (default 50; 0 for all).
+        #[arg(long, default_value_t = 50)]
+        limit: u32,
+        /// One JSON object per thread per line.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show one conversation in order: each message's decision, reason, the
+    /// key that attached it, and whether its threading headers were repaired.
+    Thread {
+        id: i64,
+        #[arg(long)]
+        json: bool,
+    },
+    /// List hidden correspondents with their relay aliases, reply tokens and threads.
+    Correspondents {
+        #[arg(long)]
+        relay: Option<String>,
+        /// At most this many (default 100; 0 for all).
+        #[arg(long, default_value_t = 100)]
+        limit: u32,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Remove content fields of old messages, keeping what threading needs.
+    Prune {
+        /// Age, e.g. 90d, 12w, 36h.
+        #[arg(long)]
+        older_than: String,
     },
     /// Forward a held message after a person decided it may go.
     Release {
@@ -196,6 +239,68 @@ fn run(cli: Cli) -> anyhow::Result<u8> {
             Ok(0)
         }
         Command::Inspect { files } => inspect(&files),
+        Command::Threads {
+            mailbox,
+            relay,
+            state,
+            since,
+            limit,
+            json,
+        } => {
+            let store = open_log(cli.db.as_deref(), cli.config.as_deref())?;
+            let since = match since {
+                Some(text) => Some(parse_since(&text)?),
+                None => None,
+            };
+            let rows = store.list_threads(&ThreadFilter {
+                mailbox,
+                relay,
+                state: state.map(|state| state.as_str().to_owned()),
+                since,
+                limit: (0 < limit).then_some(limit),
+            })?;
+            let out = if json {
+                json_lines(&rows)?
+            } else {
+                report::threads_table(&rows)
+            };
+            write_stdout(&out)?;
+            Ok(0)
+        }
+        Command::Thread { id, json } => {
+            let store = open_log(cli.db.as_deref(), cli.config.as_deref())?;
+            let (thread, messages) = store
+                .thread(id)?
+                .with_context(|| format!("no thread with id {id} in the log"))?;
+            let out = if json {
+                serde_json::json!({ "thread": thread, "messages": messages }).to_string() + "\n"
+            } else {
+                report::thread_detail(&thread, &messages)
+            };
+            write_stdout(&out)?;
+            Ok(0)
+        }
+        Command::Correspondents { relay, limit, json } => {
+            let store = open_log(cli.db.as_deref(), cli.config.as_deref())?;
+            let rows = store.correspondents(relay.as_deref(), (0 < limit).then_some(limit))?;
+            let out = if json {
+                json_lines(&rows)?
+            } else {
+                report::correspondents_table(&rows)
+            };
+            write_stdout(&out)?;
+            Ok(0)
+        }
+        Command::Prune { older_than } => {
+            let age = parse_age(&older_than)?;
+            let mut store = open_log(cli.db.as_deref(), cli.config.as_deref())?;
+            let cutoff = deskbridge::clock::rfc3339(deskbridge::clock::unix_now() - age);
+            let (messages, events) = store.prune(&cutoff)?;
+            write_stdout(&format!(
+                "pruned messages first seen before {cutoff}: cleared subject, from, reply-to, date, detail, last error and SMTP reply of {messages} messages, removed {events} history events, cleared the subjects of threads idle since then; kept Message-IDs, references, threads, correspondents, states, reasons and hashes\n"
+            ))?;
+            Ok(0)
+        }
         Command::Release { id } => {
             let settings = load_settings(cli.config.as_deref())?;
             let runtime = tokio::runtime::Builder::new_current_thread()
@@ -251,6 +356,48 @@ fn inspect(files: &[PathBuf]) -> anyhow::Result<u8> {
         write_stdout(&format!("{line}\n"))?;
     }
     Ok(code)
+}
+
+fn json_lines<T: serde::Serialize>(rows: &[T]) -> anyhow::Result<String> {
+    let mut out = String::new();
+    for row in rows {
+        out.push_str(&serde_json::to_string(row)?);
+        out.push('\n');
+    }
+    Ok(out)
+}
+
+/// `90d`, `12w`, `36h`, `30m` → seconds.
+fn parse_age(text: &str) -> anyhow::Result<i64> {
+    let text = text.trim();
+    let (number, unit) = text.split_at(
+        text.find(|c: char| !c.is_ascii_digit())
+            .unwrap_or(text.len()),
+    );
+    let number: i64 = number
+        .parse()
+        .with_context(|| format!("'{text}' is not an age like 90d, 12w, 36h or 30m"))?;
+    let unit_secs = match unit {
+        "m" => 60,
+        "h" => 3600,
+        "d" => 86_400,
+        "w" => 7 * 86_400,
+        _ => anyhow::bail!("'{text}' is not an age like 90d, 12w, 36h or 30m"),
+    };
+    Ok(number.saturating_mul(unit_secs))
+}
+
+/// A date (`2026-11-01`, RFC 3339) or an age (`7d`) → RFC 3339.
+fn parse_since(text: &str) -> anyhow::Result<String> {
+    if let Some(unix) = deskbridge::clock::parse_rfc3339(text) {
+        return Ok(deskbridge::clock::rfc3339(unix));
+    }
+    let age = parse_age(text).with_context(|| {
+        format!("--since '{text}' is neither a date (2026-11-01) nor an age (7d)")
+    })?;
+    Ok(deskbridge::clock::rfc3339(
+        deskbridge::clock::unix_now() - age,
+    ))
 }
 
 fn config_path(config: Option<&Path>) -> anyhow::Result<&Path> {

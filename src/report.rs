@@ -5,7 +5,7 @@
 
 use std::fmt::Write as _;
 
-use crate::store::{Event, MailboxStatus, MessageRow};
+use crate::store::{CorrespondentRow, Event, MailboxStatus, MessageRow, ThreadRow};
 use crate::worker::PassReport;
 
 /// One line per mailbox after a pass.
@@ -173,6 +173,102 @@ pub fn message_detail(row: &MessageRow, events: &[Event]) -> String {
             event.kind,
             event.detail.as_deref().unwrap_or("")
         );
+    }
+    out
+}
+
+/// `deskbridge threads` as a table.
+pub fn threads_table(rows: &[ThreadRow]) -> String {
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "{:>6}  {:<20}  {:<11}  {:>4}  {:>4}  {:<30}  SUBJECT",
+        "ID", "LAST ACTIVITY", "RELAY", "MSGS", "HELD", "CORRESPONDENT"
+    );
+    for row in rows {
+        let _ = writeln!(
+            out,
+            "{:>6}  {:<20}  {:<11}  {:>4}  {:>4}  {:<30}  {}",
+            row.id,
+            row.last_activity,
+            clip(row.relay.as_deref().unwrap_or("-"), 11),
+            row.messages,
+            row.held,
+            clip(row.correspondent.as_deref().unwrap_or("-"), 30),
+            clip(row.subject.as_deref().unwrap_or(""), 60),
+        );
+    }
+    out
+}
+
+/// `deskbridge thread ID`: the conversation in order.
+pub fn thread_detail(thread: &ThreadRow, messages: &[MessageRow]) -> String {
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "thread {}  mailbox {}  relay {}  correspondent {}",
+        thread.id,
+        thread.mailbox,
+        thread.relay.as_deref().unwrap_or("-"),
+        thread.correspondent.as_deref().unwrap_or("-")
+    );
+    let _ = writeln!(
+        out,
+        "subject {}
+{} messages, {} held, started {}, last activity {}
+",
+        thread.subject.as_deref().unwrap_or("(pruned)"),
+        thread.messages,
+        thread.held,
+        thread.created_at,
+        thread.last_activity
+    );
+    for message in messages {
+        let _ = writeln!(
+            out,
+            "#{:<6} {}  {:<9} {:<20} key {:<13} repaired {}",
+            message.id,
+            message.first_seen_at,
+            message.state,
+            message.reason.as_deref().unwrap_or("-"),
+            message.thread_key.as_deref().unwrap_or("-"),
+            message.repaired.as_deref().unwrap_or("-"),
+        );
+        let _ = writeln!(
+            out,
+            "        from {}  <{}>",
+            message.from.as_deref().unwrap_or("-"),
+            message.message_id.as_deref().unwrap_or("no Message-ID"),
+        );
+        if let Some(subject) = &message.subject {
+            let _ = writeln!(out, "        {subject}");
+        }
+    }
+    out
+}
+
+/// `deskbridge correspondents` as text.
+pub fn correspondents_table(rows: &[CorrespondentRow]) -> String {
+    let mut out = String::new();
+    for row in rows {
+        let _ = writeln!(
+            out,
+            "correspondent {}  relay {}  since {}",
+            row.id,
+            row.relay.as_deref().unwrap_or("-"),
+            row.created_at
+        );
+        for (label, list) in [
+            ("aliases", &row.aliases),
+            ("tokens", &row.tokens),
+            ("addresses", &row.addresses),
+        ] {
+            if !list.is_empty() {
+                let _ = writeln!(out, "  {label:<9} {}", list.join(", "));
+            }
+        }
+        let threads: Vec<String> = row.threads.iter().map(|id| format!("#{id}")).collect();
+        let _ = writeln!(out, "  threads   {}", threads.join(" "));
     }
     out
 }

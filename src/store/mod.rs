@@ -33,7 +33,7 @@ const MIGRATIONS: &[(&str, &str)] = &[
 
 mod threads;
 
-pub use threads::{AttachContext, Attachment};
+pub use threads::{AttachContext, Attachment, CorrespondentRow, ThreadFilter, ThreadRow};
 
 /// Errors from the log database.
 #[derive(Debug, thiserror::Error)]
@@ -797,7 +797,87 @@ impl Store {
                 params![id, smtp_reply, now],
             )
             .map_err(|source| self.query_error("mark a released message forwarded", source))?;
+        self.conn
+            .execute(
+                "UPDATE threads SET held_count = MAX(held_count - 1, 0)
+                 WHERE id = (SELECT thread_id FROM messages WHERE id = ?1)",
+                [id],
+            )
+            .map_err(|source| self.query_error("update the thread's held count", source))?;
         self.add_event(id, "released", smtp_reply)
+    }
+
+    /// Threads, most recently active first.
+    pub fn list_threads(&self, filter: &ThreadFilter) -> Result<Vec<ThreadRow>> {
+        threads::list(&self.conn, filter).map_err(|source| self.query_error("list threads", source))
+    }
+
+    /// One thread and its messages in order.
+    pub fn thread(&self, id: i64) -> Result<Option<(ThreadRow, Vec<MessageRow>)>> {
+        let Some(thread) = threads::get(&self.conn, id)
+            .map_err(|source| self.query_error("read a thread", source))?
+        else {
+            return Ok(None);
+        };
+        let mut statement = self
+            .conn
+            .prepare(&format!(
+                "SELECT {MESSAGE_COLUMNS} FROM messages WHERE thread_id = ?1 ORDER BY id"
+            ))
+            .map_err(|source| self.query_error("read a thread", source))?;
+        let messages = statement
+            .query_map([id], read_message)
+            .and_then(|rows| rows.collect())
+            .map_err(|source| self.query_error("read a thread", source))?;
+        Ok(Some((thread, messages)))
+    }
+
+    /// Correspondents with their addresses and threads, newest first.
+    pub fn correspondents(
+        &self,
+        relay: Option<&str>,
+        limit: Option<u32>,
+    ) -> Result<Vec<CorrespondentRow>> {
+        threads::correspondents(&self.conn, relay, limit)
+            .map_err(|source| self.query_error("list correspondents", source))
+    }
+
+    /// Removes content fields of messages first seen before `cutoff`
+    /// (subject, addresses, date, reasons' sentences, SMTP replies) and their
+    /// event history, keeping what threading and deduplication need:
+    /// Message-IDs, references, thread, correspondent, state, reason and
+    /// hashes. Returns (messages pruned, events removed).
+    pub fn prune(&mut self, cutoff: &str) -> Result<(usize, usize)> {
+        let path = self.path.clone();
+        let fail = |source| StoreError::Query {
+            path: path.clone(),
+            action: "prune old messages",
+            source,
+        };
+        let tx = self.conn.transaction().map_err(fail)?;
+        let events = tx
+            .execute(
+                "DELETE FROM events WHERE message IN (SELECT id FROM messages WHERE first_seen_at < ?1)",
+                [cutoff],
+            )
+            .map_err(fail)?;
+        let messages = tx
+            .execute(
+                "UPDATE messages SET subject = NULL, from_addr = NULL, reply_to = NULL, date = NULL,
+                    detail = NULL, last_error = NULL, smtp_reply = NULL
+                 WHERE first_seen_at < ?1 AND (subject IS NOT NULL OR from_addr IS NOT NULL
+                    OR reply_to IS NOT NULL OR date IS NOT NULL OR detail IS NOT NULL
+                    OR last_error IS NOT NULL OR smtp_reply IS NOT NULL)",
+                [cutoff],
+            )
+            .map_err(fail)?;
+        tx.execute(
+            "UPDATE threads SET subject = NULL WHERE last_activity_at < ?1",
+            [cutoff],
+        )
+        .map_err(fail)?;
+        tx.commit().map_err(fail)?;
+        Ok((messages, events))
     }
 
     /// Messages, newest first.

@@ -226,3 +226,146 @@ fn plan_repair(
         ),
     })
 }
+
+/// One thread as `deskbridge threads` lists it.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct ThreadRow {
+    pub id: i64,
+    pub mailbox: String,
+    pub subject: Option<String>,
+    /// The correspondent's main address (relay alias first).
+    pub correspondent: Option<String>,
+    pub correspondent_id: Option<i64>,
+    pub relay: Option<String>,
+    pub messages: i64,
+    pub held: i64,
+    pub created_at: String,
+    pub last_activity: String,
+}
+
+/// Filters for `deskbridge threads`.
+#[derive(Debug, Clone, Default)]
+pub struct ThreadFilter {
+    pub mailbox: Option<String>,
+    pub relay: Option<String>,
+    /// Threads with at least one message in this state.
+    pub state: Option<String>,
+    /// Threads active at or after this RFC 3339 time.
+    pub since: Option<String>,
+    pub limit: Option<u32>,
+}
+
+const THREAD_COLUMNS: &str = "t.id, t.mailbox, t.subject,
+    (SELECT address FROM correspondent_addresses a WHERE a.correspondent = t.correspondent
+     ORDER BY a.kind = 'alias' DESC, a.first_seen_at LIMIT 1),
+    t.correspondent, t.relay, t.message_count, t.held_count, t.created_at, t.last_activity_at";
+
+fn read_thread(row: &rusqlite::Row<'_>) -> rusqlite::Result<ThreadRow> {
+    Ok(ThreadRow {
+        id: row.get(0)?,
+        mailbox: row.get(1)?,
+        subject: row.get(2)?,
+        correspondent: row.get(3)?,
+        correspondent_id: row.get(4)?,
+        relay: row.get(5)?,
+        messages: row.get(6)?,
+        held: row.get(7)?,
+        created_at: row.get(8)?,
+        last_activity: row.get(9)?,
+    })
+}
+
+/// Threads, most recently active first.
+pub(super) fn list(conn: &Connection, filter: &ThreadFilter) -> rusqlite::Result<Vec<ThreadRow>> {
+    let mut statement = conn.prepare(&format!(
+        "SELECT {THREAD_COLUMNS} FROM threads t
+         WHERE (?1 IS NULL OR t.mailbox = ?1) AND (?2 IS NULL OR t.relay = ?2)
+           AND (?3 IS NULL OR t.last_activity_at >= ?3)
+           AND (?4 IS NULL OR EXISTS (SELECT 1 FROM messages m WHERE m.thread_id = t.id AND m.state = ?4))
+         ORDER BY t.last_activity_at DESC, t.id DESC LIMIT ?5"
+    ))?;
+    let limit = filter.limit.map_or(-1, i64::from);
+    statement
+        .query_map(
+            params![
+                filter.mailbox,
+                filter.relay,
+                filter.since,
+                filter.state,
+                limit
+            ],
+            read_thread,
+        )?
+        .collect()
+}
+
+/// One thread by id.
+pub(super) fn get(conn: &Connection, id: i64) -> rusqlite::Result<Option<ThreadRow>> {
+    conn.query_row(
+        &format!("SELECT {THREAD_COLUMNS} FROM threads t WHERE t.id = ?1"),
+        [id],
+        read_thread,
+    )
+    .optional()
+}
+
+/// A hidden customer: every address it used and every thread it has.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct CorrespondentRow {
+    pub id: i64,
+    pub relay: Option<String>,
+    pub aliases: Vec<String>,
+    pub tokens: Vec<String>,
+    pub addresses: Vec<String>,
+    pub threads: Vec<i64>,
+    pub created_at: String,
+}
+
+/// Correspondents, newest first; `relay` filters by relay name.
+pub(super) fn correspondents(
+    conn: &Connection,
+    relay: Option<&str>,
+    limit: Option<u32>,
+) -> rusqlite::Result<Vec<CorrespondentRow>> {
+    let mut statement = conn.prepare(
+        "SELECT id, relay, created_at FROM correspondents
+         WHERE (?1 IS NULL OR relay = ?1) ORDER BY id DESC LIMIT ?2",
+    )?;
+    let limit = limit.map_or(-1, i64::from);
+    let heads: Vec<(i64, Option<String>, String)> = statement
+        .query_map(params![relay, limit], |row| {
+            Ok((row.get(0)?, row.get(1)?, row.get(2)?))
+        })?
+        .collect::<rusqlite::Result<_>>()?;
+    let mut addresses = conn.prepare_cached(
+        "SELECT address, kind FROM correspondent_addresses WHERE correspondent = ?1 ORDER BY first_seen_at, address",
+    )?;
+    let mut threads =
+        conn.prepare_cached("SELECT id FROM threads WHERE correspondent = ?1 ORDER BY id")?;
+    let mut rows = Vec::with_capacity(heads.len());
+    for (id, relay, created_at) in heads {
+        let mut row = CorrespondentRow {
+            id,
+            relay,
+            aliases: Vec::new(),
+            tokens: Vec::new(),
+            addresses: Vec::new(),
+            threads: threads
+                .query_map([id], |row| row.get(0))?
+                .collect::<rusqlite::Result<_>>()?,
+            created_at,
+        };
+        let found: Vec<(String, String)> = addresses
+            .query_map([id], |row| Ok((row.get(0)?, row.get(1)?)))?
+            .collect::<rusqlite::Result<_>>()?;
+        for (address, kind) in found {
+            match kind.as_str() {
+                "alias" => row.aliases.push(address),
+                "token" => row.tokens.push(address),
+                _ => row.addresses.push(address),
+            }
+        }
+        rows.push(row);
+    }
+    Ok(rows)
+}

@@ -10,3 +10,4 @@ mod failures;
 mod held;
 mod helpers;
 mod pipeline;
+mod threads;
