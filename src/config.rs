@@ -150,6 +150,8 @@ pub struct SmtpSettings {
     pub timeout: Duration,
     /// A message deferred (4xx) for longer than this is marked failed.
     pub give_up_after: Duration,
+    /// SMTP sessions used side by side to send a batch.
+    pub sessions: usize,
 }
 
 /// One support mailbox and the helpdesk address its mail goes to.
@@ -239,6 +241,7 @@ struct RawSmtp {
     helo_name: Option<String>,
     timeout_secs: Option<u64>,
     give_up_after_hours: Option<u64>,
+    sessions: Option<usize>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -280,6 +283,7 @@ struct RawPassword {
 const DEFAULT_TIMEOUT_SECS: u64 = 60;
 const DEFAULT_GIVE_UP_AFTER_HOURS: u64 = 120;
 const DEFAULT_BATCH_SIZE: usize = 200;
+const DEFAULT_SMTP_SESSIONS: usize = 4;
 const DEFAULT_MAX_MESSAGE_MB: u64 = 50;
 const DEFAULT_RATE_LIMIT_MESSAGES: u32 = 30;
 const DEFAULT_RATE_LIMIT_MINUTES: u64 = 10;
@@ -426,7 +430,12 @@ fn validate_smtp(raw: RawSmtp, base_dir: &Path) -> Result<SmtpSettings, String> 
         Some(name) => name,
         None => system_hostname(),
     };
+    let sessions = raw.sessions.unwrap_or(DEFAULT_SMTP_SESSIONS);
+    if !(1..=32).contains(&sessions) {
+        return Err("[smtp] sessions must be between 1 and 32".to_owned());
+    }
     Ok(SmtpSettings {
+        sessions,
         host: raw.host,
         port: raw.port,
         tls: raw.tls,

@@ -31,8 +31,10 @@ const MIGRATIONS: &[(&str, &str)] = &[
     ),
 ];
 
+mod journal;
 mod threads;
 
+pub use journal::Journal;
 pub use threads::{AttachContext, Attachment, CorrespondentRow, ThreadFilter, ThreadRow};
 
 /// Errors from the log database.
@@ -619,42 +621,60 @@ impl Store {
         Ok(attempts)
     }
 
-    /// Marks a row forwarded with the server's reply.
+    /// Notes, in one transaction, that sends are about to start: each
+    /// attempt counts even if the process dies mid-send, and each row's
+    /// Resent-Message-ID is fixed for good.
+    pub fn mark_send_attempts(&mut self, rows: &[(i64, String)]) -> Result<()> {
+        let now = clock::rfc3339(clock::unix_now());
+        let path = self.path.clone();
+        let fail = |source| StoreError::Query {
+            path: path.clone(),
+            action: "record send attempts",
+            source,
+        };
+        let tx = self.conn.transaction().map_err(fail)?;
+        {
+            let mut update = tx
+                .prepare_cached(
+                    "UPDATE messages SET attempts = attempts + 1, resent_message_id = ?2, updated_at = ?3
+                     WHERE id = ?1",
+                )
+                .map_err(fail)?;
+            for (id, resent_message_id) in rows {
+                update
+                    .execute(params![id, resent_message_id, now])
+                    .map_err(fail)?;
+            }
+        }
+        tx.commit().map_err(fail)
+    }
+
+    /// Marks a row forwarded with the server's reply (one transaction with
+    /// its history entry).
     pub fn mark_forwarded(&self, id: i64, smtp_reply: &str) -> Result<()> {
         let now = clock::rfc3339(clock::unix_now());
-        self.conn
-            .execute(
-                "UPDATE messages SET state = 'forwarded', smtp_reply = ?2, last_error = NULL,
-                    forwarded_at = ?3, updated_at = ?3 WHERE id = ?1",
-                params![id, smtp_reply, now],
-            )
-            .map_err(|source| self.query_error("mark a message forwarded", source))?;
-        self.add_event(id, "forwarded", smtp_reply)
+        let fail = |source| self.query_error("mark a message forwarded", source);
+        let tx = self.conn.unchecked_transaction().map_err(fail)?;
+        journal::write_forwarded(&tx, id, smtp_reply, &now).map_err(fail)?;
+        tx.commit().map_err(fail)
     }
 
     /// Leaves a row pending after a temporary failure.
     pub fn mark_deferred(&self, id: i64, error: &str) -> Result<()> {
         let now = clock::rfc3339(clock::unix_now());
-        self.conn
-            .execute(
-                "UPDATE messages SET last_error = ?2, updated_at = ?3 WHERE id = ?1",
-                params![id, error, now],
-            )
-            .map_err(|source| self.query_error("record a deferral", source))?;
-        self.add_event(id, "deferred", error)
+        let fail = |source| self.query_error("record a deferral", source);
+        let tx = self.conn.unchecked_transaction().map_err(fail)?;
+        journal::write_deferred(&tx, id, error, &now).map_err(fail)?;
+        tx.commit().map_err(fail)
     }
 
     /// Marks a row failed for good.
     pub fn mark_failed(&self, id: i64, reason: &str, error: &str) -> Result<()> {
         let now = clock::rfc3339(clock::unix_now());
-        self.conn
-            .execute(
-                "UPDATE messages SET state = 'failed', reason = ?2, detail = ?3, last_error = ?3,
-                    updated_at = ?4 WHERE id = ?1",
-                params![id, reason, error, now],
-            )
-            .map_err(|source| self.query_error("mark a message failed", source))?;
-        self.add_event(id, "failed", &format!("{reason}: {error}"))
+        let fail = |source| self.query_error("mark a message failed", source);
+        let tx = self.conn.unchecked_transaction().map_err(fail)?;
+        journal::write_failed(&tx, id, reason, error, &now).map_err(fail)?;
+        tx.commit().map_err(fail)
     }
 
     /// Records that the IMAP side of these rows was updated.

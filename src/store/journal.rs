@@ -1,0 +1,239 @@
+//! Group commit for send outcomes.
+//!
+//! Marking a message `forwarded` must be durable (`synchronous = FULL`), and
+//! one fsync per message would block the pass's only thread and stall every
+//! SMTP session. The journal owns a second connection on its own thread:
+//! outcomes queue up while it commits, and each commit takes everything
+//! queued so far. [`Journal::flush`] waits until every outcome sent before
+//! it is on disk; the worker flushes before it settles anything on the IMAP
+//! server, so "settle after a durable forwarded mark" still holds.
+
+use std::path::{Path, PathBuf};
+use std::sync::mpsc;
+use std::thread::JoinHandle;
+
+use rusqlite::{Connection, params};
+
+use super::StoreError;
+use crate::clock;
+
+enum Command {
+    Forwarded {
+        id: i64,
+        reply: String,
+    },
+    Deferred {
+        id: i64,
+        error: String,
+    },
+    Failed {
+        id: i64,
+        reason: String,
+        error: String,
+    },
+    Flush(tokio::sync::oneshot::Sender<Result<(), String>>),
+}
+
+/// The writer thread's handle.
+#[derive(Debug)]
+pub struct Journal {
+    sender: Option<mpsc::Sender<Command>>,
+    thread: Option<JoinHandle<()>>,
+    path: PathBuf,
+}
+
+impl Journal {
+    /// Opens the journal's own connection to the (already migrated) log.
+    ///
+    /// # Errors
+    /// The database cannot be opened.
+    pub fn open(path: &Path) -> Result<Journal, StoreError> {
+        let conn = Connection::open(path).map_err(|source| StoreError::Open {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        conn.execute_batch("PRAGMA synchronous = FULL; PRAGMA busy_timeout = 10000;")
+            .map_err(|source| StoreError::Open {
+                path: path.to_path_buf(),
+                source,
+            })?;
+        let (sender, receiver) = mpsc::channel();
+        let thread = std::thread::Builder::new()
+            .name("deskbridge-journal".to_owned())
+            .spawn(move || write_loop(conn, &receiver))
+            .map_err(|err| StoreError::Open {
+                path: path.to_path_buf(),
+                source: rusqlite::Error::ToSqlConversionFailure(Box::new(err)),
+            })?;
+        Ok(Journal {
+            sender: Some(sender),
+            thread: Some(thread),
+            path: path.to_path_buf(),
+        })
+    }
+
+    fn send(&self, command: Command) {
+        // NOTE: A send fails only when the writer thread has died; the next
+        // flush reports that.
+        if let Some(sender) = &self.sender {
+            let _ = sender.send(command);
+        }
+    }
+
+    /// Queues: the SMTP server accepted message `id` with `reply`.
+    pub fn forwarded(&self, id: i64, reply: &str) {
+        self.send(Command::Forwarded {
+            id,
+            reply: reply.to_owned(),
+        });
+    }
+
+    /// Queues: message `id` was deferred (4xx, broken session).
+    pub fn deferred(&self, id: i64, error: &str) {
+        self.send(Command::Deferred {
+            id,
+            error: error.to_owned(),
+        });
+    }
+
+    /// Queues: message `id` failed for good.
+    pub fn failed(&self, id: i64, reason: &str, error: &str) {
+        self.send(Command::Failed {
+            id,
+            reason: reason.to_owned(),
+            error: error.to_owned(),
+        });
+    }
+
+    /// Waits until everything queued before this call is committed.
+    ///
+    /// # Errors
+    /// A write failed (disk full, database locked too long, ...).
+    pub async fn flush(&self) -> Result<(), StoreError> {
+        let (done, wait) = tokio::sync::oneshot::channel();
+        self.send(Command::Flush(done));
+        let outcome = wait
+            .await
+            .unwrap_or_else(|_| Err("the journal thread stopped".to_owned()));
+        outcome.map_err(|message| StoreError::Query {
+            path: self.path.clone(),
+            action: "record send outcomes",
+            source: rusqlite::Error::InvalidParameterName(message),
+        })
+    }
+}
+
+impl Drop for Journal {
+    fn drop(&mut self) {
+        // Closing the channel ends the loop after it commits what is queued.
+        self.sender.take();
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+fn write_loop(mut conn: Connection, receiver: &mpsc::Receiver<Command>) {
+    let mut failure: Option<String> = None;
+    while let Ok(first) = receiver.recv() {
+        let mut commands = vec![first];
+        while let Ok(next) = receiver.try_recv() {
+            commands.push(next);
+            if 1000 <= commands.len() {
+                break;
+            }
+        }
+        let mut flushes = Vec::new();
+        let mut writes = Vec::new();
+        for command in commands {
+            match command {
+                Command::Flush(done) => flushes.push(done),
+                write => writes.push(write),
+            }
+        }
+        if !writes.is_empty()
+            && failure.is_none()
+            && let Err(err) = apply(&mut conn, &writes)
+        {
+            failure = Some(err.to_string());
+        }
+        for done in flushes {
+            let _ = done.send(match &failure {
+                Some(message) => Err(message.clone()),
+                None => Ok(()),
+            });
+        }
+    }
+}
+
+/// Applies queued outcomes in one transaction: one fsync for all of them.
+fn apply(conn: &mut Connection, writes: &[Command]) -> rusqlite::Result<()> {
+    let now = clock::rfc3339(clock::unix_now());
+    let tx = conn.transaction()?;
+    for write in writes {
+        match write {
+            Command::Forwarded { id, reply } => write_forwarded(&tx, *id, reply, &now)?,
+            Command::Deferred { id, error } => write_deferred(&tx, *id, error, &now)?,
+            Command::Failed { id, reason, error } => write_failed(&tx, *id, reason, error, &now)?,
+            Command::Flush(_) => (),
+        }
+    }
+    tx.commit()
+}
+
+/// The SMTP server accepted the message: state, reply, history.
+pub(super) fn write_forwarded(
+    conn: &Connection,
+    id: i64,
+    reply: &str,
+    now: &str,
+) -> rusqlite::Result<()> {
+    conn.execute(
+        "UPDATE messages SET state = 'forwarded', smtp_reply = ?2, last_error = NULL,
+            forwarded_at = ?3, updated_at = ?3 WHERE id = ?1",
+        params![id, reply, now],
+    )?;
+    conn.execute(
+        "INSERT INTO events (message, at, kind, detail) VALUES (?1, ?2, 'forwarded', ?3)",
+        params![id, now, reply],
+    )?;
+    Ok(())
+}
+
+/// A temporary failure: the row stays pending with the error.
+pub(super) fn write_deferred(
+    conn: &Connection,
+    id: i64,
+    error: &str,
+    now: &str,
+) -> rusqlite::Result<()> {
+    conn.execute(
+        "UPDATE messages SET last_error = ?2, updated_at = ?3 WHERE id = ?1",
+        params![id, error, now],
+    )?;
+    conn.execute(
+        "INSERT INTO events (message, at, kind, detail) VALUES (?1, ?2, 'deferred', ?3)",
+        params![id, now, error],
+    )?;
+    Ok(())
+}
+
+/// A permanent failure with its machine reason.
+pub(super) fn write_failed(
+    conn: &Connection,
+    id: i64,
+    reason: &str,
+    error: &str,
+    now: &str,
+) -> rusqlite::Result<()> {
+    conn.execute(
+        "UPDATE messages SET state = 'failed', reason = ?2, detail = ?3, last_error = ?3,
+            updated_at = ?4 WHERE id = ?1",
+        params![id, reason, error, now],
+    )?;
+    conn.execute(
+        "INSERT INTO events (message, at, kind, detail) VALUES (?1, ?2, 'failed', ?3)",
+        params![id, now, format!("{reason}: {error}")],
+    )?;
+    Ok(())
+}

@@ -1,0 +1,231 @@
+//! Held mail after the hold: the notice to the helpdesk, the auto-reply to
+//! the sender, and `deskbridge release`.
+
+use anyhow::Context as _;
+use tracing::warn;
+
+use super::send::SinkPool;
+use super::{MailboxReport, Stop};
+use crate::classify::Reason;
+use crate::config::{AfterHold, MailboxSettings, Settings};
+use crate::lock::PassLock;
+use crate::sink::{self, SendError};
+use crate::source::{self, Settlement};
+use crate::store::{State, Store};
+use crate::{clock, mail, notice, trace};
+
+/// Sends the held notice to the helpdesk and the auto-reply to the sender,
+/// as configured, for messages held in this pass. Failures are recorded
+/// and counted; they never undo the hold.
+pub(super) async fn follow_up_held(
+    settings: &Settings,
+    mailbox: &MailboxSettings,
+    store: &mut Store,
+    pool: &mut SinkPool,
+    held: &[i64],
+    report: &mut MailboxReport,
+) -> Result<(), Stop> {
+    if held.is_empty() || !(mailbox.held_notice || mailbox.auto_reply) {
+        return Ok(());
+    }
+    let folder = match mailbox.after_hold {
+        AfterHold::Move => mailbox.held_folder.as_str(),
+        AfterHold::Keyword => mailbox.folder.as_str(),
+    };
+    for id in held {
+        let Some(row) = store.message(*id)? else {
+            continue;
+        };
+        let reason = row.reason.clone().unwrap_or_default();
+        let facts = notice::HeldFacts {
+            row_id: row.id,
+            mailbox: &mailbox.name,
+            folder,
+            from: row.from.as_deref(),
+            subject: row.subject.as_deref(),
+            date: row.date.as_deref(),
+            message_id: row.message_id.as_deref(),
+            reason: &reason,
+            detail: row.detail.as_deref().unwrap_or_default(),
+        };
+        let now = clock::unix_now();
+        let mut outgoing: Vec<(&'static str, String, String, bool)> = Vec::new();
+        if mailbox.held_notice {
+            let text = notice::held_notice(
+                &facts,
+                &settings.smtp.envelope_from,
+                &mailbox.forward_to,
+                now,
+            );
+            outgoing.push(("notice", mailbox.forward_to.clone(), text, false));
+        }
+        // NOTE: Never auto-reply to a rate-limited correspondent: that is
+        // exactly how two auto-responders loop.
+        let recipient = row
+            .reply_token
+            .clone()
+            .or_else(|| {
+                row.reply_to
+                    .as_deref()
+                    .and_then(|list| list.split(", ").next())
+                    .map(str::to_owned)
+            })
+            .or_else(|| row.from.clone());
+        if mailbox.auto_reply
+            && reason != Reason::RateLimited.as_str()
+            && let Some(recipient) = recipient
+        {
+            let since = clock::rfc3339(now - mailbox.auto_reply_interval.as_secs() as i64);
+            if store.auto_replied_since(&recipient, &since)? {
+                store.add_event(
+                    row.id,
+                    "auto-reply-skipped",
+                    &format!("{recipient} already had one since {since}"),
+                )?;
+            } else {
+                let text = notice::auto_reply(&facts, &mailbox.auto_reply_from, &recipient, now);
+                outgoing.push(("auto-reply", recipient, text, true));
+            }
+        }
+        for (kind, recipient, text, null_sender) in outgoing {
+            let session = match pool.one(&settings.smtp).await {
+                Ok(session) => session,
+                Err(err) => {
+                    store.add_event(row.id, &format!("{kind}-failed"), &err.to_string())?;
+                    report.settle_errors += 1;
+                    continue;
+                }
+            };
+            match session
+                .send_own(&recipient, text.as_bytes(), null_sender)
+                .await
+            {
+                Ok(reply) if kind == "notice" => store.record_notice(row.id, &reply)?,
+                Ok(reply) => store.record_auto_reply(row.id, &recipient, &reply)?,
+                Err(err) => {
+                    warn!(mailbox = %mailbox.name, row = row.id, error.message = %err, "cannot send {kind}");
+                    store.add_event(row.id, &format!("{kind}-failed"), &err.to_string())?;
+                    report.settle_errors += 1;
+                    if matches!(err, SendError::Broken { .. }) || session.reset().await.is_err() {
+                        pool.discard_first();
+                    }
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Forwards one held message after a person decided it may go: finds it on
+/// the IMAP server (in the held folder when it was moved), checks it is
+/// the same bytes, redirects it, marks it forwarded, sets `$Forwarded`, and
+/// lifts a rate-limit block on its correspondent.
+///
+/// # Errors
+/// The row is missing or not held, the message is no longer on the
+/// server, or IMAP, SMTP or the database fail.
+pub async fn release(settings: &Settings, id: i64) -> anyhow::Result<String> {
+    let _lock = PassLock::acquire(&settings.store_path)?;
+    let mut store = Store::open(&settings.store_path)?;
+    let row = store
+        .message(id)?
+        .with_context(|| format!("no message with id {id} in the log"))?;
+    if row.state() != State::Held {
+        anyhow::bail!(
+            "message {id} is {}, not held: only held messages can be released",
+            row.state
+        );
+    }
+    let mailbox = settings
+        .mailboxes
+        .iter()
+        .find(|mailbox| mailbox.name == row.mailbox)
+        .with_context(|| {
+            format!(
+                "message {id} came from mailbox {}, which the config no longer has",
+                row.mailbox
+            )
+        })?;
+    let mut source = source::connect(mailbox)
+        .await
+        .with_context(|| format!("mailbox {}", mailbox.name))?;
+    let moved_to = row
+        .settled_as
+        .as_deref()
+        .and_then(|how| how.split_once(" and moved to "))
+        .map(|(_, folder)| folder.to_owned());
+    let folder = moved_to.clone().unwrap_or_else(|| mailbox.folder.clone());
+    let state = source
+        .select_path(&folder)
+        .await
+        .with_context(|| format!("mailbox {} folder {folder}", mailbox.name))?;
+    let candidates = if moved_to.is_none() && state.uidvalidity == row.uidvalidity {
+        vec![row.uid]
+    } else {
+        match &row.message_id {
+            Some(message_id) => source.uids_with_message_id(message_id).await?,
+            None => source.uids_from(1).await?,
+        }
+    };
+    let raw = source
+        .fetch(&candidates)
+        .await?
+        .into_iter()
+        .find(|mail| mail::content_hash(&mail.bytes) == row.sha256)
+        .with_context(|| {
+            format!(
+                "message {id} is no longer in folder {folder} of mailbox {} (moved or deleted?); nothing was sent",
+                mailbox.name
+            )
+        })?;
+    let mut session = sink::connect(&settings.smtp)
+        .await
+        .context("cannot open the SMTP session; nothing was sent")?;
+    let resent_id = trace::resent_message_id(row.id, &row.sha256, &settings.smtp.envelope_from);
+    store.mark_send_attempt(row.id, &resent_id)?;
+    let block = trace::trace_block(&trace::TraceFacts {
+        helo_name: &settings.smtp.helo_name,
+        imap_host: &mailbox.host,
+        mailbox_name: &mailbox.name,
+        uid: raw.uid,
+        resent_from: &settings.smtp.envelope_from,
+        resent_to: &mailbox.forward_to,
+        resent_message_id: &resent_id,
+        now_unix: clock::unix_now(),
+    });
+    let reply = match session
+        .send(&mailbox.forward_to, block.as_bytes(), &raw.bytes)
+        .await
+    {
+        Ok(reply) => reply,
+        Err(err) => {
+            store.add_event(row.id, "release-failed", &err.to_string())?;
+            anyhow::bail!("the SMTP server did not take message {id}: {err}; it stays held");
+        }
+    };
+    store.mark_released(row.id, &reply)?;
+    session.quit().await;
+    let mut outcome = format!("released message {id} to {}: {reply}", mailbox.forward_to);
+    let correspondent = row.relay_alias.clone().or_else(|| row.from.clone());
+    if let Some(correspondent) = correspondent
+        && store.unblock(&correspondent)?
+    {
+        outcome.push_str(&format!("\nlifted the rate-limit block on {correspondent}"));
+    }
+    let settlement = Settlement {
+        flags: "$Forwarded".to_owned(),
+        move_to: None,
+    };
+    match source.settle(&[raw.uid], &settlement).await {
+        Ok(()) => store.mark_settled(
+            &[row.id],
+            &format!("{} (released in {folder})", settlement.describe()),
+        )?,
+        Err(err) => {
+            store.add_event(row.id, "settle-failed", &err.to_string())?;
+            outcome.push_str(&format!("\nwarning: could not set $Forwarded: {err}"));
+        }
+    }
+    source.logout().await;
+    Ok(outcome)
+}

@@ -1,0 +1,422 @@
+//! One pass: the only module that composes the stages.
+//!
+//! For each mailbox: connect (source), select, find the UIDs to work on
+//! (new ones past the checkpoint, plus pending ones from earlier passes),
+//! fetch them in batches, parse and classify (mail, classify), record the
+//! batch (store), send the eligible ones (sink), record each outcome
+//! (store), then settle them on the server (source). The order
+//! record → send → mark → settle is what makes reruns safe.
+
+//!
+//! Submodules: `record` classifies and records a batch, `send` sends it
+//! over a pool of SMTP sessions, `held` follows up held mail (notices,
+//! auto-replies) and releases it.
+
+mod held;
+mod record;
+mod send;
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use anyhow::Context as _;
+use tracing::{error, info, warn};
+
+use crate::config::{AfterForward, AfterHold, MailboxSettings, Settings};
+use crate::lock::PassLock;
+use crate::source::{self, ImapSource, RawMail, Settlement};
+use crate::store::{Checkpoint, Journal, MessageRow, State, Store, StoreError};
+
+pub use held::release;
+use send::SinkPool;
+
+/// What one pass did, per mailbox.
+#[derive(Debug, Default, Clone)]
+pub struct PassReport {
+    pub mailboxes: Vec<MailboxReport>,
+}
+
+/// What one pass did in one mailbox.
+#[derive(Debug, Default, Clone)]
+pub struct MailboxReport {
+    pub name: String,
+    pub fetched: u32,
+    pub forwarded: u32,
+    pub held: u32,
+    pub skipped: u32,
+    /// Rejected (5xx) or given up during this pass.
+    pub failed: u32,
+    /// Left pending for a later pass (4xx, broken session).
+    pub deferred: u32,
+    /// Batches whose IMAP settle failed; retried on the next pass.
+    pub settle_errors: u32,
+    /// Why the mailbox could not be processed (TLS, login, SMTP session),
+    /// with the full cause chain.
+    pub error: Option<String>,
+}
+
+impl PassReport {
+    /// 2 when a mailbox could not be processed, 1 when some messages
+    /// failed, 0 otherwise. Held mail is normal and exits 0.
+    pub fn exit_code(&self) -> u8 {
+        if self.mailboxes.iter().any(|report| report.error.is_some()) {
+            return 2;
+        }
+        if self
+            .mailboxes
+            .iter()
+            .any(|report| 0 < report.failed || 0 < report.settle_errors)
+        {
+            return 1;
+        }
+        0
+    }
+}
+
+/// Why processing a mailbox stopped early.
+enum Stop {
+    /// The log database failed: the whole pass must stop.
+    Store(StoreError),
+    /// This mailbox cannot be processed now (IMAP or SMTP session).
+    Mailbox(anyhow::Error),
+}
+
+impl From<StoreError> for Stop {
+    fn from(err: StoreError) -> Stop {
+        Stop::Store(err)
+    }
+}
+
+/// A message of the current batch and what remains to do with it.
+struct Item {
+    row_id: i64,
+    uid: u32,
+    sha256: String,
+    /// Index into the fetched batch.
+    mail_index: usize,
+    state: State,
+    first_seen_unix: i64,
+    /// Recorded in this pass (not carried over or recognised again).
+    fresh: bool,
+    /// In-Reply-To/References lines added on redirect (thread repair).
+    repair: Option<String>,
+}
+
+/// Runs one pass over every configured mailbox.
+///
+/// `stop` is checked between messages: once set (SIGINT/SIGTERM), the pass
+/// finishes the message in flight, settles, and returns.
+///
+/// # Errors
+/// Fatal problems for the whole pass: another pass holds the lock, or the
+/// database cannot be opened or written.
+pub async fn run_once(settings: &Settings, stop: &AtomicBool) -> anyhow::Result<PassReport> {
+    let _lock = PassLock::acquire(&settings.store_path)?;
+    let mut store = Store::open(&settings.store_path)?;
+    let journal = Journal::open(&settings.store_path)?;
+    let mut pool = SinkPool::default();
+    let mut report = PassReport::default();
+    for mailbox in &settings.mailboxes {
+        if stop.load(Ordering::Relaxed) {
+            break;
+        }
+        let mut mailbox_report = MailboxReport {
+            name: mailbox.name.clone(),
+            ..MailboxReport::default()
+        };
+        store.begin_pass(&mailbox.name)?;
+        let outcome = process_mailbox(
+            settings,
+            mailbox,
+            &mut store,
+            &journal,
+            &mut pool,
+            stop,
+            &mut mailbox_report,
+        )
+        .await;
+        match outcome {
+            Ok(()) => {
+                let outcome = if 0 < mailbox_report.failed {
+                    format!("partial: {} failed", mailbox_report.failed)
+                } else {
+                    "ok".to_owned()
+                };
+                store.finish_pass(&mailbox.name, &outcome)?;
+            }
+            Err(Stop::Store(err)) => {
+                return Err(anyhow::Error::new(err)
+                    .context(format!("pass stopped in mailbox {}", mailbox.name)));
+            }
+            Err(Stop::Mailbox(err)) => {
+                let message = format!("{err:#}");
+                error!(mailbox = %mailbox.name, error.message = %message, "mailbox not processed");
+                store.finish_pass(&mailbox.name, &format!("error: {message}"))?;
+                mailbox_report.error = Some(message);
+            }
+        }
+        report.mailboxes.push(mailbox_report);
+    }
+    pool.quit().await;
+    Ok(report)
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn process_mailbox(
+    settings: &Settings,
+    mailbox: &MailboxSettings,
+    store: &mut Store,
+    journal: &Journal,
+    pool: &mut SinkPool,
+    stop: &AtomicBool,
+    report: &mut MailboxReport,
+) -> Result<(), Stop> {
+    let mut source = source::connect(mailbox)
+        .await
+        .with_context(|| format!("mailbox {}", mailbox.name))
+        .map_err(Stop::Mailbox)?;
+    let result = work_mailbox(
+        settings,
+        mailbox,
+        store,
+        journal,
+        pool,
+        &mut source,
+        stop,
+        report,
+    )
+    .await;
+    source.logout().await;
+    result
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn work_mailbox(
+    settings: &Settings,
+    mailbox: &MailboxSettings,
+    store: &mut Store,
+    journal: &Journal,
+    pool: &mut SinkPool,
+    source: &mut ImapSource,
+    stop: &AtomicBool,
+    report: &mut MailboxReport,
+) -> Result<(), Stop> {
+    let mailbox_context = || format!("mailbox {} folder {}", mailbox.name, mailbox.folder);
+    let folder = source
+        .select()
+        .await
+        .with_context(mailbox_context)
+        .map_err(Stop::Mailbox)?;
+    let uidvalidity = folder.uidvalidity;
+    let last_uid = match store.checkpoint(&mailbox.name)? {
+        Some(checkpoint) if checkpoint.uidvalidity == uidvalidity => checkpoint.last_uid,
+        Some(checkpoint) => {
+            warn!(
+                mailbox = %mailbox.name,
+                old = checkpoint.uidvalidity,
+                new = uidvalidity,
+                "UIDVALIDITY changed: rescanning the folder, recognising handled messages by content"
+            );
+            store.reset_checkpoint(&mailbox.name, uidvalidity)?;
+            0
+        }
+        None => {
+            store.advance_checkpoint(
+                &mailbox.name,
+                Checkpoint {
+                    uidvalidity,
+                    last_uid: 0,
+                },
+            )?;
+            0
+        }
+    };
+
+    // Work left by earlier passes: final rows not yet settled, and pending
+    // rows to send again.
+    let mut carried: HashMap<u32, MessageRow> = HashMap::new();
+    let mut unsettled: Vec<MessageRow> = Vec::new();
+    for row in store.unfinished(&mailbox.name, uidvalidity)? {
+        if row.state() == State::Pending {
+            carried.insert(row.uid, row);
+        } else {
+            unsettled.push(row);
+        }
+    }
+    settle_rows(
+        store,
+        source,
+        mailbox,
+        unsettled
+            .iter()
+            .map(|row| (row.uid, row.id, row.state()))
+            .collect(),
+        report,
+    )
+    .await?;
+
+    let has_new = folder
+        .uid_next
+        .is_none_or(|uid_next| last_uid + 1 < uid_next)
+        && 0 < folder.exists;
+    let new_uids = if has_new {
+        source
+            .uids_from(last_uid + 1)
+            .await
+            .with_context(mailbox_context)
+            .map_err(Stop::Mailbox)?
+    } else {
+        Vec::new()
+    };
+    let mut work: Vec<u32> = carried.keys().copied().chain(new_uids).collect();
+    work.sort_unstable();
+    work.dedup();
+    if work.is_empty() {
+        return Ok(());
+    }
+    info!(mailbox = %mailbox.name, messages = work.len(), "fetching");
+
+    let chunks: Vec<&[u32]> = work.chunks(mailbox.batch_size).collect();
+    let mut prefetched: Option<Vec<RawMail>> = None;
+    for (index, chunk) in chunks.iter().enumerate() {
+        if stop.load(Ordering::Relaxed) {
+            break;
+        }
+        let mails = match prefetched.take() {
+            Some(mails) => mails,
+            None => source
+                .fetch(chunk)
+                .await
+                .with_context(mailbox_context)
+                .map_err(Stop::Mailbox)?,
+        };
+        report.fetched += mails.len() as u32;
+        for uid in *chunk {
+            if let Some(row) = carried.get(uid)
+                && !mails.iter().any(|mail| mail.uid == *uid)
+            {
+                store.mark_failed(
+                    row.id,
+                    "vanished",
+                    &format!(
+                        "UID {uid} is no longer in folder {} (deleted or moved by someone else) and was never forwarded",
+                        mailbox.folder
+                    ),
+                )?;
+                report.failed += 1;
+            }
+        }
+        let items = record::record_batch(
+            settings,
+            mailbox,
+            store,
+            pool,
+            &mails,
+            &carried,
+            uidvalidity,
+            chunk,
+            report,
+        )
+        .await?;
+        let fresh_held: Vec<i64> = items
+            .iter()
+            .filter(|item| item.fresh && item.state == State::Held)
+            .map(|item| item.row_id)
+            .collect();
+        // NOTE: The next batch is fetched while this one is sent: the IMAP
+        // and SMTP servers work side by side. Nothing of the next batch is
+        // recorded or sent before this one is settled.
+        let next_chunk = chunks.get(index + 1).copied();
+        let fetch_next = async {
+            match next_chunk {
+                Some(next) if !stop.load(Ordering::Relaxed) => Some(source.fetch(next).await),
+                _ => None,
+            }
+        };
+        let (settled, next_mails) = futures::join!(
+            send::send_items(
+                settings, mailbox, store, journal, pool, &mails, items, stop, report
+            ),
+            fetch_next
+        );
+        let settled = settled?;
+        settle_rows(store, source, mailbox, settled, report).await?;
+        held::follow_up_held(settings, mailbox, store, pool, &fresh_held, report).await?;
+        prefetched = match next_mails {
+            Some(fetched) => Some(
+                fetched
+                    .with_context(mailbox_context)
+                    .map_err(Stop::Mailbox)?,
+            ),
+            None => None,
+        };
+    }
+    Ok(())
+}
+
+/// Settles final rows on the server, grouped by what is done to them, and
+/// records it. A failed settle is logged and retried on the next pass.
+async fn settle_rows(
+    store: &mut Store,
+    source: &mut ImapSource,
+    mailbox: &MailboxSettings,
+    rows: Vec<(u32, i64, State)>,
+    report: &mut MailboxReport,
+) -> Result<(), Stop> {
+    // Keyed by (flags, destination folder); values are (uid, row id).
+    type Groups = BTreeMap<(String, Option<String>), Vec<(u32, i64)>>;
+    let mut groups = Groups::new();
+    for (uid, row_id, state) in rows {
+        let Some(settlement) = settlement_for(state, mailbox) else {
+            continue;
+        };
+        groups
+            .entry((settlement.flags, settlement.move_to))
+            .or_default()
+            .push((uid, row_id));
+    }
+    for ((flags, move_to), members) in groups {
+        let settlement = Settlement { flags, move_to };
+        let uids: Vec<u32> = members.iter().map(|(uid, _)| *uid).collect();
+        let ids: Vec<i64> = members.iter().map(|(_, id)| *id).collect();
+        match source.settle(&uids, &settlement).await {
+            Ok(()) => store.mark_settled(&ids, &settlement.describe())?,
+            Err(err) => {
+                let message = err.to_string();
+                error!(mailbox = %mailbox.name, error.message = %message, "cannot settle messages; retrying next pass");
+                for id in &ids {
+                    store.add_event(*id, "settle-failed", &message)?;
+                }
+                report.settle_errors += 1;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// What a final state does on the IMAP server, per the mailbox's config.
+fn settlement_for(state: State, mailbox: &MailboxSettings) -> Option<Settlement> {
+    Some(match state {
+        State::Pending => return None,
+        State::Forwarded => Settlement {
+            flags: match mailbox.after_forward {
+                AfterForward::KeywordAndSeen => "$Forwarded \\Seen".to_owned(),
+                AfterForward::Keyword | AfterForward::Move => "$Forwarded".to_owned(),
+            },
+            move_to: (mailbox.after_forward == AfterForward::Move)
+                .then(|| mailbox.forwarded_folder.clone()),
+        },
+        State::Held => Settlement {
+            flags: "$DeskbridgeHeld".to_owned(),
+            move_to: (mailbox.after_hold == AfterHold::Move).then(|| mailbox.held_folder.clone()),
+        },
+        State::Skipped => Settlement {
+            flags: "$DeskbridgeSkipped".to_owned(),
+            move_to: None,
+        },
+        State::Failed => Settlement {
+            flags: "$DeskbridgeFailed".to_owned(),
+            move_to: None,
+        },
+    })
+}

@@ -1,0 +1,317 @@
+//! Classifying and recording a fetched batch: content-hash recognition
+//! (duplicates, UIDVALIDITY rescans), the classifier, the relay-copy and
+//! rate-limit checks, thread keys, and one transaction per batch.
+
+use std::collections::HashMap;
+
+use anyhow::Context as _;
+use tracing::{info, warn};
+
+use super::send::SinkPool;
+use super::{Item, MailboxReport, Stop};
+use crate::classify::{self, Action, Classification, CryptoClass, Decision, Reason, Rules};
+use crate::config::{MailboxSettings, Settings};
+use crate::source::RawMail;
+use crate::store::{Checkpoint, MessageRow, NewMessage, State, Store};
+use crate::{clock, mail, thread};
+
+/// Classifies a fetched batch and records it in one transaction, together
+/// with the new checkpoint. Connects the SMTP session first when something
+/// will be sent, so a broken SMTP setup records nothing.
+#[allow(clippy::too_many_arguments)]
+pub(super) async fn record_batch(
+    settings: &Settings,
+    mailbox: &MailboxSettings,
+    store: &mut Store,
+    pool: &mut SinkPool,
+    mails: &[RawMail],
+    carried: &HashMap<u32, MessageRow>,
+    uidvalidity: u32,
+    chunk: &[u32],
+    report: &mut MailboxReport,
+) -> Result<Vec<Item>, Stop> {
+    let rules = Rules {
+        own_domain: settings
+            .smtp
+            .envelope_from
+            .rsplit_once('@')
+            .map(|(_, domain)| domain.to_owned()),
+        max_message_bytes: Some(mailbox.max_message_bytes),
+        helpdesk_addresses: settings.policy.helpdesk_addresses.clone(),
+        extra_relays: settings.extra_relays.clone(),
+        loop_action: settings.policy.loop_action,
+    };
+    let mut batch_counts: HashMap<String, u32> = HashMap::new();
+    let now = clock::unix_now();
+    let mut items = Vec::new();
+    let mut new_rows: Vec<(usize, NewMessage)> = Vec::new();
+    for (mail_index, raw) in mails.iter().enumerate() {
+        if let Some(row) = carried.get(&raw.uid) {
+            items.push(Item {
+                row_id: row.id,
+                uid: raw.uid,
+                sha256: row.sha256.clone(),
+                mail_index,
+                state: State::Pending,
+                first_seen_unix: clock::parse_rfc3339(&row.first_seen_at).unwrap_or(now),
+                fresh: false,
+                repair: row.repair_headers.clone(),
+            });
+            continue;
+        }
+        let sha256 = mail::content_hash(&raw.bytes);
+        if let Some(existing) = store.find_by_content(&mailbox.name, &sha256)? {
+            if existing.uidvalidity != uidvalidity {
+                // NOTE: The same bytes under an old UIDVALIDITY are the same
+                // message after a server-side rebuild: carry its row over.
+                store.adopt(existing.id, uidvalidity, raw.uid)?;
+                info!(mailbox = %mailbox.name, uid = raw.uid, row = existing.id, state = %existing.state, "recognised after UIDVALIDITY change");
+                let state = existing.state();
+                if state == State::Pending || existing.settled_at.is_none() {
+                    items.push(Item {
+                        row_id: existing.id,
+                        uid: raw.uid,
+                        sha256,
+                        mail_index,
+                        state,
+                        first_seen_unix: clock::parse_rfc3339(&existing.first_seen_at)
+                            .unwrap_or(now),
+                        fresh: false,
+                        repair: existing.repair_headers.clone(),
+                    });
+                }
+                continue;
+            }
+            let classification = Classification {
+                decision: Decision::skip(
+                    Reason::Duplicate,
+                    format!(
+                        "same bytes as message #{} (UID {}), which is {}",
+                        existing.id, existing.uid, existing.state
+                    ),
+                ),
+                class: CryptoClass::None,
+                relay: None,
+            };
+            new_rows.push((
+                mail_index,
+                new_message(settings, mailbox, uidvalidity, raw, sha256, classification),
+            ));
+            continue;
+        }
+        let mut classification = classify::classify(&raw.bytes, &rules);
+        if classification.decision.action == Action::Forward {
+            skip_relay_copy(settings, mailbox, store, raw, &mut classification)?;
+        }
+        if classification.decision.action == Action::Forward {
+            apply_rate_limit(
+                settings,
+                mailbox,
+                store,
+                raw,
+                &mut classification,
+                &mut batch_counts,
+            )?;
+        }
+        let decision = &classification.decision;
+        info!(
+            mailbox = %mailbox.name,
+            uid = raw.uid,
+            decision = decision.action.as_str(),
+            reason = decision.reason.map_or("-", |reason| reason.as_str()),
+            relay = classification.relay.as_ref().map_or("-", |relay| relay.name.as_str()),
+            "classified"
+        );
+        new_rows.push((
+            mail_index,
+            new_message(settings, mailbox, uidvalidity, raw, sha256, classification),
+        ));
+    }
+
+    let needs_smtp = items.iter().any(|item| item.state == State::Pending)
+        || new_rows
+            .iter()
+            .any(|(_, row)| row.state == Some(State::Pending));
+    if needs_smtp && pool.is_empty() {
+        pool.fill(&settings.smtp, 1)
+            .await
+            .context("cannot open the SMTP session; nothing was sent or recorded for this batch")
+            .map_err(Stop::Mailbox)?;
+    }
+
+    let checkpoint = Checkpoint {
+        uidvalidity,
+        last_uid: chunk.iter().copied().max().unwrap_or(0),
+    };
+    let rows: Vec<NewMessage> = new_rows.iter().map(|(_, row)| row.clone()).collect();
+    let relay_window_since = clock::rfc3339(now - settings.threading.relay_window.as_secs() as i64);
+    let ids = store.record_batch(
+        &rows,
+        Some((&mailbox.name, checkpoint)),
+        &relay_window_since,
+    )?;
+    for ((mail_index, row), (row_id, attachment)) in new_rows.into_iter().zip(ids) {
+        let state = row.state.unwrap_or(State::Pending);
+        match state {
+            State::Held => report.held += 1,
+            State::Skipped => report.skipped += 1,
+            _ => (),
+        }
+        items.push(Item {
+            row_id,
+            uid: row.uid,
+            sha256: row.sha256,
+            mail_index,
+            state,
+            first_seen_unix: now,
+            fresh: true,
+            repair: attachment.repair_headers,
+        });
+    }
+    items.sort_by_key(|item| item.uid);
+    Ok(items)
+}
+
+/// Skips a copy of a message already forwarded to the same helpdesk: same
+/// Message-ID and same body, arriving again (SimpleLogin sends one
+/// Message-ID to each of our addresses a customer wrote to). The copy is
+/// logged as `duplicate-message-id` and joins the same thread; a message
+/// that reuses a Message-ID with a different body is forwarded.
+fn skip_relay_copy(
+    settings: &Settings,
+    mailbox: &MailboxSettings,
+    store: &Store,
+    raw: &RawMail,
+    classification: &mut Classification,
+) -> Result<(), Stop> {
+    let Some(message) = mail::parse(&raw.bytes) else {
+        return Ok(());
+    };
+    let Some(message_id) = message.message_id() else {
+        return Ok(());
+    };
+    let body_sha256 = mail::body_hash(&message, &raw.bytes);
+    for earlier in store.rows_with_message_id(message_id.trim())? {
+        let same_helpdesk = settings
+            .mailboxes
+            .iter()
+            .find(|other| other.name == earlier.mailbox)
+            .is_some_and(|other| other.forward_to.eq_ignore_ascii_case(&mailbox.forward_to));
+        let delivered = matches!(earlier.state(), State::Forwarded | State::Pending);
+        if same_helpdesk
+            && delivered
+            && earlier.body_sha256.as_deref() == Some(body_sha256.as_str())
+        {
+            classification.decision = Decision::skip(
+                Reason::DuplicateMessageId,
+                format!(
+                    "a copy of message #{} (mailbox {}, same Message-ID and body), which already went to {}",
+                    earlier.id, earlier.mailbox, mailbox.forward_to
+                ),
+            );
+            return Ok(());
+        }
+    }
+    Ok(())
+}
+
+/// Holds a forwardable message as `rate-limited` when its correspondent
+/// is blocked, or has now sent more than the limit within the window (a
+/// loop with a relay that stripped the auto-reply headers looks like this).
+fn apply_rate_limit(
+    settings: &Settings,
+    mailbox: &MailboxSettings,
+    store: &Store,
+    raw: &RawMail,
+    classification: &mut Classification,
+    batch_counts: &mut HashMap<String, u32>,
+) -> Result<(), Stop> {
+    let policy = &settings.policy;
+    if policy.rate_limit_messages == 0 {
+        return Ok(());
+    }
+    let correspondent = match &classification.relay {
+        Some(relay) => Some(relay.alias.clone()),
+        None => mail::parse(&raw.bytes).and_then(|message| mail::from_address(&message)),
+    };
+    let Some(correspondent) = correspondent else {
+        return Ok(());
+    };
+    if let Some(reason) = store.blocked(&correspondent)? {
+        classification.decision = Decision::hold(
+            Reason::RateLimited,
+            format!(
+                "{correspondent} is blocked by the rate limit ({reason}); `deskbridge release ID` forwards a message and lifts the block"
+            ),
+        );
+        return Ok(());
+    }
+    let since = clock::rfc3339(clock::unix_now() - policy.rate_limit_window.as_secs() as i64);
+    let in_batch = batch_counts.entry(correspondent.clone()).or_insert(0);
+    *in_batch += 1;
+    let recent = store.count_from_since(&mailbox.name, &correspondent, &since)? + *in_batch;
+    if policy.rate_limit_messages < recent {
+        let reason = format!(
+            "more than {} messages within {} minutes",
+            policy.rate_limit_messages,
+            policy.rate_limit_window.as_secs() / 60
+        );
+        store.block(&correspondent, &reason)?;
+        warn!(mailbox = %mailbox.name, %correspondent, "rate limit reached; holding this correspondent's mail");
+        classification.decision = Decision::hold(
+            Reason::RateLimited,
+            format!(
+                "{correspondent} sent {reason} (a possible mail loop); their mail is held until `deskbridge release ID`"
+            ),
+        );
+    }
+    Ok(())
+}
+
+/// The log row for a freshly classified message, with its thread keys.
+fn new_message(
+    settings: &Settings,
+    mailbox: &MailboxSettings,
+    uidvalidity: u32,
+    raw: &RawMail,
+    sha256: String,
+    classification: Classification,
+) -> NewMessage {
+    let state = match classification.decision.action {
+        Action::Forward => State::Pending,
+        Action::Hold => State::Held,
+        Action::Skip => State::Skipped,
+    };
+    let parsed = mail::parse(&raw.bytes);
+    let (summary, thread, body_sha256) = match &parsed {
+        Some(message) => (
+            mail::summarize(message),
+            Some(thread::keys(
+                message,
+                classification.relay.as_ref(),
+                &settings.threading.patterns,
+            )),
+            Some(mail::body_hash(message, &raw.bytes)),
+        ),
+        None => (mail::MailSummary::default(), None, None),
+    };
+    NewMessage {
+        thread,
+        repair_enabled: mailbox.repair_threading,
+        body_sha256,
+        mailbox: mailbox.name.clone(),
+        uidvalidity,
+        uid: raw.uid,
+        summary,
+        size: raw.bytes.len() as u64,
+        sha256,
+        state: Some(state),
+        reason: classification
+            .decision
+            .reason
+            .map(|reason| reason.as_str().to_owned()),
+        detail: (state != State::Pending).then_some(classification.decision.detail),
+        class: Some(classification.class.as_str().to_owned()),
+        relay: classification.relay,
+    }
+}

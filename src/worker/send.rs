@@ -1,0 +1,275 @@
+//! Sending a batch: a pool of SMTP sessions working through the batch's
+//! pending messages concurrently, each outcome recorded as it happens.
+//!
+//! The sessions run as futures on the pass's single task, so the store is
+//! shared without locks. Each message is marked with the server's reply
+//! the moment it arrives; a session that breaks leaves its message pending
+//! and drops out, and the others carry on.
+
+use std::cell::RefCell;
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use tracing::{info, warn};
+
+use super::{Item, MailboxReport, Stop};
+use crate::config::{MailboxSettings, Settings, SmtpSettings};
+use crate::sink::{self, SendError, SinkError, SmtpSink};
+use crate::source::RawMail;
+use crate::store::{Journal, State, Store};
+use crate::{clock, trace};
+
+/// The SMTP sessions of a pass, opened on demand and reused across batches
+/// and mailboxes.
+#[derive(Debug, Default)]
+pub(super) struct SinkPool {
+    sessions: Vec<SmtpSink>,
+}
+
+impl SinkPool {
+    /// Opens sessions until there are `wanted` (at most `smtp.sessions`).
+    /// Failing to open the first is an error; failing later ones only
+    /// means fewer sessions.
+    pub(super) async fn fill(
+        &mut self,
+        smtp: &SmtpSettings,
+        wanted: usize,
+    ) -> Result<(), SinkError> {
+        let wanted = wanted.clamp(1, smtp.sessions);
+        while self.sessions.len() < wanted {
+            match sink::connect(smtp).await {
+                Ok(session) => self.sessions.push(session),
+                Err(err) if self.sessions.is_empty() => return Err(err),
+                Err(err) => {
+                    warn!(error.message = %err, "cannot open another SMTP session; continuing with {}", self.sessions.len());
+                    break;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// A session for a single message (notices, releases).
+    pub(super) async fn one(&mut self, smtp: &SmtpSettings) -> Result<&mut SmtpSink, SinkError> {
+        self.fill(smtp, 1).await?;
+        match self.sessions.first_mut() {
+            Some(session) => Ok(session),
+            None => Err(SinkError::Session {
+                addr: format!("{}:{}", smtp.host, smtp.port),
+                operation: "opening a session",
+                message: "no session available".to_owned(),
+            }),
+        }
+    }
+
+    /// Drops the first session (it broke).
+    pub(super) fn discard_first(&mut self) {
+        if !self.sessions.is_empty() {
+            self.sessions.remove(0);
+        }
+    }
+
+    pub(super) fn is_empty(&self) -> bool {
+        self.sessions.is_empty()
+    }
+
+    /// Ends every session politely.
+    pub(super) async fn quit(self) {
+        for session in self.sessions {
+            session.quit().await;
+        }
+    }
+}
+
+/// Sends the pending items of a batch and records each outcome. Returns
+/// what is ready to settle: (uid, row id, final state).
+#[allow(clippy::too_many_arguments)]
+pub(super) async fn send_items(
+    settings: &Settings,
+    mailbox: &MailboxSettings,
+    store: &mut Store,
+    journal: &Journal,
+    pool: &mut SinkPool,
+    mails: &[RawMail],
+    items: Vec<Item>,
+    stop: &AtomicBool,
+    report: &mut MailboxReport,
+) -> Result<Vec<(u32, i64, State)>, Stop> {
+    let mut settle = Vec::new();
+    let mut pending = VecDeque::new();
+    for item in items {
+        if item.state == State::Pending {
+            pending.push_back(item);
+        } else {
+            settle.push((item.uid, item.row_id, item.state));
+        }
+    }
+    if pending.is_empty() {
+        return Ok(settle);
+    }
+    pool.fill(&settings.smtp, pending.len())
+        .await
+        .map_err(|err| {
+            Stop::Mailbox(
+                anyhow::Error::new(err)
+                    .context("cannot open an SMTP session; unsent messages stay pending"),
+            )
+        })?;
+    // NOTE: One transaction fixes every Resent-Message-ID and counts every
+    // attempt before the first byte is sent, so a crash mid-batch is visible.
+    let attempts: Vec<(i64, String)> = pending
+        .iter()
+        .map(|item| {
+            let resent_id =
+                trace::resent_message_id(item.row_id, &item.sha256, &settings.smtp.envelope_from);
+            (item.row_id, resent_id)
+        })
+        .collect();
+    store.mark_send_attempts(&attempts)?;
+
+    let queue = RefCell::new(pending);
+    let outcomes: RefCell<Vec<Outcome>> = RefCell::new(Vec::new());
+    let sessions = std::mem::take(&mut pool.sessions);
+    let workers = sessions.into_iter().map(|session| {
+        let context = Worker {
+            settings,
+            mailbox,
+            journal,
+            mails,
+            queue: &queue,
+            outcomes: &outcomes,
+            stop,
+        };
+        context.run(session)
+    });
+    let results = futures::future::join_all(workers).await;
+    for session in results.into_iter().flatten() {
+        pool.sessions.push(session);
+    }
+    // Settling comes next: every outcome must be on disk first.
+    journal.flush().await?;
+    // Whatever no session could take (all broke, or a stop signal) stays
+    // pending for the next pass.
+    report.deferred += queue.borrow().len() as u32;
+    for outcome in outcomes.into_inner() {
+        match outcome {
+            Outcome::Forwarded(uid, row_id) => {
+                report.forwarded += 1;
+                settle.push((uid, row_id, State::Forwarded));
+            }
+            Outcome::Failed(uid, row_id) => {
+                report.failed += 1;
+                settle.push((uid, row_id, State::Failed));
+            }
+            Outcome::Deferred => report.deferred += 1,
+        }
+    }
+    Ok(settle)
+}
+
+enum Outcome {
+    Forwarded(u32, i64),
+    Failed(u32, i64),
+    Deferred,
+}
+
+/// One session working through the shared queue.
+struct Worker<'a> {
+    settings: &'a Settings,
+    mailbox: &'a MailboxSettings,
+    journal: &'a Journal,
+    mails: &'a [RawMail],
+    queue: &'a RefCell<VecDeque<Item>>,
+    outcomes: &'a RefCell<Vec<Outcome>>,
+    stop: &'a AtomicBool,
+}
+
+impl Worker<'_> {
+    /// Returns the session when it is still usable.
+    async fn run(self, mut session: SmtpSink) -> Option<SmtpSink> {
+        loop {
+            if self.stop.load(Ordering::Relaxed) {
+                return Some(session);
+            }
+            let Some(item) = self.queue.borrow_mut().pop_front() else {
+                return Some(session);
+            };
+            let raw = &self.mails[item.mail_index];
+            let resent_id = trace::resent_message_id(
+                item.row_id,
+                &item.sha256,
+                &self.settings.smtp.envelope_from,
+            );
+            let mut block = trace::trace_block(&trace::TraceFacts {
+                helo_name: &self.settings.smtp.helo_name,
+                imap_host: &self.mailbox.host,
+                mailbox_name: &self.mailbox.name,
+                uid: item.uid,
+                resent_from: &self.settings.smtp.envelope_from,
+                resent_to: &self.mailbox.forward_to,
+                resent_message_id: &resent_id,
+                now_unix: clock::unix_now(),
+            });
+            if let Some(repair) = &item.repair {
+                block.push_str(repair);
+            }
+            let sent = session
+                .send(&self.mailbox.forward_to, block.as_bytes(), &raw.bytes)
+                .await;
+            if !self.record(&item, sent, &mut session).await {
+                return None;
+            }
+        }
+    }
+
+    /// Records one outcome; returns whether the session is still usable.
+    async fn record(
+        &self,
+        item: &Item,
+        sent: Result<String, SendError>,
+        session: &mut SmtpSink,
+    ) -> bool {
+        let name = &self.mailbox.name;
+        let outcome = match sent {
+            Ok(reply) => {
+                self.journal.forwarded(item.row_id, &reply);
+                info!(mailbox = %name, uid = item.uid, row = item.row_id, %reply, "forwarded");
+                Outcome::Forwarded(item.uid, item.row_id)
+            }
+            Err(SendError::Permanent { reply }) => {
+                self.journal.failed(item.row_id, "rejected", &reply);
+                warn!(mailbox = %name, uid = item.uid, row = item.row_id, %reply, "rejected by the SMTP server");
+                self.outcomes
+                    .borrow_mut()
+                    .push(Outcome::Failed(item.uid, item.row_id));
+                return session.reset().await.is_ok();
+            }
+            Err(SendError::Temporary { reply }) => {
+                let age = clock::unix_now() - item.first_seen_unix;
+                let outcome = if self.settings.smtp.give_up_after.as_secs() as i64 <= age {
+                    self.journal.failed(
+                        item.row_id,
+                        "gave-up",
+                        &format!("still deferred after {} hours: {reply}", age / 3600),
+                    );
+                    Outcome::Failed(item.uid, item.row_id)
+                } else {
+                    self.journal.deferred(item.row_id, &reply);
+                    Outcome::Deferred
+                };
+                warn!(mailbox = %name, uid = item.uid, row = item.row_id, %reply, "deferred by the SMTP server");
+                self.outcomes.borrow_mut().push(outcome);
+                return session.reset().await.is_ok();
+            }
+            Err(err @ SendError::Broken { .. }) => {
+                let message = err.to_string();
+                self.journal.deferred(item.row_id, &message);
+                warn!(mailbox = %name, uid = item.uid, row = item.row_id, error.message = %message, "SMTP session broke; message stays pending");
+                self.outcomes.borrow_mut().push(Outcome::Deferred);
+                return false;
+            }
+        };
+        self.outcomes.borrow_mut().push(outcome);
+        true
+    }
+}
