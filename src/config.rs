@@ -173,6 +173,10 @@ pub struct MailboxSettings {
     pub held_folder: String,
     /// UIDs fetched per FETCH command.
     pub batch_size: usize,
+    /// Bytes fetched per FETCH command (a single larger message still goes
+    /// alone). With the next batch fetched while one is sent, at most two
+    /// batches are in memory.
+    pub batch_bytes: u64,
     pub timeout: Duration,
     /// Larger messages are held as `too-large` instead of forwarded.
     pub max_message_bytes: u64,
@@ -263,6 +267,7 @@ struct RawMailbox {
     after_hold: Option<AfterHold>,
     held_folder: Option<String>,
     batch_size: Option<usize>,
+    batch_mb: Option<u64>,
     timeout_secs: Option<u64>,
     max_message_mb: Option<u64>,
     held_notice: Option<bool>,
@@ -283,6 +288,7 @@ struct RawPassword {
 const DEFAULT_TIMEOUT_SECS: u64 = 60;
 const DEFAULT_GIVE_UP_AFTER_HOURS: u64 = 120;
 const DEFAULT_BATCH_SIZE: usize = 200;
+const DEFAULT_BATCH_MB: u64 = 16;
 const DEFAULT_SMTP_SESSIONS: usize = 4;
 const DEFAULT_MAX_MESSAGE_MB: u64 = 50;
 const DEFAULT_RATE_LIMIT_MESSAGES: u32 = 30;
@@ -521,6 +527,7 @@ fn validate_mailbox(raw: RawMailbox, base_dir: &Path) -> Result<MailboxSettings,
         after_hold: raw.after_hold.unwrap_or(AfterHold::Move),
         held_folder,
         batch_size,
+        batch_bytes: raw.batch_mb.unwrap_or(DEFAULT_BATCH_MB).clamp(1, 4096) * 1024 * 1024,
         timeout: timeout_from(&format!("{section} timeout_secs"), raw.timeout_secs)?,
         max_message_bytes: raw.max_message_mb.unwrap_or(DEFAULT_MAX_MESSAGE_MB) * 1024 * 1024,
         name: raw.name,

@@ -356,6 +356,31 @@ impl ImapSource {
         Ok(uids)
     }
 
+    /// The RFC822.SIZE of each of these UIDs, without fetching bodies, so
+    /// batches can be bounded in bytes as well as in count.
+    pub async fn sizes(&mut self, uids: &[u32]) -> Result<Vec<(u32, u64)>> {
+        if uids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let set = uid_set(uids);
+        let addr = self.addr.clone();
+        let timeout = self.timeout;
+        let fail = self.command_error(format!("fetch sizes of UIDs {set}"));
+        let fetches = limit(&addr, timeout, "UID FETCH", async {
+            let stream = self.session.uid_fetch(&set, "(UID RFC822.SIZE)").await?;
+            let items: Vec<_> = stream.collect().await;
+            items
+                .into_iter()
+                .collect::<std::result::Result<Vec<_>, _>>()
+        })
+        .await?
+        .map_err(fail)?;
+        Ok(fetches
+            .iter()
+            .filter_map(|fetch| Some((fetch.uid?, u64::from(fetch.size?))))
+            .collect())
+    }
+
     /// UIDs in the selected folder whose Message-ID header is `message_id`
     /// (without angle brackets).
     pub async fn uids_with_message_id(&mut self, message_id: &str) -> Result<Vec<u32>> {

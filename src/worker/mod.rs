@@ -276,9 +276,16 @@ async fn work_mailbox(
     }
     info!(mailbox = %mailbox.name, messages = work.len(), "fetching");
 
-    let chunks: Vec<&[u32]> = work.chunks(mailbox.batch_size).collect();
+    let sizes: HashMap<u32, u64> = source
+        .sizes(&work)
+        .await
+        .with_context(mailbox_context)
+        .map_err(Stop::Mailbox)?
+        .into_iter()
+        .collect();
+    let chunks = batches(&work, &sizes, mailbox.batch_size, mailbox.batch_bytes);
     let mut prefetched: Option<Vec<RawMail>> = None;
-    for (index, chunk) in chunks.iter().enumerate() {
+    for (index, chunk) in chunks.iter().map(Vec::as_slice).enumerate() {
         if stop.load(Ordering::Relaxed) {
             break;
         }
@@ -291,7 +298,7 @@ async fn work_mailbox(
                 .map_err(Stop::Mailbox)?,
         };
         report.fetched += mails.len() as u32;
-        for uid in *chunk {
+        for uid in chunk {
             if let Some(row) = carried.get(uid)
                 && !mails.iter().any(|mail| mail.uid == *uid)
             {
@@ -326,7 +333,7 @@ async fn work_mailbox(
         // NOTE: The next batch is fetched while this one is sent: the IMAP
         // and SMTP servers work side by side. Nothing of the next batch is
         // recorded or sent before this one is settled.
-        let next_chunk = chunks.get(index + 1).copied();
+        let next_chunk = chunks.get(index + 1).map(Vec::as_slice);
         let fetch_next = async {
             match next_chunk {
                 Some(next) if !stop.load(Ordering::Relaxed) => Some(source.fetch(next).await),
@@ -352,6 +359,32 @@ async fn work_mailbox(
         };
     }
     Ok(())
+}
+
+/// Splits the work into batches of at most `max_count` UIDs and
+/// `max_bytes` bytes; a message larger than `max_bytes` goes alone.
+fn batches(
+    work: &[u32],
+    sizes: &HashMap<u32, u64>,
+    max_count: usize,
+    max_bytes: u64,
+) -> Vec<Vec<u32>> {
+    let mut batches = Vec::new();
+    let mut current = Vec::new();
+    let mut current_bytes = 0;
+    for uid in work {
+        let size = sizes.get(uid).copied().unwrap_or(0);
+        if !current.is_empty() && (max_count <= current.len() || max_bytes < current_bytes + size) {
+            batches.push(std::mem::take(&mut current));
+            current_bytes = 0;
+        }
+        current.push(*uid);
+        current_bytes += size;
+    }
+    if !current.is_empty() {
+        batches.push(current);
+    }
+    batches
 }
 
 /// Settles final rows on the server, grouped by what is done to them, and
@@ -419,4 +452,25 @@ fn settlement_for(state: State, mailbox: &MailboxSettings) -> Option<Settlement>
             move_to: None,
         },
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn batches_respect_count_and_bytes() {
+        let work = [1, 2, 3, 4, 5, 6];
+        let sizes: HashMap<u32, u64> =
+            [(1, 10), (2, 10), (3, 100), (4, 10), (5, 10), (6, 10)].into();
+        assert_eq!(
+            batches(&work, &sizes, 2, 1000),
+            [vec![1, 2], vec![3, 4], vec![5, 6]]
+        );
+        assert_eq!(
+            batches(&work, &sizes, 10, 50),
+            [vec![1, 2], vec![3], vec![4, 5, 6]]
+        );
+        assert!(batches(&[], &sizes, 10, 50).is_empty());
+    }
 }
