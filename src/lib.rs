@@ -16,30 +16,38 @@
 //! - [`config`]: TOML file → validated [`config::Settings`]. Resolves secrets.
 //! - [`source`]: the only module that talks IMAP: connect, select, fetch,
 //!   and the settle step (keywords, moves).
-//! - [`mail`]: mail-parser → [`mail::ParsedMail`], the header fields we log.
+//! - [`mail`]: mail-parser → [`mail::MailSummary`], the header fields we log.
 //! - [`classify`]: pure decision: forward, hold or skip, with a reason.
 //! - [`trace`]: pure: the Received/Resent-* block prepended on redirect.
 //! - [`notice`]: pure: the held notice and the RFC 3834 auto-reply.
 //! - [`store`]: the only module with SQL; applies `migrations/` at open.
+//!   Its `Journal` group-commits send outcomes on a writer thread; its
+//!   `threads` part attaches messages to conversations.
+//! - [`thread`]: pure: thread keys (references, ticket tokens, normalised
+//!   subject, correspondent addresses) and thread repair lines.
 //! - [`sink`]: the only module that talks SMTP.
-//! - [`worker`]: `run_once`, the only module that composes the stages.
+//! - [`worker`]: `run_once` and `release`, the only module that composes
+//!   the stages (`record` a batch, `send` it over a pool of SMTP sessions,
+//!   follow up `held` mail).
 //! - [`report`]: renders the log for the CLI (`status`, `messages`, `show`).
 //! - [`clock`], [`tls`], [`lock`]: small shared utilities.
 //!
 //! # Invariants
 //!
-//! 1. `mail`, `classify`, `trace` and `notice` do no I/O, no async and no SQL, and
+//! 1. `mail`, `classify`, `thread`, `trace` and `notice` do no I/O, no async and no SQL, and
 //!    never panic on malformed mail.
 //! 2. Only `source` talks IMAP, only `sink` talks SMTP, only `store` opens
 //!    SQLite. Stages never import one another; only `worker` composes them.
 //! 3. Record before send: nothing is sent before its row exists in the
 //!    store, and a row is marked `forwarded` only after the SMTP server's
-//!    250. A rerun never re-sends a `forwarded` row.
+//!    250. A rerun never re-sends a `forwarded` row. Outcomes are on disk
+//!    (journal flushed) before anything is settled on the IMAP server.
 //! 4. IMAP changes (keywords, moves) happen in `source::settle`, only after
 //!    the store records the row's final state. Bodies are fetched with
 //!    `BODY.PEEK[]`, so `\Seen` is never set by fetching.
-//! 5. The bytes sent are the fetched bytes, with only the trace block
-//!    prepended (bare LF line ends become CRLF, as SMTP requires).
+//! 5. The bytes sent are the fetched bytes, with only the trace block (and,
+//!    when a thread repair is safe, In-Reply-To/References) prepended; bare
+//!    LF line ends become CRLF, as SMTP requires.
 //! 6. One pass per database at a time: [`lock::PassLock`] is held for the
 //!    whole pass.
 //! 7. TLS certificate verification is always on; secrets never reach logs,
