@@ -1120,6 +1120,46 @@ mod tests {
     }
 
     #[test]
+    fn prune_clears_content_but_keeps_threading_fields() {
+        let mut store = Store::open_in_memory().expect("open");
+        let mut message = new_message(1, None);
+        message.summary.subject = Some("Secret plans".to_owned());
+        message.summary.from = Some("a@example.org".to_owned());
+        message.summary.references = Some("r1@x.test".to_owned());
+        message.thread = Some(crate::thread::ThreadKeys {
+            own_id: Some("m1@x.test".to_owned()),
+            subject: Some("Secret plans".to_owned()),
+            subject_key: Some("secret plans".to_owned()),
+            ..crate::thread::ThreadKeys::default()
+        });
+        let ids = store.record_batch(&[message], None, "").expect("record");
+        let id = ids[0].0;
+        store.mark_forwarded(id, "250 ok").expect("forward");
+        let (pruned, events) = store.prune("9999-01-01T00:00:00Z").expect("prune");
+        assert_eq!((pruned, events), (1, 2));
+        let row = store.message(id).expect("read").expect("row");
+        assert_eq!(
+            (&row.subject, &row.from, &row.smtp_reply),
+            (&None, &None, &None)
+        );
+        assert_eq!(row.message_id.as_deref(), Some("m1@x.test"));
+        assert_eq!(row.references.as_deref(), Some("r1@x.test"));
+        assert_eq!(row.state(), State::Forwarded);
+        assert!(row.thread_id.is_some());
+        let (thread, _) = store
+            .thread(row.thread_id.unwrap_or_default())
+            .expect("thread")
+            .expect("exists");
+        assert_eq!(thread.subject, None);
+        assert_eq!(
+            store.prune("9999-01-01T00:00:00Z").expect("again"),
+            (0, 0),
+            "idempotent"
+        );
+        assert_eq!(store.prune("2000-01-01T00:00:00Z").expect("none"), (0, 0));
+    }
+
+    #[test]
     fn same_position_cannot_be_recorded_twice() {
         let mut store = Store::open_in_memory().expect("open");
         store
