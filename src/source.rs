@@ -281,10 +281,7 @@ impl ImapSource {
         let fail = self.command_error("list the hierarchy delimiter".to_owned());
         let names = limit(&addr, self.timeout, "LIST", async {
             let stream = self.session.list(Some(""), Some("\"\"")).await?;
-            let names: Vec<_> = stream.collect().await;
-            names
-                .into_iter()
-                .collect::<std::result::Result<Vec<_>, _>>()
+            drain(stream).await
         })
         .await?
         .map_err(fail)?;
@@ -368,10 +365,7 @@ impl ImapSource {
         let fail = self.command_error(format!("fetch sizes of UIDs {set}"));
         let fetches = limit(&addr, timeout, "UID FETCH", async {
             let stream = self.session.uid_fetch(&set, "(UID RFC822.SIZE)").await?;
-            let items: Vec<_> = stream.collect().await;
-            items
-                .into_iter()
-                .collect::<std::result::Result<Vec<_>, _>>()
+            drain(stream).await
         })
         .await?
         .map_err(fail)?;
@@ -456,10 +450,7 @@ impl ImapSource {
                 .session
                 .uid_store(&set, format!("+FLAGS.SILENT ({})", settlement.flags))
                 .await?;
-            let updates: Vec<_> = stream.collect().await;
-            updates
-                .into_iter()
-                .collect::<std::result::Result<Vec<_>, _>>()
+            drain(stream).await
         })
         .await?
         .map_err(fail)?;
@@ -488,9 +479,9 @@ impl ImapSource {
                 .session
                 .uid_store(&set, "+FLAGS.SILENT (\\Deleted)")
                 .await?;
-            let _: Vec<_> = stream.collect().await;
+            drain(stream).await?;
             let stream = self.session.uid_expunge(&set).await?;
-            let _: Vec<_> = stream.collect().await;
+            drain(stream).await?;
             Ok(())
         })
         .await?
@@ -507,10 +498,7 @@ impl ImapSource {
         let fail = self.command_error(format!("look up folder {folder}"));
         let existing = limit(&addr, timeout, "LIST", async {
             let stream = self.session.list(Some(""), Some(&quoted)).await?;
-            let names: Vec<_> = stream.collect().await;
-            names
-                .into_iter()
-                .collect::<std::result::Result<Vec<_>, _>>()
+            drain(stream).await
         })
         .await?
         .map_err(fail)?;
@@ -528,6 +516,14 @@ impl ImapSource {
     pub async fn logout(mut self) {
         let _ = tokio::time::timeout(self.timeout, self.session.logout()).await;
     }
+}
+
+/// Reads a response stream to its end, failing on the first bad item.
+async fn drain<T>(
+    stream: impl futures::Stream<Item = async_imap::error::Result<T>>,
+) -> async_imap::error::Result<Vec<T>> {
+    let items: Vec<_> = stream.collect().await;
+    items.into_iter().collect()
 }
 
 /// Runs one network step under the timeout.

@@ -8,8 +8,8 @@ use deskbridge::lock::PassLock;
 use deskbridge::store::{MessageFilter, State, Store};
 
 use crate::helpers::{
-    ConfigOptions, TestEnv, binary, message, read_folder, run_pass, set_recipient_access,
-    split_delivered, wait_for_helpdesk,
+    ConfigOptions, TestEnv, binary, message, read_folder, run_pass, second_mailbox,
+    set_recipient_access, split_delivered, wait_for_helpdesk,
 };
 
 /// A CA that did not sign the IMAP server's certificate fails the TLS
@@ -176,13 +176,7 @@ async fn smtp_5xx_fails_one_message_and_the_pass_goes_on() {
         &env.helpdesk_user,
         Some("550 5.1.1 test says no such user"),
     );
-    let second_mailbox = format!(
-        "\n[[mailbox]]\nname = \"other\"\nhost = \"127.0.0.1\"\nport = {}\ntls = \"implicit\"\nca_file = \"{}\"\nusername = \"{}\"\npassword_file = \"password\"\nforward_to = \"{}\"\n",
-        env.stack.imaps_port,
-        env.stack.ca.display(),
-        other.support_user,
-        other.helpdesk_user
-    );
+    let second_mailbox = second_mailbox(&env.stack, "other", &other, &other.helpdesk_user);
     let settings = env.settings(&ConfigOptions {
         extra_mailbox: second_mailbox,
         ..ConfigOptions::default()

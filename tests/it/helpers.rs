@@ -191,6 +191,17 @@ timeout_secs = {imap_timeout}
     }
 }
 
+/// A second `[[mailbox]]` section polling `source`'s support mailbox and
+/// forwarding to `forward_to`, for tests with two mailboxes in one pass.
+pub fn second_mailbox(stack: &Stack, name: &str, source: &TestEnv, forward_to: &str) -> String {
+    format!(
+        "\n[[mailbox]]\nname = \"{name}\"\nhost = \"127.0.0.1\"\nport = {}\ntls = \"implicit\"\nca_file = \"{}\"\nusername = \"{}\"\npassword_file = \"password\"\nforward_to = \"{forward_to}\"\n",
+        stack.imaps_port,
+        stack.ca.display(),
+        source.support_user,
+    )
+}
+
 /// Options that tests vary in the generated config.
 #[derive(Debug, Clone)]
 pub struct ConfigOptions {

@@ -3,7 +3,9 @@
 
 use deskbridge::store::{MessageFilter, MessageRow, State, Store};
 
-use crate::helpers::{ConfigOptions, TestEnv, find, run_pass, split_delivered, wait_for_helpdesk};
+use crate::helpers::{
+    ConfigOptions, TestEnv, find, run_pass, second_mailbox, split_delivered, wait_for_helpdesk,
+};
 
 fn mail(headers: &[&str], body: &str) -> Vec<u8> {
     let mut text = String::new();
@@ -231,13 +233,7 @@ async fn simplelogin_copy_to_a_second_mailbox_is_logged_not_resent() {
     );
     env.seed(&[&to_sales]).await;
     other.seed(&[&to_support]).await;
-    let second_mailbox = format!(
-        "\n[[mailbox]]\nname = \"second\"\nhost = \"127.0.0.1\"\nport = {}\ntls = \"implicit\"\nca_file = \"{}\"\nusername = \"{}\"\npassword_file = \"password\"\nforward_to = \"{}\"\n",
-        env.stack.imaps_port,
-        env.stack.ca.display(),
-        other.support_user,
-        env.helpdesk_user
-    );
+    let second_mailbox = second_mailbox(&env.stack, "second", &other, &env.helpdesk_user);
     let settings = env.settings(&ConfigOptions {
         extra_mailbox: second_mailbox,
         ..ConfigOptions::default()
