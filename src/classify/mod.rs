@@ -194,15 +194,26 @@ pub struct Rules {
 
 /// Classifies one message from its raw bytes.
 pub fn classify(raw: &[u8], rules: &Rules) -> Classification {
+    let parsed = crate::mail::parse(raw);
+    classify_parsed(parsed.as_ref(), raw.len() as u64, rules)
+}
+
+/// Classifies a message the caller already parsed (`None`: mail-parser
+/// found nothing); `size` is its length in bytes.
+pub fn classify_parsed(
+    parsed: Option<&mail_parser::Message<'_>>,
+    size: u64,
+    rules: &Rules,
+) -> Classification {
     if let Some(limit) = rules.max_message_bytes
-        && limit < raw.len() as u64
+        && limit < size
     {
         return Classification {
             decision: Decision::hold(
                 Reason::TooLarge,
                 format!(
                     "the message is {} MiB, over the {} MiB limit (max_message_mb)",
-                    (raw.len() as u64).div_ceil(1024 * 1024),
+                    size.div_ceil(1024 * 1024),
                     limit / (1024 * 1024)
                 ),
             ),
@@ -210,7 +221,7 @@ pub fn classify(raw: &[u8], rules: &Rules) -> Classification {
             relay: None,
         };
     }
-    let Some(message) = crate::mail::parse(raw).filter(|message| has_header_block(message)) else {
+    let Some(message) = parsed.filter(|message| has_header_block(message)) else {
         return Classification {
             decision: Decision::hold(
                 Reason::Unparseable,
@@ -220,14 +231,14 @@ pub fn classify(raw: &[u8], rules: &Rules) -> Classification {
             relay: None,
         };
     };
-    let relay = relay::detect(&message, &rules.extra_relays);
-    let scan = scan::scan(&message);
+    let relay = relay::detect(message, &rules.extra_relays);
+    let scan = scan::scan(message);
     let class = match (&scan.protected, scan.signed) {
         (Some(finding), _) => finding.class,
         (None, Some(signed)) => signed,
         (None, None) => CryptoClass::None,
     };
-    if let Some((reason, detail)) = loops::detect(&message, rules) {
+    if let Some((reason, detail)) = loops::detect(message, rules) {
         let decision = match rules.loop_action {
             LoopAction::Skip => Decision::skip(reason, detail),
             LoopAction::Hold => Decision::hold(reason, detail),

@@ -18,6 +18,7 @@ use super::StoreError;
 use crate::clock;
 
 enum Command {
+    Attempts(Vec<(i64, String)>),
     Forwarded {
         id: i64,
         reply: String,
@@ -78,6 +79,12 @@ impl Journal {
         if let Some(sender) = &self.sender {
             let _ = sender.send(command);
         }
+    }
+
+    /// Queues: sends of these rows are about to start; each attempt counts
+    /// and each row's Resent-Message-ID is fixed. Flush before sending.
+    pub fn attempts(&self, rows: Vec<(i64, String)>) {
+        self.send(Command::Attempts(rows));
     }
 
     /// Queues: the SMTP server accepted message `id` with `reply`.
@@ -172,6 +179,15 @@ fn apply(conn: &mut Connection, writes: &[Command]) -> rusqlite::Result<()> {
     let tx = conn.transaction()?;
     for write in writes {
         match write {
+            Command::Attempts(rows) => {
+                for (id, resent_message_id) in rows {
+                    tx.execute(
+                        "UPDATE messages SET attempts = attempts + 1, resent_message_id = ?2, updated_at = ?3
+                         WHERE id = ?1",
+                        params![id, resent_message_id, now],
+                    )?;
+                }
+            }
             Command::Forwarded { id, reply } => write_forwarded(&tx, *id, reply, &now)?,
             Command::Deferred { id, error } => write_deferred(&tx, *id, error, &now)?,
             Command::Failed { id, reason, error } => write_failed(&tx, *id, reason, error, &now)?,

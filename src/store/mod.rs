@@ -621,34 +621,6 @@ impl Store {
         Ok(attempts)
     }
 
-    /// Notes, in one transaction, that sends are about to start: each
-    /// attempt counts even if the process dies mid-send, and each row's
-    /// Resent-Message-ID is fixed for good.
-    pub fn mark_send_attempts(&mut self, rows: &[(i64, String)]) -> Result<()> {
-        let now = clock::rfc3339(clock::unix_now());
-        let path = self.path.clone();
-        let fail = |source| StoreError::Query {
-            path: path.clone(),
-            action: "record send attempts",
-            source,
-        };
-        let tx = self.conn.transaction().map_err(fail)?;
-        {
-            let mut update = tx
-                .prepare_cached(
-                    "UPDATE messages SET attempts = attempts + 1, resent_message_id = ?2, updated_at = ?3
-                     WHERE id = ?1",
-                )
-                .map_err(fail)?;
-            for (id, resent_message_id) in rows {
-                update
-                    .execute(params![id, resent_message_id, now])
-                    .map_err(fail)?;
-            }
-        }
-        tx.commit().map_err(fail)
-    }
-
     /// Marks a row forwarded with the server's reply (one transaction with
     /// its history entry).
     pub fn mark_forwarded(&self, id: i64, smtp_reply: &str) -> Result<()> {

@@ -55,6 +55,19 @@ pub struct MailboxReport {
     pub error: Option<String>,
 }
 
+impl MailboxReport {
+    /// Adds another report's counts (from work done side by side).
+    fn absorb(&mut self, other: &MailboxReport) {
+        self.fetched += other.fetched;
+        self.forwarded += other.forwarded;
+        self.held += other.held;
+        self.skipped += other.skipped;
+        self.failed += other.failed;
+        self.deferred += other.deferred;
+        self.settle_errors += other.settle_errors;
+    }
+}
+
 impl PassReport {
     /// 2 when a mailbox could not be processed, 1 when some messages
     /// failed, 0 otherwise. Held mail is normal and exits 0.
@@ -284,79 +297,118 @@ async fn work_mailbox(
         .into_iter()
         .collect();
     let chunks = batches(&work, &sizes, mailbox.batch_size, mailbox.batch_bytes);
-    let mut prefetched: Option<Vec<RawMail>> = None;
-    for (index, chunk) in chunks.iter().map(Vec::as_slice).enumerate() {
-        if stop.load(Ordering::Relaxed) {
+    let Some(first_chunk) = chunks.first() else {
+        return Ok(());
+    };
+    let first_mails = source
+        .fetch(first_chunk)
+        .await
+        .with_context(mailbox_context)
+        .map_err(Stop::Mailbox)?;
+    report.fetched += first_mails.len() as u32;
+    fail_vanished(store, mailbox, &carried, first_chunk, &first_mails, report)?;
+    let first_items = record::record_batch(
+        settings,
+        mailbox,
+        store,
+        Some(&mut *pool),
+        &first_mails,
+        &carried,
+        uidvalidity,
+        first_chunk,
+        report,
+    )
+    .await?;
+    let mut current = Some((first_mails, first_items));
+    for index in 0..chunks.len() {
+        let Some((mails, items)) = current.take() else {
             break;
-        }
-        let mails = match prefetched.take() {
-            Some(mails) => mails,
-            None => source
-                .fetch(chunk)
-                .await
-                .with_context(mailbox_context)
-                .map_err(Stop::Mailbox)?,
         };
-        report.fetched += mails.len() as u32;
-        for uid in chunk {
-            if let Some(row) = carried.get(uid)
-                && !mails.iter().any(|mail| mail.uid == *uid)
-            {
-                store.mark_failed(
-                    row.id,
-                    "vanished",
-                    &format!(
-                        "UID {uid} is no longer in folder {} (deleted or moved by someone else) and was never forwarded",
-                        mailbox.folder
-                    ),
-                )?;
-                report.failed += 1;
-            }
-        }
-        let items = record::record_batch(
-            settings,
-            mailbox,
-            store,
-            pool,
-            &mails,
-            &carried,
-            uidvalidity,
-            chunk,
-            report,
-        )
-        .await?;
         let fresh_held: Vec<i64> = items
             .iter()
             .filter(|item| item.fresh && item.state == State::Held)
             .map(|item| item.row_id)
             .collect();
-        // NOTE: The next batch is fetched while this one is sent: the IMAP
-        // and SMTP servers work side by side. Nothing of the next batch is
-        // recorded or sent before this one is settled.
+        // NOTE: While this batch is sent, the next one is fetched, classified
+        // and recorded: the IMAP server, the SMTP server and the database
+        // work side by side. Recording never waits for sending, and nothing
+        // is settled before its outcome is on disk.
         let next_chunk = chunks.get(index + 1).map(Vec::as_slice);
-        let fetch_next = async {
-            match next_chunk {
-                Some(next) if !stop.load(Ordering::Relaxed) => Some(source.fetch(next).await),
-                _ => None,
+        let mut next_report = MailboxReport::default();
+        let prepare_next = async {
+            let Some(next) = next_chunk else {
+                return Ok(None);
+            };
+            if stop.load(Ordering::Relaxed) {
+                return Ok(None);
             }
+            let next_mails = source
+                .fetch(next)
+                .await
+                .with_context(mailbox_context)
+                .map_err(Stop::Mailbox)?;
+            next_report.fetched += next_mails.len() as u32;
+            fail_vanished(
+                store,
+                mailbox,
+                &carried,
+                next,
+                &next_mails,
+                &mut next_report,
+            )?;
+            let next_items = record::record_batch(
+                settings,
+                mailbox,
+                store,
+                None,
+                &next_mails,
+                &carried,
+                uidvalidity,
+                next,
+                &mut next_report,
+            )
+            .await?;
+            Ok::<_, Stop>(Some((next_mails, next_items)))
         };
-        let (settled, next_mails) = futures::join!(
+        let (settled, next) = futures::join!(
             send::send_items(
-                settings, mailbox, store, journal, pool, &mails, items, stop, report
+                settings, mailbox, journal, pool, &mails, items, stop, report
             ),
-            fetch_next
+            prepare_next
         );
+        report.absorb(&next_report);
         let settled = settled?;
+        tracing::debug!("batch sent");
         settle_rows(store, source, mailbox, settled, report).await?;
         held::follow_up_held(settings, mailbox, store, pool, &fresh_held, report).await?;
-        prefetched = match next_mails {
-            Some(fetched) => Some(
-                fetched
-                    .with_context(mailbox_context)
-                    .map_err(Stop::Mailbox)?,
-            ),
-            None => None,
-        };
+        current = next?;
+    }
+    Ok(())
+}
+
+/// Marks pending rows from earlier passes that the server no longer has.
+fn fail_vanished(
+    store: &Store,
+    mailbox: &MailboxSettings,
+    carried: &HashMap<u32, MessageRow>,
+    chunk: &[u32],
+    mails: &[RawMail],
+    report: &mut MailboxReport,
+) -> Result<(), Stop> {
+    for uid in chunk {
+        if let Some(row) = carried.get(uid)
+            && !mails.iter().any(|mail| mail.uid == *uid)
+        {
+            store.mark_failed(
+                row.id,
+                "vanished",
+                &format!(
+                    "UID {uid} is no longer in folder {} (deleted or moved by someone else) and was never forwarded",
+                    mailbox.folder
+                ),
+            )?;
+            report.failed += 1;
+        }
     }
     Ok(())
 }

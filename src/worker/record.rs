@@ -16,14 +16,15 @@ use crate::store::{Checkpoint, MessageRow, NewMessage, State, Store};
 use crate::{clock, mail, thread};
 
 /// Classifies a fetched batch and records it in one transaction, together
-/// with the new checkpoint. Connects the SMTP session first when something
-/// will be sent, so a broken SMTP setup records nothing.
+/// with the new checkpoint. Given the pool (first batch of a mailbox), it
+/// opens an SMTP session first when something will be sent, so a broken
+/// SMTP setup records nothing.
 #[allow(clippy::too_many_arguments)]
 pub(super) async fn record_batch(
     settings: &Settings,
     mailbox: &MailboxSettings,
     store: &mut Store,
-    pool: &mut SinkPool,
+    pool: Option<&mut SinkPool>,
     mails: &[RawMail],
     carried: &HashMap<u32, MessageRow>,
     uidvalidity: u32,
@@ -95,20 +96,43 @@ pub(super) async fn record_batch(
             };
             new_rows.push((
                 mail_index,
-                new_message(settings, mailbox, uidvalidity, raw, sha256, classification),
+                new_message(
+                    settings,
+                    mailbox,
+                    uidvalidity,
+                    raw,
+                    mail::parse(&raw.bytes).as_ref(),
+                    sha256,
+                    classification,
+                ),
             ));
             continue;
         }
-        let mut classification = classify::classify(&raw.bytes, &rules);
-        if classification.decision.action == Action::Forward {
-            skip_relay_copy(settings, mailbox, store, raw, &mut classification)?;
+        // NOTE: One parse serves the classifier, the duplicate and rate
+        // checks, the summary and the thread keys.
+        let parsed = mail::parse(&raw.bytes);
+        let mut classification =
+            classify::classify_parsed(parsed.as_ref(), raw.bytes.len() as u64, &rules);
+        if let Some(message) = &parsed
+            && classification.decision.action == Action::Forward
+        {
+            skip_relay_copy(
+                settings,
+                mailbox,
+                store,
+                message,
+                &raw.bytes,
+                &mut classification,
+            )?;
         }
-        if classification.decision.action == Action::Forward {
+        if let Some(message) = &parsed
+            && classification.decision.action == Action::Forward
+        {
             apply_rate_limit(
                 settings,
                 mailbox,
                 store,
-                raw,
+                message,
                 &mut classification,
                 &mut batch_counts,
             )?;
@@ -122,17 +146,26 @@ pub(super) async fn record_batch(
             relay = classification.relay.as_ref().map_or("-", |relay| relay.name.as_str()),
             "classified"
         );
-        new_rows.push((
-            mail_index,
-            new_message(settings, mailbox, uidvalidity, raw, sha256, classification),
-        ));
+        let row = new_message(
+            settings,
+            mailbox,
+            uidvalidity,
+            raw,
+            parsed.as_ref(),
+            sha256,
+            classification,
+        );
+        new_rows.push((mail_index, row));
     }
 
     let needs_smtp = items.iter().any(|item| item.state == State::Pending)
         || new_rows
             .iter()
             .any(|(_, row)| row.state == Some(State::Pending));
-    if needs_smtp && pool.is_empty() {
+    if needs_smtp
+        && let Some(pool) = pool
+        && pool.is_empty()
+    {
         pool.fill(&settings.smtp, 1)
             .await
             .context("cannot open the SMTP session; nothing was sent or recorded for this batch")
@@ -181,16 +214,14 @@ fn skip_relay_copy(
     settings: &Settings,
     mailbox: &MailboxSettings,
     store: &Store,
-    raw: &RawMail,
+    message: &mail_parser::Message<'_>,
+    raw: &[u8],
     classification: &mut Classification,
 ) -> Result<(), Stop> {
-    let Some(message) = mail::parse(&raw.bytes) else {
-        return Ok(());
-    };
     let Some(message_id) = message.message_id() else {
         return Ok(());
     };
-    let body_sha256 = mail::body_hash(&message, &raw.bytes);
+    let body_sha256 = mail::body_hash(message, raw);
     for earlier in store.rows_with_message_id(message_id.trim())? {
         let same_helpdesk = settings
             .mailboxes
@@ -222,7 +253,7 @@ fn apply_rate_limit(
     settings: &Settings,
     mailbox: &MailboxSettings,
     store: &Store,
-    raw: &RawMail,
+    message: &mail_parser::Message<'_>,
     classification: &mut Classification,
     batch_counts: &mut HashMap<String, u32>,
 ) -> Result<(), Stop> {
@@ -232,7 +263,7 @@ fn apply_rate_limit(
     }
     let correspondent = match &classification.relay {
         Some(relay) => Some(relay.alias.clone()),
-        None => mail::parse(&raw.bytes).and_then(|message| mail::from_address(&message)),
+        None => mail::from_address(message),
     };
     let Some(correspondent) = correspondent else {
         return Ok(());
@@ -274,6 +305,7 @@ fn new_message(
     mailbox: &MailboxSettings,
     uidvalidity: u32,
     raw: &RawMail,
+    parsed: Option<&mail_parser::Message<'_>>,
     sha256: String,
     classification: Classification,
 ) -> NewMessage {
@@ -282,8 +314,7 @@ fn new_message(
         Action::Hold => State::Held,
         Action::Skip => State::Skipped,
     };
-    let parsed = mail::parse(&raw.bytes);
-    let (summary, thread, body_sha256) = match &parsed {
+    let (summary, thread, body_sha256) = match parsed {
         Some(message) => (
             mail::summarize(message),
             Some(thread::keys(

@@ -16,7 +16,7 @@ use super::{Item, MailboxReport, Stop};
 use crate::config::{MailboxSettings, Settings, SmtpSettings};
 use crate::sink::{self, SendError, SinkError, SmtpSink};
 use crate::source::RawMail;
-use crate::store::{Journal, State, Store};
+use crate::store::{Journal, State};
 use crate::{clock, trace};
 
 /// The SMTP sessions of a pass, opened on demand and reused across batches
@@ -36,15 +36,27 @@ impl SinkPool {
         wanted: usize,
     ) -> Result<(), SinkError> {
         let wanted = wanted.clamp(1, smtp.sessions);
-        while self.sessions.len() < wanted {
-            match sink::connect(smtp).await {
+        if wanted <= self.sessions.len() {
+            return Ok(());
+        }
+        // NOTE: Handshakes (TCP, TLS, EHLO, AUTH) run side by side: opening
+        // sessions one after another costs a round trip chain each.
+        let missing = wanted - self.sessions.len();
+        let opened = futures::future::join_all((0..missing).map(|_| sink::connect(smtp))).await;
+        let mut first_error = None;
+        for result in opened {
+            match result {
                 Ok(session) => self.sessions.push(session),
-                Err(err) if self.sessions.is_empty() => return Err(err),
                 Err(err) => {
-                    warn!(error.message = %err, "cannot open another SMTP session; continuing with {}", self.sessions.len());
-                    break;
+                    warn!(error.message = %err, "cannot open an SMTP session");
+                    first_error.get_or_insert(err);
                 }
             }
+        }
+        if let Some(err) = first_error
+            && self.sessions.is_empty()
+        {
+            return Err(err);
         }
         Ok(())
     }
@@ -87,7 +99,6 @@ impl SinkPool {
 pub(super) async fn send_items(
     settings: &Settings,
     mailbox: &MailboxSettings,
-    store: &mut Store,
     journal: &Journal,
     pool: &mut SinkPool,
     mails: &[RawMail],
@@ -125,7 +136,14 @@ pub(super) async fn send_items(
             (item.row_id, resent_id)
         })
         .collect();
-    store.mark_send_attempts(&attempts)?;
+    let n_attempts = attempts.len();
+    journal.attempts(attempts);
+    journal.flush().await?;
+    tracing::debug!(
+        messages = n_attempts,
+        sessions = pool.sessions.len(),
+        "sending batch"
+    );
 
     let queue = RefCell::new(pending);
     let outcomes: RefCell<Vec<Outcome>> = RefCell::new(Vec::new());
