@@ -6,7 +6,6 @@ use tracing::warn;
 
 use super::send::SinkPool;
 use super::{MailboxReport, Stop};
-use crate::classify::Reason;
 use crate::config::{AfterHold, MailboxSettings, Settings};
 use crate::lock::PassLock;
 use crate::sink::{self, SendError};
@@ -17,6 +16,17 @@ use crate::{clock, mail, notice, trace};
 /// Sends the held notice to the helpdesk and the auto-reply to the sender,
 /// as configured, for messages held in this pass. Failures are recorded
 /// and counted; they never undo the hold.
+/// Held for these reasons, a message is itself automatic or part of a
+/// loop (with `loop_action = "hold"`), or its sender floods us: answering
+/// it would be how two auto-responders loop (RFC 3834 §2).
+const NO_AUTO_REPLY: [&str; 5] = [
+    "rate-limited",
+    "own-redirect",
+    "from-helpdesk",
+    "bounce",
+    "auto-reply",
+];
+
 pub(super) async fn follow_up_held(
     settings: &Settings,
     mailbox: &MailboxSettings,
@@ -72,7 +82,7 @@ pub(super) async fn follow_up_held(
             })
             .or_else(|| row.from.clone());
         if mailbox.auto_reply
-            && reason != Reason::RateLimited.as_str()
+            && !NO_AUTO_REPLY.contains(&reason.as_str())
             && let Some(recipient) = recipient
         {
             let since = clock::rfc3339(now - mailbox.auto_reply_interval.as_secs() as i64);
