@@ -355,9 +355,11 @@ pub fn parse(text: &str, path: &Path) -> Result<Settings, ConfigError> {
             .rate_limit_messages
             .unwrap_or(DEFAULT_RATE_LIMIT_MESSAGES),
         rate_limit_window: Duration::from_secs(
-            60 * raw_policy
-                .rate_limit_minutes
-                .unwrap_or(DEFAULT_RATE_LIMIT_MINUTES),
+            60u64.saturating_mul(
+                raw_policy
+                    .rate_limit_minutes
+                    .unwrap_or(DEFAULT_RATE_LIMIT_MINUTES),
+            ),
         ),
     };
     let mut extra_relays = Vec::new();
@@ -451,9 +453,10 @@ fn validate_smtp(raw: RawSmtp, base_dir: &Path) -> Result<SmtpSettings, String> 
         helo_name,
         timeout: timeout_from("[smtp] timeout_secs", raw.timeout_secs)?,
         give_up_after: Duration::from_secs(
-            3600 * raw
-                .give_up_after_hours
-                .unwrap_or(DEFAULT_GIVE_UP_AFTER_HOURS),
+            3600u64.saturating_mul(
+                raw.give_up_after_hours
+                    .unwrap_or(DEFAULT_GIVE_UP_AFTER_HOURS),
+            ),
         ),
     })
 }
@@ -508,9 +511,10 @@ fn validate_mailbox(raw: RawMailbox, base_dir: &Path) -> Result<MailboxSettings,
         auto_reply: raw.auto_reply.unwrap_or(false),
         auto_reply_from,
         auto_reply_interval: Duration::from_secs(
-            3600 * raw
-                .auto_reply_interval_hours
-                .unwrap_or(DEFAULT_AUTO_REPLY_INTERVAL_HOURS),
+            3600u64.saturating_mul(
+                raw.auto_reply_interval_hours
+                    .unwrap_or(DEFAULT_AUTO_REPLY_INTERVAL_HOURS),
+            ),
         ),
         host: raw.host,
         port: raw.port,
@@ -529,7 +533,12 @@ fn validate_mailbox(raw: RawMailbox, base_dir: &Path) -> Result<MailboxSettings,
         batch_size,
         batch_bytes: raw.batch_mb.unwrap_or(DEFAULT_BATCH_MB).clamp(1, 4096) * 1024 * 1024,
         timeout: timeout_from(&format!("{section} timeout_secs"), raw.timeout_secs)?,
-        max_message_bytes: raw.max_message_mb.unwrap_or(DEFAULT_MAX_MESSAGE_MB) * 1024 * 1024,
+        max_message_bytes: raw
+            .max_message_mb
+            .unwrap_or(DEFAULT_MAX_MESSAGE_MB)
+            .clamp(1, 1024 * 1024)
+            * 1024
+            * 1024,
         name: raw.name,
     })
 }
@@ -571,12 +580,8 @@ fn resolve_password(
         return Ok(Some(Secret(trim_line_end(text))));
     }
     if let Some(command) = &raw.password_command {
-        let output = std::process::Command::new("sh")
-            .arg("-c")
-            .arg(command)
-            .stdin(std::process::Stdio::null())
-            .output()
-            .map_err(|err| format!("{section}: cannot run password_command: {err}"))?;
+        let output = run_with_timeout(command, PASSWORD_COMMAND_TIMEOUT)
+            .map_err(|err| format!("{section}: password_command: {err}"))?;
         if !output.status.success() {
             // NOTE: The command's output is not quoted: it may hold the secret.
             return Err(format!(
@@ -589,6 +594,40 @@ fn resolve_password(
         return Ok(Some(Secret(trim_line_end(text))));
     }
     Ok(None)
+}
+
+/// A password command that has not answered by then is killed.
+const PASSWORD_COMMAND_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Runs `sh -c command`, killing it after `timeout` (a vault prompt that
+/// waits for a person would otherwise hang every scheduled pass).
+fn run_with_timeout(command: &str, timeout: Duration) -> Result<std::process::Output, String> {
+    let mut child = std::process::Command::new("sh")
+        .arg("-c")
+        .arg(command)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .map_err(|err| format!("cannot run it: {err}"))?;
+    let started = std::time::Instant::now();
+    loop {
+        match child.try_wait() {
+            Ok(Some(_)) => break,
+            Ok(None) if started.elapsed() < timeout => {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            Ok(None) => {
+                let _ = child.kill();
+                let _ = child.wait();
+                return Err(format!("no answer within {} s; killed", timeout.as_secs()));
+            }
+            Err(err) => return Err(format!("cannot wait for it: {err}")),
+        }
+    }
+    child
+        .wait_with_output()
+        .map_err(|err| format!("cannot read its output: {err}"))
 }
 
 /// Drops one trailing newline, as `echo` and editors leave one.

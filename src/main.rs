@@ -189,7 +189,7 @@ fn run(cli: Cli) -> anyhow::Result<u8> {
             );
             for mailbox in &settings.mailboxes {
                 out.push_str(&format!(
-                    "  mailbox {}: {}@{}:{} ({}) folder {} -> {}\n",
+                    "  mailbox {}: user {} at {}:{} ({}), folder {} -> {}\n",
                     mailbox.name,
                     mailbox.credentials.username,
                     mailbox.host,
@@ -446,6 +446,12 @@ fn init_tracing(verbose: u8) {
     };
     let filter = tracing_subscriber::EnvFilter::try_from_env("DESKBRIDGE_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    // NOTE: async-imap logs every command it sends at trace level, LOGIN
+    // with its password included; secrets must never reach a log.
+    let filter = match "async_imap=off".parse() {
+        Ok(directive) => filter.add_directive(directive),
+        Err(_) => filter,
+    };
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)

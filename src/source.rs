@@ -552,7 +552,7 @@ pub fn uid_set(uids: &[u32]) -> String {
     while index < sorted.len() {
         let start = sorted[index];
         let mut end = start;
-        while index + 1 < sorted.len() && sorted[index + 1] == end + 1 {
+        while index + 1 < sorted.len() && Some(sorted[index + 1]) == end.checked_add(1) {
             index += 1;
             end = sorted[index];
         }

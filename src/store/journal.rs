@@ -9,6 +9,8 @@
 //! server, so "settle after a durable forwarded mark" still holds.
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc;
 use std::thread::JoinHandle;
 
@@ -39,6 +41,9 @@ enum Command {
 #[derive(Debug)]
 pub struct Journal {
     sender: Option<mpsc::Sender<Command>>,
+    /// Set by the writer thread when a commit fails: senders check it
+    /// before each message, so no more mail goes out unrecorded.
+    failed: Arc<AtomicBool>,
     thread: Option<JoinHandle<()>>,
     path: PathBuf,
 }
@@ -59,15 +64,18 @@ impl Journal {
                 source,
             })?;
         let (sender, receiver) = mpsc::channel();
+        let failed = Arc::new(AtomicBool::new(false));
+        let thread_failed = Arc::clone(&failed);
         let thread = std::thread::Builder::new()
             .name("deskbridge-journal".to_owned())
-            .spawn(move || write_loop(conn, &receiver))
+            .spawn(move || write_loop(conn, &receiver, &thread_failed))
             .map_err(|err| StoreError::Open {
                 path: path.to_path_buf(),
                 source: rusqlite::Error::ToSqlConversionFailure(Box::new(err)),
             })?;
         Ok(Journal {
             sender: Some(sender),
+            failed,
             thread: Some(thread),
             path: path.to_path_buf(),
         })
@@ -112,6 +120,11 @@ impl Journal {
         });
     }
 
+    /// Whether a commit has failed: nothing more should be sent.
+    pub fn has_failed(&self) -> bool {
+        self.failed.load(Ordering::Relaxed)
+    }
+
     /// Waits until everything queued before this call is committed.
     ///
     /// # Errors
@@ -140,7 +153,7 @@ impl Drop for Journal {
     }
 }
 
-fn write_loop(mut conn: Connection, receiver: &mpsc::Receiver<Command>) {
+fn write_loop(mut conn: Connection, receiver: &mpsc::Receiver<Command>, failed: &AtomicBool) {
     let mut failure: Option<String> = None;
     while let Ok(first) = receiver.recv() {
         let mut commands = vec![first];
@@ -163,6 +176,7 @@ fn write_loop(mut conn: Connection, receiver: &mpsc::Receiver<Command>) {
             && let Err(err) = apply(&mut conn, &writes)
         {
             failure = Some(err.to_string());
+            failed.store(true, Ordering::Relaxed);
         }
         for done in flushes {
             let _ = done.send(match &failure {

@@ -29,6 +29,10 @@ const MIGRATIONS: &[(&str, &str)] = &[
         "0004_create_threads",
         include_str!("../../migrations/0004_create_threads.sql"),
     ),
+    (
+        "0005_index_unfinished",
+        include_str!("../../migrations/0005_index_unfinished.sql"),
+    ),
 ];
 
 mod journal;
@@ -874,20 +878,34 @@ impl Store {
 
     /// Messages, newest first.
     pub fn list_messages(&self, filter: &MessageFilter) -> Result<Vec<MessageRow>> {
+        // NOTE: The WHERE clause is built from the filters given, so each
+        // query can use its index (a generic `?1 IS NULL OR ...` cannot).
+        let mut conditions = Vec::new();
+        let mut values: Vec<&dyn rusqlite::ToSql> = Vec::new();
+        let state = filter.state.map(State::as_str);
+        if let Some(state) = &state {
+            conditions.push("state = ?");
+            values.push(state);
+        }
+        if let Some(mailbox) = &filter.mailbox {
+            conditions.push("mailbox = ?");
+            values.push(mailbox);
+        }
+        let limit = filter.limit.map_or(-1, i64::from);
+        values.push(&limit);
+        let where_clause = if conditions.is_empty() {
+            String::new()
+        } else {
+            format!("WHERE {}", conditions.join(" AND "))
+        };
         let mut statement = self
             .conn
             .prepare(&format!(
-                "SELECT {MESSAGE_COLUMNS} FROM messages
-                 WHERE (?1 IS NULL OR state = ?1) AND (?2 IS NULL OR mailbox = ?2)
-                 ORDER BY id DESC LIMIT ?3"
+                "SELECT {MESSAGE_COLUMNS} FROM messages {where_clause} ORDER BY id DESC LIMIT ?"
             ))
             .map_err(|source| self.query_error("list messages", source))?;
-        let limit = filter.limit.map_or(-1, i64::from);
         statement
-            .query_map(
-                params![filter.state.map(State::as_str), filter.mailbox, limit],
-                read_message,
-            )
+            .query_map(values.as_slice(), read_message)
             .and_then(|rows| rows.collect())
             .map_err(|source| self.query_error("list messages", source))
     }

@@ -53,6 +53,9 @@ pub struct MailboxReport {
     /// Why the mailbox could not be processed (TLS, login, SMTP session),
     /// with the full cause chain.
     pub error: Option<String>,
+    /// A UID the server listed but did not return: the checkpoint stays
+    /// below it for the rest of the pass, so the next pass looks again.
+    checkpoint_ceiling: Option<u32>,
 }
 
 impl MailboxReport {
@@ -65,6 +68,10 @@ impl MailboxReport {
         self.failed += other.failed;
         self.deferred += other.deferred;
         self.settle_errors += other.settle_errors;
+        self.checkpoint_ceiling = match (self.checkpoint_ceiling, other.checkpoint_ceiling) {
+            (Some(mine), Some(theirs)) => Some(mine.min(theirs)),
+            (mine, theirs) => mine.or(theirs),
+        };
     }
 }
 
@@ -113,6 +120,8 @@ struct Item {
     fresh: bool,
     /// In-Reply-To/References lines added on redirect (thread repair).
     repair: Option<String>,
+    /// Send attempts before this pass.
+    attempts: u32,
 }
 
 /// Runs one pass over every configured mailbox.
@@ -270,11 +279,11 @@ async fn work_mailbox(
 
     let has_new = folder
         .uid_next
-        .is_none_or(|uid_next| last_uid + 1 < uid_next)
+        .is_none_or(|uid_next| last_uid.saturating_add(1) < uid_next)
         && 0 < folder.exists;
     let new_uids = if has_new {
         source
-            .uids_from(last_uid + 1)
+            .uids_from(last_uid.saturating_add(1))
             .await
             .with_context(mailbox_context)
             .map_err(Stop::Mailbox)?
@@ -334,7 +343,10 @@ async fn work_mailbox(
         // work side by side. Recording never waits for sending, and nothing
         // is settled before its outcome is on disk.
         let next_chunk = chunks.get(index + 1).map(Vec::as_slice);
-        let mut next_report = MailboxReport::default();
+        let mut next_report = MailboxReport {
+            checkpoint_ceiling: report.checkpoint_ceiling,
+            ..MailboxReport::default()
+        };
         let prepare_next = async {
             let Some(next) = next_chunk else {
                 return Ok(None);

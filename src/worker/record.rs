@@ -46,40 +46,63 @@ pub(super) async fn record_batch(
     let now = clock::unix_now();
     let mut items = Vec::new();
     let mut new_rows: Vec<(usize, NewMessage)> = Vec::new();
+    // Copies within this batch are not in the log yet: track them here.
+    let mut batch_hashes: HashMap<String, u32> = HashMap::new();
+    let mut batch_message_ids: HashMap<(String, String), u32> = HashMap::new();
+    let mut seen_uids = std::collections::HashSet::new();
     for (mail_index, raw) in mails.iter().enumerate() {
-        if let Some(row) = carried.get(&raw.uid) {
-            items.push(Item {
-                row_id: row.id,
-                uid: raw.uid,
-                sha256: row.sha256.clone(),
-                mail_index,
-                state: State::Pending,
-                first_seen_unix: clock::parse_rfc3339(&row.first_seen_at).unwrap_or(now),
-                fresh: false,
-                repair: row.repair_headers.clone(),
-            });
+        if !seen_uids.insert(raw.uid) {
+            // A server that answered twice for one UID: the first answer counts.
+            continue;
+        }
+        // Already logged at this very position: pending from an earlier pass,
+        // or recorded (or re-keyed by a rescan) by a pass that was interrupted.
+        let logged_here = match carried.get(&raw.uid) {
+            Some(row) => Some(row.clone()),
+            None => store.find_by_uid(&mailbox.name, uidvalidity, raw.uid)?,
+        };
+        if let Some(row) = logged_here {
+            if row.state() == State::Pending || row.settled_at.is_none() {
+                items.push(logged_item(&row, raw.uid, mail_index, now));
+            }
             continue;
         }
         let sha256 = mail::content_hash(&raw.bytes);
-        if let Some(existing) = store.find_by_content(&mailbox.name, &sha256)? {
+        if let Some(first_uid) = batch_hashes.get(&sha256) {
+            let classification = Classification {
+                decision: Decision::skip(
+                    Reason::Duplicate,
+                    format!("same bytes as UID {first_uid}, fetched in the same batch"),
+                ),
+                class: CryptoClass::None,
+                relay: None,
+            };
+            let row = new_message(
+                settings,
+                mailbox,
+                uidvalidity,
+                raw,
+                mail::parse(&raw.bytes).as_ref(),
+                sha256,
+                classification,
+            );
+            new_rows.push((mail_index, row));
+            continue;
+        }
+        batch_hashes.insert(sha256.clone(), raw.uid);
+        let earlier = store
+            .find_by_content(&mailbox.name, &sha256)?
+            // NOTE: A message that failed and came back (moved into the
+            // folder again) deserves another try, not a duplicate mark.
+            .filter(|row| row.state() != State::Failed);
+        if let Some(existing) = earlier {
             if existing.uidvalidity != uidvalidity {
                 // NOTE: The same bytes under an old UIDVALIDITY are the same
                 // message after a server-side rebuild: carry its row over.
                 store.adopt(existing.id, uidvalidity, raw.uid)?;
                 info!(mailbox = %mailbox.name, uid = raw.uid, row = existing.id, state = %existing.state, "recognised after UIDVALIDITY change");
-                let state = existing.state();
-                if state == State::Pending || existing.settled_at.is_none() {
-                    items.push(Item {
-                        row_id: existing.id,
-                        uid: raw.uid,
-                        sha256,
-                        mail_index,
-                        state,
-                        first_seen_unix: clock::parse_rfc3339(&existing.first_seen_at)
-                            .unwrap_or(now),
-                        fresh: false,
-                        repair: existing.repair_headers.clone(),
-                    });
+                if existing.state() == State::Pending || existing.settled_at.is_none() {
+                    items.push(logged_item(&existing, raw.uid, mail_index, now));
                 }
                 continue;
             }
@@ -94,18 +117,16 @@ pub(super) async fn record_batch(
                 class: CryptoClass::None,
                 relay: None,
             };
-            new_rows.push((
-                mail_index,
-                new_message(
-                    settings,
-                    mailbox,
-                    uidvalidity,
-                    raw,
-                    mail::parse(&raw.bytes).as_ref(),
-                    sha256,
-                    classification,
-                ),
-            ));
+            let row = new_message(
+                settings,
+                mailbox,
+                uidvalidity,
+                raw,
+                mail::parse(&raw.bytes).as_ref(),
+                sha256,
+                classification,
+            );
+            new_rows.push((mail_index, row));
             continue;
         }
         // NOTE: One parse serves the classifier, the duplicate and rate
@@ -124,6 +145,28 @@ pub(super) async fn record_batch(
                 &raw.bytes,
                 &mut classification,
             )?;
+            if classification.decision.action == Action::Forward
+                && let Some(message_id) = message.message_id()
+            {
+                let key = (
+                    message_id.trim().to_owned(),
+                    mail::body_hash(message, &raw.bytes),
+                );
+                match batch_message_ids.get(&key) {
+                    Some(first_uid) => {
+                        classification.decision = Decision::skip(
+                            Reason::DuplicateMessageId,
+                            format!(
+                                "a copy of UID {first_uid} in the same batch (same Message-ID and body), which goes to {}",
+                                mailbox.forward_to
+                            ),
+                        );
+                    }
+                    None => {
+                        batch_message_ids.insert(key, raw.uid);
+                    }
+                }
+            }
         }
         if let Some(message) = &parsed
             && classification.decision.action == Action::Forward
@@ -172,9 +215,28 @@ pub(super) async fn record_batch(
             .map_err(Stop::Mailbox)?;
     }
 
+    // NOTE: A new UID the server listed but did not return (a race with an
+    // expunge, or a server fault) must not be stepped over for good.
+    let missing = chunk
+        .iter()
+        .copied()
+        .filter(|uid| !carried.contains_key(uid) && !mails.iter().any(|mail| mail.uid == *uid))
+        .min();
+    if let Some(uid) = missing {
+        warn!(mailbox = %mailbox.name, uid, "listed by SEARCH but not returned by FETCH; will look again next pass");
+        report.checkpoint_ceiling = Some(
+            report
+                .checkpoint_ceiling
+                .map_or(uid, |ceiling| ceiling.min(uid)),
+        );
+    }
+    let highest = chunk.iter().copied().max().unwrap_or(0);
     let checkpoint = Checkpoint {
         uidvalidity,
-        last_uid: chunk.iter().copied().max().unwrap_or(0),
+        last_uid: match report.checkpoint_ceiling {
+            Some(ceiling) => highest.min(ceiling.saturating_sub(1)),
+            None => highest,
+        },
     };
     let rows: Vec<NewMessage> = new_rows.iter().map(|(_, row)| row.clone()).collect();
     let relay_window_since = clock::rfc3339(now - settings.threading.relay_window.as_secs() as i64);
@@ -199,6 +261,7 @@ pub(super) async fn record_batch(
             first_seen_unix: now,
             fresh: true,
             repair: attachment.repair_headers,
+            attempts: 0,
         });
     }
     items.sort_by_key(|item| item.uid);
@@ -228,7 +291,9 @@ fn skip_relay_copy(
             .iter()
             .find(|other| other.name == earlier.mailbox)
             .is_some_and(|other| other.forward_to.eq_ignore_ascii_case(&mailbox.forward_to));
-        let delivered = matches!(earlier.state(), State::Forwarded | State::Pending);
+        // NOTE: Only a copy that reached the helpdesk counts: if the first
+        // is still pending it may yet fail, and this copy must not be lost.
+        let delivered = earlier.state() == State::Forwarded;
         if same_helpdesk
             && delivered
             && earlier.body_sha256.as_deref() == Some(body_sha256.as_str())
@@ -244,6 +309,21 @@ fn skip_relay_copy(
         }
     }
     Ok(())
+}
+
+/// The work item for a row already in the log.
+fn logged_item(row: &MessageRow, uid: u32, mail_index: usize, now: i64) -> Item {
+    Item {
+        row_id: row.id,
+        uid,
+        sha256: row.sha256.clone(),
+        mail_index,
+        state: row.state(),
+        first_seen_unix: clock::parse_rfc3339(&row.first_seen_at).unwrap_or(now),
+        fresh: false,
+        repair: row.repair_headers.clone(),
+        attempts: row.attempts,
+    }
 }
 
 /// Holds a forwardable message as `rate-limited` when its correspondent

@@ -19,6 +19,10 @@ use crate::source::RawMail;
 use crate::store::{Journal, State};
 use crate::{clock, trace};
 
+/// A message whose session broke this many times is given up: each break
+/// may have delivered it.
+const MAX_BROKEN_ATTEMPTS: u32 = 5;
+
 /// The SMTP sessions of a pass, opened on demand and reused across batches
 /// and mailboxes.
 #[derive(Debug, Default)]
@@ -206,7 +210,9 @@ impl Worker<'_> {
     /// Returns the session when it is still usable.
     async fn run(self, mut session: SmtpSink) -> Option<SmtpSink> {
         loop {
-            if self.stop.load(Ordering::Relaxed) {
+            // NOTE: Once the log cannot record outcomes, sending more would
+            // only widen what a rerun resends.
+            if self.stop.load(Ordering::Relaxed) || self.journal.has_failed() {
                 return Some(session);
             }
             let Some(item) = self.queue.borrow_mut().pop_front() else {
@@ -281,9 +287,27 @@ impl Worker<'_> {
             }
             Err(err @ SendError::Broken { .. }) => {
                 let message = err.to_string();
-                self.journal.deferred(item.row_id, &message);
-                warn!(mailbox = %name, uid = item.uid, row = item.row_id, error.message = %message, "SMTP session broke; message stays pending");
-                self.outcomes.borrow_mut().push(Outcome::Deferred);
+                let age = clock::unix_now() - item.first_seen_unix;
+                // NOTE: A session that breaks mid-message may have delivered
+                // it; retrying forever could flood the helpdesk with copies.
+                let outcome = if MAX_BROKEN_ATTEMPTS <= item.attempts + 1
+                    || self.settings.smtp.give_up_after.as_secs() as i64 <= age
+                {
+                    self.journal.failed(
+                        item.row_id,
+                        "gave-up",
+                        &format!(
+                            "the SMTP session broke during this message {} times; last: {message}",
+                            item.attempts + 1
+                        ),
+                    );
+                    Outcome::Failed(item.uid, item.row_id)
+                } else {
+                    self.journal.deferred(item.row_id, &message);
+                    Outcome::Deferred
+                };
+                warn!(mailbox = %name, uid = item.uid, row = item.row_id, error.message = %message, "SMTP session broke");
+                self.outcomes.borrow_mut().push(outcome);
                 return false;
             }
         };

@@ -476,3 +476,45 @@ async fn backlog_in_several_batches_arrives_exactly_once() {
         originals.len()
     );
 }
+
+/// Copies arriving in the same batch are recognised too: identical bytes
+/// appended twice, and a relay's two copies of one Message-ID (different
+/// To) delivered into the same mailbox. Each arrives once.
+#[tokio::test]
+async fn copies_in_one_batch_are_sent_once() {
+    let env = TestEnv::new("samebatch");
+    let twice = message(
+        "Eve <eve@example.org>",
+        "Twice",
+        "twice.1@example.org",
+        "same bytes",
+    );
+    let copy_a = b"From: bob.q@simplelogin.com\r\nTo: sales@company.test\r\nSubject: Call\r\nMessage-ID: <copy.1@simplelogin.com>\r\n\r\nCall me.\r\n".to_vec();
+    let copy_b = b"From: bob.q@simplelogin.com\r\nTo: support@company.test\r\nSubject: Call\r\nMessage-ID: <copy.1@simplelogin.com>\r\n\r\nCall me.\r\n".to_vec();
+    env.seed(&[&twice, &twice, &copy_a, &copy_b]).await;
+    let settings = env.settings(&ConfigOptions::default());
+    let report = run_pass(&settings).await.expect("pass runs");
+    assert_eq!(
+        (report.mailboxes[0].forwarded, report.mailboxes[0].skipped),
+        (2, 2)
+    );
+    let store = Store::open(&settings.store_path).expect("log");
+    let reasons: Vec<Option<String>> = store
+        .list_messages(&MessageFilter {
+            state: Some(State::Skipped),
+            ..MessageFilter::default()
+        })
+        .expect("rows")
+        .into_iter()
+        .map(|row| row.reason)
+        .collect();
+    assert!(
+        reasons.contains(&Some("duplicate".to_owned())),
+        "{reasons:?}"
+    );
+    assert!(
+        reasons.contains(&Some("duplicate-message-id".to_owned())),
+        "{reasons:?}"
+    );
+    assert_eq!(wait_for_helpdesk(&env, 2).await.len(), 2);
+}
