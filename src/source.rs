@@ -88,7 +88,11 @@ pub struct FolderState {
 #[derive(Debug)]
 pub struct RawMail {
     pub uid: u32,
+    /// The whole message, or only its header block when fetched with
+    /// [`ImapSource::fetch_headers`].
     pub bytes: Vec<u8>,
+    /// RFC822.SIZE: the size of the whole message on the server.
+    pub size: u64,
 }
 
 /// What [`ImapSource::settle`] does to a set of messages.
@@ -397,6 +401,18 @@ impl ImapSource {
     /// Fetches the full bytes of these UIDs in one command. UIDs that no
     /// longer exist are simply absent from the result.
     pub async fn fetch(&mut self, uids: &[u32]) -> Result<Vec<RawMail>> {
+        self.fetch_items(uids, "(UID RFC822.SIZE BODY.PEEK[])")
+            .await
+    }
+
+    /// Fetches only the header blocks of these UIDs: for messages too large
+    /// to forward, whose bodies need not be read at all.
+    pub async fn fetch_headers(&mut self, uids: &[u32]) -> Result<Vec<RawMail>> {
+        self.fetch_items(uids, "(UID RFC822.SIZE BODY.PEEK[HEADER])")
+            .await
+    }
+
+    async fn fetch_items(&mut self, uids: &[u32], items: &str) -> Result<Vec<RawMail>> {
         if uids.is_empty() {
             return Ok(Vec::new());
         }
@@ -408,8 +424,7 @@ impl ImapSource {
             &addr,
             timeout,
             "UID FETCH",
-            self.session
-                .uid_fetch(&set, "(UID RFC822.SIZE BODY.PEEK[])"),
+            self.session.uid_fetch(&set, items),
         )
         .await?
         .map_err(fail)?;
@@ -422,9 +437,10 @@ impl ImapSource {
             })?;
             // NOTE: Untagged FETCH responses about flag changes made by other
             // clients can arrive here too; they carry no body.
-            if let (Some(uid), Some(body)) = (fetch.uid, fetch.body()) {
+            if let (Some(uid), Some(body)) = (fetch.uid, fetch.body().or_else(|| fetch.header())) {
                 mails.push(RawMail {
                     uid,
+                    size: fetch.size.map_or(body.len() as u64, u64::from),
                     bytes: body.to_vec(),
                 });
             }

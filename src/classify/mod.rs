@@ -3,7 +3,7 @@
 //! Pure: raw bytes and [`Rules`] in, a [`Classification`] out. No I/O, no
 //! async, no SQL, and no panic on any input. The order of checks:
 //!
-//! 1. too large → hold `too-large` (not even parsed);
+//! 1. too large → hold `too-large` (the worker fetches only its header block);
 //! 2. no header block → hold `unparseable`;
 //! 3. loop guard → skip (or hold, per config): own redirect, mail from the
 //!    helpdesk, bounces, auto-replies;

@@ -16,7 +16,7 @@ mod held;
 mod record;
 mod send;
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use anyhow::Context as _;
@@ -305,12 +305,29 @@ async fn work_mailbox(
         .map_err(Stop::Mailbox)?
         .into_iter()
         .collect();
-    let chunks = batches(&work, &sizes, mailbox.batch_size, mailbox.batch_bytes);
+    // NOTE: New messages over max_message_mb are held as too-large from
+    // their header alone: their bodies are never fetched or parsed.
+    let oversized: HashSet<u32> = work
+        .iter()
+        .copied()
+        .filter(|uid| {
+            !carried.contains_key(uid)
+                && sizes
+                    .get(uid)
+                    .is_some_and(|size| mailbox.max_message_bytes < *size)
+        })
+        .collect();
+    let chunks = batches(
+        &work,
+        &sizes,
+        &oversized,
+        mailbox.batch_size,
+        mailbox.batch_bytes,
+    );
     let Some(first_chunk) = chunks.first() else {
         return Ok(());
     };
-    let first_mails = source
-        .fetch(first_chunk)
+    let first_mails = fetch_batch(source, first_chunk, &oversized)
         .await
         .with_context(mailbox_context)
         .map_err(Stop::Mailbox)?;
@@ -354,8 +371,7 @@ async fn work_mailbox(
             if stop.load(Ordering::Relaxed) {
                 return Ok(None);
             }
-            let next_mails = source
-                .fetch(next)
+            let next_mails = fetch_batch(source, next, &oversized)
                 .await
                 .with_context(mailbox_context)
                 .map_err(Stop::Mailbox)?;
@@ -425,11 +441,26 @@ fn fail_vanished(
     Ok(())
 }
 
+/// Fetches a batch: whole messages, or only the header of an oversized one
+/// (such a batch holds that message alone).
+async fn fetch_batch(
+    source: &mut ImapSource,
+    batch: &[u32],
+    oversized: &HashSet<u32>,
+) -> Result<Vec<RawMail>, source::SourceError> {
+    if batch.iter().all(|uid| oversized.contains(uid)) {
+        return source.fetch_headers(batch).await;
+    }
+    source.fetch(batch).await
+}
+
 /// Splits the work into batches of at most `max_count` UIDs and
-/// `max_bytes` bytes; a message larger than `max_bytes` goes alone.
+/// `max_bytes` bytes; a message larger than `max_bytes` goes alone, and so
+/// does each oversized one (fetched as a header only).
 fn batches(
     work: &[u32],
     sizes: &HashMap<u32, u64>,
+    oversized: &HashSet<u32>,
     max_count: usize,
     max_bytes: u64,
 ) -> Vec<Vec<u32>> {
@@ -437,6 +468,14 @@ fn batches(
     let mut current = Vec::new();
     let mut current_bytes = 0;
     for uid in work {
+        if oversized.contains(uid) {
+            if !current.is_empty() {
+                batches.push(std::mem::take(&mut current));
+                current_bytes = 0;
+            }
+            batches.push(vec![*uid]);
+            continue;
+        }
         let size = sizes.get(uid).copied().unwrap_or(0);
         if !current.is_empty() && (max_count <= current.len() || max_bytes < current_bytes + size) {
             batches.push(std::mem::take(&mut current));
@@ -527,14 +566,20 @@ mod tests {
         let work = [1, 2, 3, 4, 5, 6];
         let sizes: HashMap<u32, u64> =
             [(1, 10), (2, 10), (3, 100), (4, 10), (5, 10), (6, 10)].into();
+        let none = HashSet::new();
         assert_eq!(
-            batches(&work, &sizes, 2, 1000),
+            batches(&work, &sizes, &none, 2, 1000),
             [vec![1, 2], vec![3, 4], vec![5, 6]]
         );
         assert_eq!(
-            batches(&work, &sizes, 10, 50),
+            batches(&work, &sizes, &none, 10, 50),
             [vec![1, 2], vec![3], vec![4, 5, 6]]
         );
-        assert!(batches(&[], &sizes, 10, 50).is_empty());
+        assert!(batches(&[], &sizes, &none, 10, 50).is_empty());
+        let big: HashSet<u32> = [4].into();
+        assert_eq!(
+            batches(&work, &sizes, &big, 10, 1000),
+            [vec![1, 2, 3], vec![4], vec![5, 6]]
+        );
     }
 }

@@ -132,8 +132,7 @@ pub(super) async fn record_batch(
         // NOTE: One parse serves the classifier, the duplicate and rate
         // checks, the summary and the thread keys.
         let parsed = mail::parse(&raw.bytes);
-        let mut classification =
-            classify::classify_parsed(parsed.as_ref(), raw.bytes.len() as u64, &rules);
+        let mut classification = classify::classify_parsed(parsed.as_ref(), raw.size, &rules);
         if let Some(message) = &parsed
             && classification.decision.action == Action::Forward
         {
@@ -414,7 +413,7 @@ fn new_message(
         uidvalidity,
         uid: raw.uid,
         summary,
-        size: raw.bytes.len() as u64,
+        size: raw.size,
         sha256,
         state: Some(state),
         reason: classification

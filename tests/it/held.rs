@@ -236,3 +236,67 @@ async fn rate_limit_holds_a_flood_until_released() {
     );
     assert_eq!(wait_for_helpdesk(&env, 4).await.len(), 4);
 }
+
+/// A message over max_message_mb is held as too-large from its header
+/// alone, with its real size in the log, and never reaches the helpdesk.
+#[tokio::test]
+async fn oversized_message_is_held_from_its_header() {
+    let env = TestEnv::new("toolarge");
+    let mut big = message(
+        "Big <big@example.org>",
+        "Huge scan",
+        "big.1@example.org",
+        "see attachment",
+    );
+    big.extend(
+        std::iter::repeat_n(b'x', 76)
+            .chain(*b"\r\n")
+            .cycle()
+            .take(2 * 1024 * 1024),
+    );
+    let small = message(
+        "Sam <sam@example.org>",
+        "Small",
+        "small.1@example.org",
+        "hello",
+    );
+    env.seed(&[&big, &small]).await;
+    let settings = env.settings(&ConfigOptions {
+        extra_mailbox: "max_message_mb = 1\n".to_owned(),
+        ..ConfigOptions::default()
+    });
+    let report = run_pass(&settings).await.expect("pass runs");
+    assert_eq!(
+        (report.mailboxes[0].held, report.mailboxes[0].forwarded),
+        (1, 1)
+    );
+    let store = Store::open(&settings.store_path).expect("log");
+    let held = store
+        .list_messages(&MessageFilter {
+            state: Some(State::Held),
+            ..MessageFilter::default()
+        })
+        .expect("rows");
+    assert_eq!(held.len(), 1);
+    assert_eq!(held[0].reason.as_deref(), Some("too-large"));
+    assert_eq!(
+        held[0].size,
+        big.len() as u64,
+        "the real size, from RFC822.SIZE"
+    );
+    assert_eq!(
+        held[0].subject.as_deref(),
+        Some("Huge scan"),
+        "summarised from the header"
+    );
+    let delivered = wait_for_helpdesk(&env, 1).await;
+    assert_eq!(delivered.len(), 1);
+    assert!(find(&delivered[0].bytes, b"small.1@example.org").is_some());
+    let held_folder = read_folder(&env.stack, &env.support_user, "Deskbridge.Held").await;
+    assert_eq!(held_folder.len(), 1);
+    assert_eq!(
+        held_folder[0].bytes.len(),
+        big.len(),
+        "the original is moved intact"
+    );
+}
