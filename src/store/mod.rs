@@ -187,6 +187,8 @@ pub struct MessageRow {
     pub repair_headers: Option<String>,
     #[serde(skip)]
     pub body_sha256: Option<String>,
+    pub notice_sent_at: Option<String>,
+    pub auto_replied_at: Option<String>,
 }
 
 impl MessageRow {
@@ -236,7 +238,7 @@ const MESSAGE_COLUMNS: &str = "id, mailbox, uidvalidity, uid, message_id, in_rep
     from_addr, reply_to, subject, date, size, sha256, state, reason, detail, attempts, \
     last_error, smtp_reply, resent_message_id, first_seen_at, updated_at, forwarded_at, \
     settled_at, settled_as, class, relay, relay_alias, reply_token, thread_id, thread_key, \
-    repaired, repair_headers, body_sha256";
+    repaired, repair_headers, body_sha256, notice_sent_at, auto_replied_at";
 
 /// An open log database.
 #[derive(Debug)]
@@ -771,6 +773,22 @@ impl Store {
         self.add_event(id, "auto-replied", &format!("to {address}: {reply}"))
     }
 
+    /// Held rows of a mailbox first seen since `since` whose helpdesk
+    /// notice was never sent (the pass that held them was interrupted).
+    pub fn held_without_notice(&self, mailbox: &str, since: &str) -> Result<Vec<i64>> {
+        let mut statement = self
+            .conn
+            .prepare_cached(
+                "SELECT id FROM messages WHERE mailbox = ?1 AND state = 'held'
+                 AND notice_sent_at IS NULL AND first_seen_at >= ?2 ORDER BY id",
+            )
+            .map_err(|source| self.query_error("list held messages without notice", source))?;
+        statement
+            .query_map(params![mailbox, since], |row| row.get(0))
+            .and_then(|rows| rows.collect())
+            .map_err(|source| self.query_error("list held messages without notice", source))
+    }
+
     /// Records the held notice sent to the helpdesk for message `id`.
     pub fn record_notice(&self, id: i64, reply: &str) -> Result<()> {
         let now = clock::rfc3339(clock::unix_now());
@@ -1024,6 +1042,8 @@ fn read_message(row: &Row<'_>) -> rusqlite::Result<MessageRow> {
         repaired: row.get(31)?,
         repair_headers: row.get(32)?,
         body_sha256: row.get(33)?,
+        notice_sent_at: row.get(34)?,
+        auto_replied_at: row.get(35)?,
     })
 }
 

@@ -27,12 +27,23 @@ const NO_AUTO_REPLY: [&str; 5] = [
     "auto-reply",
 ];
 
+/// Which follow-ups to send.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum FollowUp {
+    /// Messages held in this pass: notice and auto-reply, as configured.
+    Fresh,
+    /// Notices an interrupted earlier pass did not send. Auto-replies are
+    /// never retried: one lost reply is better than one too many.
+    MissedNotices,
+}
+
 pub(super) async fn follow_up_held(
     settings: &Settings,
     mailbox: &MailboxSettings,
     store: &mut Store,
     pool: &mut SinkPool,
     held: &[i64],
+    which: FollowUp,
     report: &mut MailboxReport,
 ) -> Result<(), Stop> {
     if held.is_empty() || !(mailbox.held_notice || mailbox.auto_reply) {
@@ -60,7 +71,7 @@ pub(super) async fn follow_up_held(
         };
         let now = clock::unix_now();
         let mut outgoing: Vec<(&'static str, String, String, bool)> = Vec::new();
-        if mailbox.held_notice {
+        if mailbox.held_notice && row.notice_sent_at.is_none() {
             let text = notice::held_notice(
                 &facts,
                 &settings.smtp.envelope_from,
@@ -82,6 +93,8 @@ pub(super) async fn follow_up_held(
             })
             .or_else(|| row.from.clone());
         if mailbox.auto_reply
+            && which == FollowUp::Fresh
+            && row.auto_replied_at.is_none()
             && !NO_AUTO_REPLY.contains(&reason.as_str())
             && let Some(recipient) = recipient
         {

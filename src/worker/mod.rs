@@ -277,6 +277,22 @@ async fn work_mailbox(
     )
     .await?;
 
+    if mailbox.held_notice {
+        // Held in the last day by a pass that stopped before its notices.
+        let since = crate::clock::rfc3339(crate::clock::unix_now() - 86_400);
+        let missed = store.held_without_notice(&mailbox.name, &since)?;
+        held::follow_up_held(
+            settings,
+            mailbox,
+            store,
+            pool,
+            &missed,
+            held::FollowUp::MissedNotices,
+            report,
+        )
+        .await?;
+    }
+
     let has_new = folder
         .uid_next
         .is_none_or(|uid_next| last_uid.saturating_add(1) < uid_next)
@@ -408,7 +424,16 @@ async fn work_mailbox(
         let settled = settled?;
         tracing::debug!("batch sent");
         settle_rows(store, source, mailbox, settled, report).await?;
-        held::follow_up_held(settings, mailbox, store, pool, &fresh_held, report).await?;
+        held::follow_up_held(
+            settings,
+            mailbox,
+            store,
+            pool,
+            &fresh_held,
+            held::FollowUp::Fresh,
+            report,
+        )
+        .await?;
         current = next?;
     }
     Ok(())
