@@ -69,23 +69,8 @@ pub(super) async fn record_batch(
         }
         let sha256 = mail::content_hash(&raw.bytes);
         if let Some(first_uid) = batch_hashes.get(&sha256) {
-            let classification = Classification {
-                decision: Decision::skip(
-                    Reason::Duplicate,
-                    format!("same bytes as UID {first_uid}, fetched in the same batch"),
-                ),
-                class: CryptoClass::None,
-                relay: None,
-            };
-            let row = new_message(
-                settings,
-                mailbox,
-                uidvalidity,
-                raw,
-                mail::parse(&raw.bytes).as_ref(),
-                sha256,
-                classification,
-            );
+            let detail = format!("same bytes as UID {first_uid}, fetched in the same batch");
+            let row = duplicate(settings, mailbox, uidvalidity, raw, sha256, detail);
             new_rows.push((mail_index, row));
             continue;
         }
@@ -106,26 +91,11 @@ pub(super) async fn record_batch(
                 }
                 continue;
             }
-            let classification = Classification {
-                decision: Decision::skip(
-                    Reason::Duplicate,
-                    format!(
-                        "same bytes as message #{} (UID {}), which is {}",
-                        existing.id, existing.uid, existing.state
-                    ),
-                ),
-                class: CryptoClass::None,
-                relay: None,
-            };
-            let row = new_message(
-                settings,
-                mailbox,
-                uidvalidity,
-                raw,
-                mail::parse(&raw.bytes).as_ref(),
-                sha256,
-                classification,
+            let detail = format!(
+                "same bytes as message #{} (UID {}), which is {}",
+                existing.id, existing.uid, existing.state
             );
+            let row = duplicate(settings, mailbox, uidvalidity, raw, sha256, detail);
             new_rows.push((mail_index, row));
             continue;
         }
@@ -308,6 +278,32 @@ fn skip_relay_copy(
         }
     }
     Ok(())
+}
+
+/// The log row for a byte-identical copy: skipped as `duplicate`.
+fn duplicate(
+    settings: &Settings,
+    mailbox: &MailboxSettings,
+    uidvalidity: u32,
+    raw: &RawMail,
+    sha256: String,
+    detail: String,
+) -> NewMessage {
+    let classification = Classification {
+        decision: Decision::skip(Reason::Duplicate, detail),
+        class: CryptoClass::None,
+        relay: None,
+    };
+    let parsed = mail::parse(&raw.bytes);
+    new_message(
+        settings,
+        mailbox,
+        uidvalidity,
+        raw,
+        parsed.as_ref(),
+        sha256,
+        classification,
+    )
 }
 
 /// The work item for a row already in the log.
