@@ -123,6 +123,8 @@ pub struct ImapSource {
     /// The server's hierarchy delimiter, from `LIST "" ""`.
     delimiter: Option<String>,
     can_move: bool,
+    /// UIDPLUS: `UID EXPUNGE` removes only the messages named.
+    can_uid_expunge: bool,
     known_folders: HashSet<String>,
 }
 
@@ -185,7 +187,7 @@ pub async fn connect(settings: &MailboxSettings) -> Result<ImapSource> {
         client.login_with_capabilities(username, settings.credentials.password.expose()),
     )
     .await?;
-    let (session, capabilities) = match login {
+    let (mut session, capabilities) = match login {
         Ok(logged_in) => logged_in,
         Err((err, _client)) => {
             return Err(SourceError::Login {
@@ -195,7 +197,20 @@ pub async fn connect(settings: &MailboxSettings) -> Result<ImapSource> {
             });
         }
     };
-    let can_move = capabilities.is_some_and(|caps| caps.has_str("MOVE"));
+    // NOTE: Most servers list their capabilities in the login reply; ask
+    // only when this one did not.
+    let capabilities = match capabilities {
+        Some(capabilities) => capabilities,
+        None => limit(&addr, timeout, "CAPABILITY", session.capabilities())
+            .await?
+            .map_err(|source| SourceError::Command {
+                addr: addr.clone(),
+                operation: "list capabilities".to_owned(),
+                source,
+            })?,
+    };
+    let can_move = capabilities.has_str("MOVE");
+    let can_uid_expunge = capabilities.has_str("UIDPLUS");
     let mut source = ImapSource {
         session,
         addr,
@@ -203,6 +218,7 @@ pub async fn connect(settings: &MailboxSettings) -> Result<ImapSource> {
         folder: settings.folder.clone(),
         delimiter: None,
         can_move,
+        can_uid_expunge,
         known_folders: HashSet::new(),
     };
     source.delimiter = source.read_delimiter().await?;
@@ -487,8 +503,11 @@ impl ImapSource {
             .map_err(fail)?;
             return Ok(());
         }
-        // NOTE: Without MOVE (RFC 6851), COPY then delete; UID EXPUNGE
-        // (UIDPLUS) removes only these messages.
+        // NOTE: Without MOVE (RFC 6851), COPY then mark deleted. UID
+        // EXPUNGE (UIDPLUS) removes only these messages; without it the
+        // originals stay marked \Deleted for the user's client to expunge,
+        // because a plain EXPUNGE would also remove other clients' deletions.
+        let can_uid_expunge = self.can_uid_expunge;
         limit(&addr, timeout, "UID COPY", async {
             self.session.uid_copy(&set, &folder).await?;
             let stream = self
@@ -496,8 +515,10 @@ impl ImapSource {
                 .uid_store(&set, "+FLAGS.SILENT (\\Deleted)")
                 .await?;
             drain(stream).await?;
-            let stream = self.session.uid_expunge(&set).await?;
-            drain(stream).await?;
+            if can_uid_expunge {
+                let stream = self.session.uid_expunge(&set).await?;
+                drain(stream).await?;
+            }
             Ok(())
         })
         .await?
