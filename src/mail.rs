@@ -63,6 +63,15 @@ pub fn body_hash(message: &Message<'_>, raw: &[u8]) -> String {
     content_hash(&raw[start..])
 }
 
+/// The header block with the blank line that ends it, as IMAP's
+/// `BODY[HEADER]` returns it; the whole input when it has no body.
+pub fn header_block(raw: &[u8]) -> &[u8] {
+    match raw.windows(4).position(|window| window == b"\r\n\r\n") {
+        Some(end) => &raw[..end + 4],
+        None => raw,
+    }
+}
+
 /// The first From address (`local@domain`).
 pub fn from_address(message: &Message<'_>) -> Option<String> {
     message.from().and_then(first_address)
@@ -156,6 +165,15 @@ Body\r\n";
         );
         assert_eq!(summary.subject.as_deref(), Some("Re: Printer \u{2713}"));
         assert_eq!(summary.date.as_deref(), Some("2026-11-28T09:00:00Z"));
+    }
+
+    #[test]
+    fn header_block_ends_after_the_blank_line() {
+        assert_eq!(
+            header_block(b"A: 1\r\nB: 2\r\n\r\nbody\r\n"),
+            b"A: 1\r\nB: 2\r\n\r\n"
+        );
+        assert_eq!(header_block(b"A: 1\r\n"), b"A: 1\r\n");
     }
 
     #[test]

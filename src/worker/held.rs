@@ -194,7 +194,12 @@ pub async fn release(settings: &Settings, id: i64) -> anyhow::Result<String> {
         .fetch(&candidates)
         .await?
         .into_iter()
-        .find(|mail| mail::content_hash(&mail.bytes) == row.sha256)
+        // NOTE: A too-large message was logged from its header block alone,
+        // so its hash is the header's.
+        .find(|mail| {
+            mail::content_hash(&mail.bytes) == row.sha256
+                || mail::content_hash(mail::header_block(&mail.bytes)) == row.sha256
+        })
         .with_context(|| {
             format!(
                 "message {id} is no longer in folder {folder} of mailbox {} (moved or deleted?); nothing was sent",
