@@ -195,11 +195,7 @@ fn apply(conn: &mut Connection, writes: &[Command]) -> rusqlite::Result<()> {
         match write {
             Command::Attempts(rows) => {
                 for (id, resent_message_id) in rows {
-                    tx.execute(
-                        "UPDATE messages SET attempts = attempts + 1, resent_message_id = ?2, updated_at = ?3
-                         WHERE id = ?1",
-                        params![id, resent_message_id, now],
-                    )?;
+                    write_attempt(&tx, *id, resent_message_id, &now)?;
                 }
             }
             Command::Forwarded { id, reply } => write_forwarded(&tx, *id, reply, &now)?,
@@ -209,6 +205,22 @@ fn apply(conn: &mut Connection, writes: &[Command]) -> rusqlite::Result<()> {
         }
     }
     tx.commit()
+}
+
+/// A send is about to start: count it and fix the Resent-Message-ID.
+/// Returns the attempts so far, this one included.
+pub(super) fn write_attempt(
+    conn: &Connection,
+    id: i64,
+    resent_message_id: &str,
+    now: &str,
+) -> rusqlite::Result<u32> {
+    conn.query_row(
+        "UPDATE messages SET attempts = attempts + 1, resent_message_id = ?2, updated_at = ?3
+         WHERE id = ?1 RETURNING attempts",
+        params![id, resent_message_id, now],
+        |row| row.get(0),
+    )
 }
 
 /// The SMTP server accepted the message: state, reply, history.

@@ -615,35 +615,8 @@ impl Store {
     /// process dies mid-send, and the Resent-Message-ID is fixed for good.
     pub fn mark_send_attempt(&self, id: i64, resent_message_id: &str) -> Result<u32> {
         let now = clock::rfc3339(clock::unix_now());
-        let attempts: u32 = self
-            .conn
-            .query_row(
-                "UPDATE messages SET attempts = attempts + 1, resent_message_id = ?2, updated_at = ?3
-                 WHERE id = ?1 RETURNING attempts",
-                params![id, resent_message_id, now],
-                |row| row.get(0),
-            )
-            .map_err(|source| self.query_error("record a send attempt", source))?;
-        Ok(attempts)
-    }
-
-    /// Marks a row forwarded with the server's reply (one transaction with
-    /// its history entry).
-    pub fn mark_forwarded(&self, id: i64, smtp_reply: &str) -> Result<()> {
-        let now = clock::rfc3339(clock::unix_now());
-        let fail = |source| self.query_error("mark a message forwarded", source);
-        let tx = self.conn.unchecked_transaction().map_err(fail)?;
-        journal::write_forwarded(&tx, id, smtp_reply, &now).map_err(fail)?;
-        tx.commit().map_err(fail)
-    }
-
-    /// Leaves a row pending after a temporary failure.
-    pub fn mark_deferred(&self, id: i64, error: &str) -> Result<()> {
-        let now = clock::rfc3339(clock::unix_now());
-        let fail = |source| self.query_error("record a deferral", source);
-        let tx = self.conn.unchecked_transaction().map_err(fail)?;
-        journal::write_deferred(&tx, id, error, &now).map_err(fail)?;
-        tx.commit().map_err(fail)
+        journal::write_attempt(&self.conn, id, resent_message_id, &now)
+            .map_err(|source| self.query_error("record a send attempt", source))
     }
 
     /// Marks a row failed for good.
@@ -1073,9 +1046,20 @@ mod tests {
         }
     }
 
+    /// Waits for the journal's writes, as the worker does before settling.
+    fn flush(journal: &Journal) {
+        tokio::runtime::Builder::new_current_thread()
+            .build()
+            .expect("runtime")
+            .block_on(journal.flush())
+            .expect("journal writes");
+    }
+
     #[test]
     fn delivery_state_machine_round_trip() {
-        let mut store = Store::open_in_memory().expect("open");
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut store = Store::open(&dir.path().join("log.db")).expect("open");
+        let journal = Journal::open(&dir.path().join("log.db")).expect("journal");
         store.begin_pass("support").expect("begin");
         let checkpoint = Checkpoint {
             uidvalidity: 9,
@@ -1098,12 +1082,14 @@ mod tests {
             store.mark_send_attempt(ids[0], "<r@x>").expect("attempt"),
             1
         );
-        store.mark_deferred(ids[0], "450 try later").expect("defer");
+        journal.deferred(ids[0], "450 try later");
+        flush(&journal);
         assert_eq!(
             store.mark_send_attempt(ids[0], "<r@x>").expect("attempt"),
             2
         );
-        store.mark_forwarded(ids[0], "250 ok").expect("forward");
+        journal.forwarded(ids[0], "250 ok");
+        flush(&journal);
         store.mark_settled(&ids, "keyword").expect("settle");
         assert!(
             store
@@ -1131,7 +1117,9 @@ mod tests {
 
     #[test]
     fn prune_clears_content_but_keeps_threading_fields() {
-        let mut store = Store::open_in_memory().expect("open");
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut store = Store::open(&dir.path().join("log.db")).expect("open");
+        let journal = Journal::open(&dir.path().join("log.db")).expect("journal");
         let mut message = new_message(1, None);
         message.summary.subject = Some("Secret plans".to_owned());
         message.summary.from = Some("a@example.org".to_owned());
@@ -1144,7 +1132,8 @@ mod tests {
         });
         let ids = store.record_batch(&[message], None, "").expect("record");
         let id = ids[0].0;
-        store.mark_forwarded(id, "250 ok").expect("forward");
+        journal.forwarded(id, "250 ok");
+        flush(&journal);
         let (pruned, events) = store.prune("9999-01-01T00:00:00Z").expect("prune");
         assert_eq!((pruned, events), (1, 2));
         let row = store.message(id).expect("read").expect("row");

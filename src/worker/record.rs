@@ -103,39 +103,21 @@ pub(super) async fn record_batch(
         // checks, the summary and the thread keys.
         let parsed = mail::parse(&raw.bytes);
         let mut classification = classify::classify_parsed(parsed.as_ref(), raw.size, &rules);
-        if let Some(message) = &parsed
+        let body_sha256 = parsed
+            .as_ref()
+            .map(|message| mail::body_hash(message, &raw.bytes));
+        if let (Some(message), Some(body_sha256)) = (&parsed, &body_sha256)
             && classification.decision.action == Action::Forward
+            && let Some(message_id) = message.message_id()
         {
-            skip_relay_copy(
+            skip_copy(
                 settings,
                 mailbox,
                 store,
-                message,
-                &raw.bytes,
+                (message_id.trim(), body_sha256),
+                (raw.uid, &mut batch_message_ids),
                 &mut classification,
             )?;
-            if classification.decision.action == Action::Forward
-                && let Some(message_id) = message.message_id()
-            {
-                let key = (
-                    message_id.trim().to_owned(),
-                    mail::body_hash(message, &raw.bytes),
-                );
-                match batch_message_ids.get(&key) {
-                    Some(first_uid) => {
-                        classification.decision = Decision::skip(
-                            Reason::DuplicateMessageId,
-                            format!(
-                                "a copy of UID {first_uid} in the same batch (same Message-ID and body), which goes to {}",
-                                mailbox.forward_to
-                            ),
-                        );
-                    }
-                    None => {
-                        batch_message_ids.insert(key, raw.uid);
-                    }
-                }
-            }
         }
         if let Some(message) = &parsed
             && classification.decision.action == Action::Forward
@@ -163,7 +145,7 @@ pub(super) async fn record_batch(
             mailbox,
             uidvalidity,
             raw,
-            parsed.as_ref(),
+            parsed.as_ref().zip(body_sha256),
             sha256,
             classification,
         );
@@ -237,24 +219,21 @@ pub(super) async fn record_batch(
     Ok(items)
 }
 
-/// Skips a copy of a message already forwarded to the same helpdesk: same
-/// Message-ID and same body, arriving again (SimpleLogin sends one
-/// Message-ID to each of our addresses a customer wrote to). The copy is
-/// logged as `duplicate-message-id` and joins the same thread; a message
-/// that reuses a Message-ID with a different body is forwarded.
-fn skip_relay_copy(
+/// Skips a copy of a message already forwarded to the same helpdesk, or
+/// already taken for forwarding earlier in this batch: same Message-ID and
+/// same body (SimpleLogin sends one Message-ID to each of our addresses a
+/// customer wrote to). The copy is logged as `duplicate-message-id` and
+/// joins the same thread; a message that reuses a Message-ID with a
+/// different body is forwarded.
+fn skip_copy(
     settings: &Settings,
     mailbox: &MailboxSettings,
     store: &Store,
-    message: &mail_parser::Message<'_>,
-    raw: &[u8],
+    (message_id, body_sha256): (&str, &str),
+    (uid, batch_message_ids): (u32, &mut HashMap<(String, String), u32>),
     classification: &mut Classification,
 ) -> Result<(), Stop> {
-    let Some(message_id) = message.message_id() else {
-        return Ok(());
-    };
-    let body_sha256 = mail::body_hash(message, raw);
-    for earlier in store.rows_with_message_id(message_id.trim())? {
+    for earlier in store.rows_with_message_id(message_id)? {
         let same_helpdesk = settings
             .mailboxes
             .iter()
@@ -263,10 +242,7 @@ fn skip_relay_copy(
         // NOTE: Only a copy that reached the helpdesk counts: if the first
         // is still pending it may yet fail, and this copy must not be lost.
         let delivered = earlier.state() == State::Forwarded;
-        if same_helpdesk
-            && delivered
-            && earlier.body_sha256.as_deref() == Some(body_sha256.as_str())
-        {
+        if same_helpdesk && delivered && earlier.body_sha256.as_deref() == Some(body_sha256) {
             classification.decision = Decision::skip(
                 Reason::DuplicateMessageId,
                 format!(
@@ -275,6 +251,21 @@ fn skip_relay_copy(
                 ),
             );
             return Ok(());
+        }
+    }
+    let key = (message_id.to_owned(), body_sha256.to_owned());
+    match batch_message_ids.get(&key) {
+        Some(first_uid) => {
+            classification.decision = Decision::skip(
+                Reason::DuplicateMessageId,
+                format!(
+                    "a copy of UID {first_uid} in the same batch (same Message-ID and body), which goes to {}",
+                    mailbox.forward_to
+                ),
+            );
+        }
+        None => {
+            batch_message_ids.insert(key, uid);
         }
     }
     Ok(())
@@ -295,12 +286,15 @@ fn duplicate(
         relay: None,
     };
     let parsed = mail::parse(&raw.bytes);
+    let body_sha256 = parsed
+        .as_ref()
+        .map(|message| mail::body_hash(message, &raw.bytes));
     new_message(
         settings,
         mailbox,
         uidvalidity,
         raw,
-        parsed.as_ref(),
+        parsed.as_ref().zip(body_sha256),
         sha256,
         classification,
     )
@@ -380,7 +374,7 @@ fn new_message(
     mailbox: &MailboxSettings,
     uidvalidity: u32,
     raw: &RawMail,
-    parsed: Option<&mail_parser::Message<'_>>,
+    parsed: Option<(&mail_parser::Message<'_>, String)>,
     sha256: String,
     classification: Classification,
 ) -> NewMessage {
@@ -390,14 +384,14 @@ fn new_message(
         Action::Skip => State::Skipped,
     };
     let (summary, thread, body_sha256) = match parsed {
-        Some(message) => (
+        Some((message, body_sha256)) => (
             mail::summarize(message),
             Some(thread::keys(
                 message,
                 classification.relay.as_ref(),
                 &settings.threading.patterns,
             )),
-            Some(mail::body_hash(message, &raw.bytes)),
+            Some(body_sha256),
         ),
         None => (mail::MailSummary::default(), None, None),
     };
