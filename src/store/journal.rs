@@ -58,6 +58,7 @@ impl Journal {
             path: path.to_path_buf(),
             source,
         })?;
+        conn.set_prepared_statement_cache_capacity(super::STATEMENT_CACHE);
         conn.execute_batch("PRAGMA synchronous = FULL; PRAGMA busy_timeout = 10000;")
             .map_err(|source| StoreError::Open {
                 path: path.to_path_buf(),
@@ -215,12 +216,13 @@ pub(super) fn write_attempt(
     resent_message_id: &str,
     now: &str,
 ) -> rusqlite::Result<u32> {
-    conn.query_row(
+    conn.prepare_cached(
         "UPDATE messages SET attempts = attempts + 1, resent_message_id = ?2, updated_at = ?3
          WHERE id = ?1 RETURNING attempts",
-        params![id, resent_message_id, now],
-        |row| row.get(0),
     )
+    .and_then(|mut statement| {
+        statement.query_row(params![id, resent_message_id, now], |row| row.get(0))
+    })
 }
 
 /// The SMTP server accepted the message: state, reply, history.
@@ -230,15 +232,15 @@ pub(super) fn write_forwarded(
     reply: &str,
     now: &str,
 ) -> rusqlite::Result<()> {
-    conn.execute(
+    conn.prepare_cached(
         "UPDATE messages SET state = 'forwarded', smtp_reply = ?2, last_error = NULL,
             forwarded_at = ?3, updated_at = ?3 WHERE id = ?1",
-        params![id, reply, now],
-    )?;
-    conn.execute(
+    )
+    .and_then(|mut statement| statement.execute(params![id, reply, now]))?;
+    conn.prepare_cached(
         "INSERT INTO events (message, at, kind, detail) VALUES (?1, ?2, 'forwarded', ?3)",
-        params![id, now, reply],
-    )?;
+    )
+    .and_then(|mut statement| statement.execute(params![id, now, reply]))?;
     Ok(())
 }
 
@@ -249,14 +251,12 @@ pub(super) fn write_deferred(
     error: &str,
     now: &str,
 ) -> rusqlite::Result<()> {
-    conn.execute(
-        "UPDATE messages SET last_error = ?2, updated_at = ?3 WHERE id = ?1",
-        params![id, error, now],
-    )?;
-    conn.execute(
+    conn.prepare_cached("UPDATE messages SET last_error = ?2, updated_at = ?3 WHERE id = ?1")
+        .and_then(|mut statement| statement.execute(params![id, error, now]))?;
+    conn.prepare_cached(
         "INSERT INTO events (message, at, kind, detail) VALUES (?1, ?2, 'deferred', ?3)",
-        params![id, now, error],
-    )?;
+    )
+    .and_then(|mut statement| statement.execute(params![id, now, error]))?;
     Ok(())
 }
 
@@ -268,14 +268,14 @@ pub(super) fn write_failed(
     error: &str,
     now: &str,
 ) -> rusqlite::Result<()> {
-    conn.execute(
+    conn.prepare_cached(
         "UPDATE messages SET state = 'failed', reason = ?2, detail = ?3, last_error = ?3,
             updated_at = ?4 WHERE id = ?1",
-        params![id, reason, error, now],
-    )?;
-    conn.execute(
+    )
+    .and_then(|mut statement| statement.execute(params![id, reason, error, now]))?;
+    conn.prepare_cached(
         "INSERT INTO events (message, at, kind, detail) VALUES (?1, ?2, 'failed', ?3)",
-        params![id, now, format!("{reason}: {error}")],
-    )?;
+    )
+    .and_then(|mut statement| statement.execute(params![id, now, format!("{reason}: {error}")]))?;
     Ok(())
 }

@@ -43,18 +43,15 @@ pub(super) fn attach(
     let (thread_id, key) = match find_thread(conn, keys, correspondent, context)? {
         Some(found) => found,
         None => {
-            conn.execute(
-                "INSERT INTO threads (mailbox, subject, subject_key, correspondent, relay, created_at, last_activity_at)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?6)",
-                params![
+            conn.prepare_cached("INSERT INTO threads (mailbox, subject, subject_key, correspondent, relay, created_at, last_activity_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?6)").and_then(|mut statement| statement.execute(params![
                     context.mailbox,
                     keys.subject,
                     keys.subject_key,
                     correspondent,
                     keys.relay,
                     context.now
-                ],
-            )?;
+                ]))?;
             (conn.last_insert_rowid(), "new")
         }
     };
@@ -69,19 +66,21 @@ pub(super) fn attach(
     for token in &keys.tokens {
         insert_token.execute(params![token, thread_id])?;
     }
-    conn.execute(
+    conn.prepare_cached(
         "UPDATE threads SET message_count = message_count + 1, held_count = held_count + ?2,
             last_activity_at = MAX(last_activity_at, ?3),
             correspondent = COALESCE(correspondent, ?4), relay = COALESCE(relay, ?5)
          WHERE id = ?1",
-        params![
+    )
+    .and_then(|mut statement| {
+        statement.execute(params![
             thread_id,
             i64::from(context.held),
             context.now,
             correspondent,
             keys.relay
-        ],
-    )?;
+        ])
+    })?;
     let (repaired, repair_headers) = plan_repair(conn, keys, key, thread_id, context)?;
     Ok(Attachment {
         thread_id,
@@ -164,10 +163,8 @@ fn resolve_correspondent(
     let correspondent = match known {
         Some(id) => id,
         None => {
-            conn.execute(
-                "INSERT INTO correspondents (relay, created_at) VALUES (?1, ?2)",
-                params![keys.relay, now],
-            )?;
+            conn.prepare_cached("INSERT INTO correspondents (relay, created_at) VALUES (?1, ?2)")
+                .and_then(|mut statement| statement.execute(params![keys.relay, now]))?;
             conn.last_insert_rowid()
         }
     };
@@ -301,11 +298,10 @@ pub(super) fn list(conn: &Connection, filter: &ThreadFilter) -> rusqlite::Result
 
 /// One thread by id.
 pub(super) fn get(conn: &Connection, id: i64) -> rusqlite::Result<Option<ThreadRow>> {
-    conn.query_row(
-        &format!("SELECT {THREAD_COLUMNS} FROM threads t WHERE t.id = ?1"),
-        [id],
-        read_thread,
-    )
+    conn.prepare_cached(&format!(
+        "SELECT {THREAD_COLUMNS} FROM threads t WHERE t.id = ?1"
+    ))
+    .and_then(|mut statement| statement.query_row([id], read_thread))
     .optional()
 }
 

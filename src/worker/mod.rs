@@ -340,28 +340,25 @@ async fn work_mailbox(
         mailbox.batch_size,
         mailbox.batch_bytes,
     );
+    let examiner = record::Examiner::new(settings, mailbox);
     let Some(first_chunk) = chunks.first() else {
         return Ok(());
     };
-    let first_mails = fetch_batch(source, first_chunk, &oversized)
-        .await
-        .with_context(mailbox_context)
-        .map_err(Stop::Mailbox)?;
-    report.fetched += first_mails.len() as u32;
-    fail_vanished(store, mailbox, &carried, first_chunk, &first_mails, report)?;
-    let first_items = record::record_batch(
+    let batch = Batch {
         settings,
         mailbox,
-        store,
-        Some(&mut *pool),
-        &first_mails,
-        &carried,
+        carried: &carried,
+        oversized: &oversized,
         uidvalidity,
-        first_chunk,
-        report,
-    )
-    .await?;
-    let mut current = Some((first_mails, first_items));
+        examiner: &examiner,
+    };
+    let mut current = batch
+        .prepare(source, store, Some(&mut *pool), first_chunk, report)
+        .await?;
+    // Sent but not yet settled: the previous batch's final rows, and its
+    // freshly held rows whose follow-up (notice, auto-reply) comes after.
+    let mut unsettled: Vec<(u32, i64, State)> = Vec::new();
+    let mut held_to_follow: Vec<i64> = Vec::new();
     for index in 0..chunks.len() {
         let Some((mails, items)) = current.take() else {
             break;
@@ -371,72 +368,112 @@ async fn work_mailbox(
             .filter(|item| item.fresh && item.state == State::Held)
             .map(|item| item.row_id)
             .collect();
-        // NOTE: While this batch is sent, the next one is fetched, classified
-        // and recorded: the IMAP server, the SMTP server and the database
-        // work side by side. Recording never waits for sending, and nothing
-        // is settled before its outcome is on disk.
+        // NOTE: While this batch is sent, the previous one is settled and
+        // the next one fetched, examined (on another thread) and recorded:
+        // the IMAP server, the SMTP server and the database work side by
+        // side, and the sessions never wait for IMAP. Settling only touches
+        // rows whose outcomes the journal has already written to disk.
         let next_chunk = chunks.get(index + 1).map(Vec::as_slice);
         let mut next_report = MailboxReport {
             checkpoint_ceiling: report.checkpoint_ceiling,
             ..MailboxReport::default()
         };
+        let to_settle = std::mem::take(&mut unsettled);
         let prepare_next = async {
-            let Some(next) = next_chunk else {
-                return Ok(None);
-            };
-            if stop.load(Ordering::Relaxed) {
-                return Ok(None);
+            settle_rows(store, source, mailbox, to_settle, &mut next_report).await?;
+            match next_chunk {
+                Some(next) if !stop.load(Ordering::Relaxed) => {
+                    batch
+                        .prepare(source, store, None, next, &mut next_report)
+                        .await
+                }
+                _ => Ok(None),
             }
-            let next_mails = fetch_batch(source, next, &oversized)
-                .await
-                .with_context(mailbox_context)
-                .map_err(Stop::Mailbox)?;
-            next_report.fetched += next_mails.len() as u32;
-            fail_vanished(
-                store,
-                mailbox,
-                &carried,
-                next,
-                &next_mails,
-                &mut next_report,
-            )?;
-            let next_items = record::record_batch(
-                settings,
-                mailbox,
-                store,
-                None,
-                &next_mails,
-                &carried,
-                uidvalidity,
-                next,
-                &mut next_report,
-            )
-            .await?;
-            Ok::<_, Stop>(Some((next_mails, next_items)))
         };
-        let (settled, next) = futures::join!(
+        let (sent, next) = futures::join!(
             send::send_items(
                 settings, mailbox, journal, pool, &mails, items, stop, report
             ),
             prepare_next
         );
         report.absorb(&next_report);
-        let settled = settled?;
-        tracing::debug!("batch sent");
-        settle_rows(store, source, mailbox, settled, report).await?;
         held::follow_up_held(
             settings,
             mailbox,
             store,
             pool,
-            &fresh_held,
+            &std::mem::take(&mut held_to_follow),
             held::FollowUp::Fresh,
             report,
         )
         .await?;
-        current = next?;
+        unsettled = sent?;
+        held_to_follow = fresh_held;
+        match next {
+            Ok(next) => current = next,
+            Err(err) => {
+                settle_rows(store, source, mailbox, unsettled, report).await?;
+                return Err(err);
+            }
+        }
     }
+    settle_rows(store, source, mailbox, unsettled, report).await?;
+    held::follow_up_held(
+        settings,
+        mailbox,
+        store,
+        pool,
+        &held_to_follow,
+        held::FollowUp::Fresh,
+        report,
+    )
+    .await?;
     Ok(())
+}
+
+/// What every batch of one mailbox pass shares.
+struct Batch<'a> {
+    settings: &'a Settings,
+    mailbox: &'a MailboxSettings,
+    carried: &'a HashMap<u32, MessageRow>,
+    oversized: &'a HashSet<u32>,
+    uidvalidity: u32,
+    examiner: &'a record::Examiner,
+}
+
+impl Batch<'_> {
+    /// Fetches, examines and records one batch. Given the pool (first
+    /// batch), it opens an SMTP session before recording anything to send.
+    async fn prepare(
+        &self,
+        source: &mut ImapSource,
+        store: &mut Store,
+        pool: Option<&mut SinkPool>,
+        chunk: &[u32],
+        report: &mut MailboxReport,
+    ) -> Result<Option<(Vec<RawMail>, Vec<Item>)>, Stop> {
+        let mailbox = self.mailbox;
+        let mails = fetch_batch(source, chunk, self.oversized)
+            .await
+            .with_context(|| format!("mailbox {} folder {}", mailbox.name, mailbox.folder))
+            .map_err(Stop::Mailbox)?;
+        report.fetched += mails.len() as u32;
+        fail_vanished(store, mailbox, self.carried, chunk, &mails, report)?;
+        let (mails, examined) = record::examine_batch(self.examiner.clone(), mails).await?;
+        let items = record::record_batch(
+            self.settings,
+            mailbox,
+            store,
+            pool,
+            (&mails, examined),
+            self.carried,
+            self.uidvalidity,
+            chunk,
+            report,
+        )
+        .await?;
+        Ok(Some((mails, items)))
+    }
 }
 
 /// Marks pending rows from earlier passes that the server no longer has.
@@ -479,9 +516,19 @@ async fn fetch_batch(
     source.fetch(batch).await
 }
 
+/// The first batch of a pass holds at most this many messages; each
+/// following one may hold twice as many as the one before, up to
+/// `batch_size`.
+const FIRST_BATCH: usize = 25;
+
 /// Splits the work into batches of at most `max_count` UIDs and
 /// `max_bytes` bytes; a message larger than `max_bytes` goes alone, and so
 /// does each oversized one (fetched as a header only).
+///
+/// NOTE: The batches start small and double ([`FIRST_BATCH`]): nothing is
+/// sent until the first batch is fetched, examined and recorded, so a
+/// small first batch gets the SMTP sessions going early, and each next
+/// batch is prepared while the one before, half its size, is sent.
 fn batches(
     work: &[u32],
     sizes: &HashMap<u32, u64>,
@@ -492,6 +539,7 @@ fn batches(
     let mut batches = Vec::new();
     let mut current = Vec::new();
     let mut current_bytes = 0;
+    let mut count_limit = FIRST_BATCH.min(max_count);
     for uid in work {
         if oversized.contains(uid) {
             if !current.is_empty() {
@@ -502,9 +550,11 @@ fn batches(
             continue;
         }
         let size = sizes.get(uid).copied().unwrap_or(0);
-        if !current.is_empty() && (max_count <= current.len() || max_bytes < current_bytes + size) {
+        if !current.is_empty() && (count_limit <= current.len() || max_bytes < current_bytes + size)
+        {
             batches.push(std::mem::take(&mut current));
             current_bytes = 0;
+            count_limit = count_limit.saturating_mul(2).min(max_count);
         }
         current.push(*uid);
         current_bytes += size;
@@ -592,6 +642,16 @@ mod tests {
         let sizes: HashMap<u32, u64> =
             [(1, 10), (2, 10), (3, 100), (4, 10), (5, 10), (6, 10)].into();
         let none = HashSet::new();
+        let many: Vec<u32> = (1..=200).collect();
+        let lengths: Vec<usize> = batches(&many, &HashMap::new(), &none, 60, 1000)
+            .iter()
+            .map(Vec::len)
+            .collect();
+        assert_eq!(
+            lengths,
+            [25, 50, 60, 60, 5],
+            "small first, doubling up to the limit"
+        );
         assert_eq!(
             batches(&work, &sizes, &none, 2, 1000),
             [vec![1, 2], vec![3, 4], vec![5, 6]]

@@ -1,6 +1,11 @@
-//! Classifying and recording a fetched batch: content-hash recognition
-//! (duplicates, UIDVALIDITY rescans), the classifier, the relay-copy and
-//! rate-limit checks, thread keys, and one transaction per batch.
+//! Classifying and recording a fetched batch, in two steps:
+//!
+//! - [`examine_batch`], pure and CPU-bound (hashes, parse, classifier,
+//!   thread keys): it runs on a blocking thread, so the SMTP sessions on
+//!   the pass's thread keep sending meanwhile;
+//! - [`record_batch`], on the pass's thread: content-hash recognition
+//!   (duplicates, UIDVALIDITY rescans), the relay-copy and rate-limit
+//!   checks against the log, and one transaction per batch.
 
 use std::collections::HashMap;
 
@@ -13,7 +18,94 @@ use crate::classify::{self, Action, Classification, CryptoClass, Decision, Reaso
 use crate::config::{MailboxSettings, Settings};
 use crate::source::RawMail;
 use crate::store::{Checkpoint, MessageRow, NewMessage, State, Store};
+use crate::thread::{ThreadKeys, TicketPatterns};
 use crate::{clock, mail, thread};
+
+/// What the pure step learns from one fetched message.
+pub(super) struct Examined {
+    sha256: String,
+    classification: Classification,
+    /// `None` when mail-parser found no header block.
+    facts: Option<Facts>,
+}
+
+/// What a parsed message contributes to its log row and to the checks.
+struct Facts {
+    body_sha256: String,
+    /// Message-ID as written, trimmed (the copy check compares it).
+    message_id: Option<String>,
+    from_address: Option<String>,
+    summary: mail::MailSummary,
+    thread: ThreadKeys,
+}
+
+/// Everything the pure step needs, owned, so it can move to another thread.
+#[derive(Clone)]
+pub(super) struct Examiner {
+    rules: Rules,
+    patterns: TicketPatterns,
+}
+
+impl Examiner {
+    pub(super) fn new(settings: &Settings, mailbox: &MailboxSettings) -> Examiner {
+        Examiner {
+            rules: Rules {
+                own_domain: settings
+                    .smtp
+                    .envelope_from
+                    .rsplit_once('@')
+                    .map(|(_, domain)| domain.to_owned()),
+                max_message_bytes: Some(mailbox.max_message_bytes),
+                helpdesk_addresses: settings.policy.helpdesk_addresses.clone(),
+                extra_relays: settings.extra_relays.clone(),
+                loop_action: settings.policy.loop_action,
+            },
+            patterns: settings.threading.patterns.clone(),
+        }
+    }
+
+    /// One parse serves the classifier, the copy and rate checks, the
+    /// summary and the thread keys.
+    fn examine(&self, raw: &RawMail) -> Examined {
+        let sha256 = mail::content_hash(&raw.bytes);
+        let parsed = mail::parse(&raw.bytes);
+        let classification = classify::classify_parsed(parsed.as_ref(), raw.size, &self.rules);
+        let facts = parsed.as_ref().map(|message| Facts {
+            body_sha256: mail::body_hash(message, &raw.bytes),
+            message_id: message.message_id().map(|id| id.trim().to_owned()),
+            from_address: mail::from_address(message),
+            summary: mail::summarize(message),
+            thread: thread::keys(message, classification.relay.as_ref(), &self.patterns),
+        });
+        Examined {
+            sha256,
+            classification,
+            facts,
+        }
+    }
+}
+
+/// Examines a fetched batch on a blocking thread and hands the mail back
+/// with the findings, in the same order.
+///
+/// # Errors
+/// The examining thread panicked (a parser bug): the mailbox stops here
+/// and nothing of this batch is recorded.
+pub(super) async fn examine_batch(
+    examiner: Examiner,
+    mails: Vec<RawMail>,
+) -> Result<(Vec<RawMail>, Vec<Examined>), Stop> {
+    tokio::task::spawn_blocking(move || {
+        let examined = mails.iter().map(|raw| examiner.examine(raw)).collect();
+        (mails, examined)
+    })
+    .await
+    .map_err(|err| {
+        Stop::Mailbox(anyhow::anyhow!(
+            "examining fetched mail failed ({err}); nothing of this batch was recorded"
+        ))
+    })
+}
 
 /// Classifies a fetched batch and records it in one transaction, together
 /// with the new checkpoint. Given the pool (first batch of a mailbox), it
@@ -25,23 +117,12 @@ pub(super) async fn record_batch(
     mailbox: &MailboxSettings,
     store: &mut Store,
     pool: Option<&mut SinkPool>,
-    mails: &[RawMail],
+    (mails, examined): (&[RawMail], Vec<Examined>),
     carried: &HashMap<u32, MessageRow>,
     uidvalidity: u32,
     chunk: &[u32],
     report: &mut MailboxReport,
 ) -> Result<Vec<Item>, Stop> {
-    let rules = Rules {
-        own_domain: settings
-            .smtp
-            .envelope_from
-            .rsplit_once('@')
-            .map(|(_, domain)| domain.to_owned()),
-        max_message_bytes: Some(mailbox.max_message_bytes),
-        helpdesk_addresses: settings.policy.helpdesk_addresses.clone(),
-        extra_relays: settings.extra_relays.clone(),
-        loop_action: settings.policy.loop_action,
-    };
     let mut batch_counts: HashMap<String, u32> = HashMap::new();
     let now = clock::unix_now();
     let mut items = Vec::new();
@@ -50,7 +131,11 @@ pub(super) async fn record_batch(
     let mut batch_hashes: HashMap<String, u32> = HashMap::new();
     let mut batch_message_ids: HashMap<(String, String), u32> = HashMap::new();
     let mut seen_uids = std::collections::HashSet::new();
-    for (mail_index, raw) in mails.iter().enumerate() {
+    for (mail_index, (raw, examined)) in mails.iter().zip(examined).enumerate() {
+        // NOTE: Recording runs beside the SMTP sessions on one thread: give
+        // them a turn between messages, so a session whose reply arrived
+        // sends its next message now rather than after the whole batch.
+        tokio::task::yield_now().await;
         if !seen_uids.insert(raw.uid) {
             // A server that answered twice for one UID: the first answer counts.
             continue;
@@ -67,10 +152,10 @@ pub(super) async fn record_batch(
             }
             continue;
         }
-        let sha256 = mail::content_hash(&raw.bytes);
+        let sha256 = examined.sha256.clone();
         if let Some(first_uid) = batch_hashes.get(&sha256) {
             let detail = format!("same bytes as UID {first_uid}, fetched in the same batch");
-            let row = duplicate(settings, mailbox, uidvalidity, raw, sha256, detail);
+            let row = duplicate(mailbox, uidvalidity, raw, examined, detail);
             new_rows.push((mail_index, row));
             continue;
         }
@@ -95,38 +180,36 @@ pub(super) async fn record_batch(
                 "same bytes as message #{} (UID {}), which is {}",
                 existing.id, existing.uid, existing.state
             );
-            let row = duplicate(settings, mailbox, uidvalidity, raw, sha256, detail);
+            let row = duplicate(mailbox, uidvalidity, raw, examined, detail);
             new_rows.push((mail_index, row));
             continue;
         }
-        // NOTE: One parse serves the classifier, the duplicate and rate
-        // checks, the summary and the thread keys.
-        let parsed = mail::parse(&raw.bytes);
-        let mut classification = classify::classify_parsed(parsed.as_ref(), raw.size, &rules);
-        let body_sha256 = parsed
-            .as_ref()
-            .map(|message| mail::body_hash(message, &raw.bytes));
-        if let (Some(message), Some(body_sha256)) = (&parsed, &body_sha256)
+        let Examined {
+            sha256,
+            mut classification,
+            facts,
+        } = examined;
+        if let Some(facts) = &facts
             && classification.decision.action == Action::Forward
-            && let Some(message_id) = message.message_id()
+            && let Some(message_id) = &facts.message_id
         {
             skip_copy(
                 settings,
                 mailbox,
                 store,
-                (message_id.trim(), body_sha256),
+                (message_id, &facts.body_sha256),
                 (raw.uid, &mut batch_message_ids),
                 &mut classification,
             )?;
         }
-        if let Some(message) = &parsed
+        if let Some(facts) = &facts
             && classification.decision.action == Action::Forward
         {
             apply_rate_limit(
                 settings,
                 mailbox,
                 store,
-                message,
+                facts.from_address.as_deref(),
                 &mut classification,
                 &mut batch_counts,
             )?;
@@ -140,15 +223,7 @@ pub(super) async fn record_batch(
             relay = classification.relay.as_ref().map_or("-", |relay| relay.name.as_str()),
             "classified"
         );
-        let row = new_message(
-            settings,
-            mailbox,
-            uidvalidity,
-            raw,
-            parsed.as_ref().zip(body_sha256),
-            sha256,
-            classification,
-        );
+        let row = new_message(mailbox, uidvalidity, raw, facts, sha256, classification);
         new_rows.push((mail_index, row));
     }
 
@@ -273,29 +348,23 @@ fn skip_copy(
 
 /// The log row for a byte-identical copy: skipped as `duplicate`.
 fn duplicate(
-    settings: &Settings,
     mailbox: &MailboxSettings,
     uidvalidity: u32,
     raw: &RawMail,
-    sha256: String,
+    examined: Examined,
     detail: String,
 ) -> NewMessage {
     let classification = Classification {
         decision: Decision::skip(Reason::Duplicate, detail),
         class: CryptoClass::None,
-        relay: None,
+        relay: examined.classification.relay,
     };
-    let parsed = mail::parse(&raw.bytes);
-    let body_sha256 = parsed
-        .as_ref()
-        .map(|message| mail::body_hash(message, &raw.bytes));
     new_message(
-        settings,
         mailbox,
         uidvalidity,
         raw,
-        parsed.as_ref().zip(body_sha256),
-        sha256,
+        examined.facts,
+        examined.sha256,
         classification,
     )
 }
@@ -322,7 +391,7 @@ fn apply_rate_limit(
     settings: &Settings,
     mailbox: &MailboxSettings,
     store: &Store,
-    message: &mail_parser::Message<'_>,
+    from_address: Option<&str>,
     classification: &mut Classification,
     batch_counts: &mut HashMap<String, u32>,
 ) -> Result<(), Stop> {
@@ -332,7 +401,7 @@ fn apply_rate_limit(
     }
     let correspondent = match &classification.relay {
         Some(relay) => Some(relay.alias.clone()),
-        None => mail::from_address(message),
+        None => from_address.map(str::to_owned),
     };
     let Some(correspondent) = correspondent else {
         return Ok(());
@@ -370,11 +439,10 @@ fn apply_rate_limit(
 
 /// The log row for a freshly classified message, with its thread keys.
 fn new_message(
-    settings: &Settings,
     mailbox: &MailboxSettings,
     uidvalidity: u32,
     raw: &RawMail,
-    parsed: Option<(&mail_parser::Message<'_>, String)>,
+    facts: Option<Facts>,
     sha256: String,
     classification: Classification,
 ) -> NewMessage {
@@ -383,16 +451,8 @@ fn new_message(
         Action::Hold => State::Held,
         Action::Skip => State::Skipped,
     };
-    let (summary, thread, body_sha256) = match parsed {
-        Some((message, body_sha256)) => (
-            mail::summarize(message),
-            Some(thread::keys(
-                message,
-                classification.relay.as_ref(),
-                &settings.threading.patterns,
-            )),
-            Some(body_sha256),
-        ),
+    let (summary, thread, body_sha256) = match facts {
+        Some(facts) => (facts.summary, Some(facts.thread), Some(facts.body_sha256)),
         None => (mail::MailSummary::default(), None, None),
     };
     NewMessage {

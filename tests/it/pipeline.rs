@@ -66,6 +66,13 @@ fn dots_and_eight_bit() -> Vec<u8> {
         .to_vec()
 }
 
+/// 8-bit content that is not UTF-8 (Latin-1) takes the sink's byte path;
+/// it must arrive unchanged too, dots included.
+fn latin1_with_dots() -> Vec<u8> {
+    b"From: Jos\xe9 <jose@example.es>\r\nTo: support@company.test\r\nSubject: Factura\r\nDate: Sat, 28 Nov 2026 07:30:00 +0000\r\nMessage-ID: <latin1.1@example.es>\r\nMIME-Version: 1.0\r\nContent-Type: text/plain; charset=iso-8859-1\r\nContent-Transfer-Encoding: 8bit\r\n\r\n.punto inicial\r\nse\xf1or, la factura est\xe1 mal\r\n"
+        .to_vec()
+}
+
 fn pgp_mime() -> Vec<u8> {
     b"From: Secret <secret@example.com>\r\n\
 To: support@company.test\r\n\
@@ -127,6 +134,7 @@ async fn redirects_eligible_mail_once_with_original_bytes() {
         relay_reply(),
         html_with_attachment(),
         dots_and_eight_bit(),
+        latin1_with_dots(),
     ];
     let held = [pgp_mime(), smime_enveloped()];
     let seeded: Vec<&[u8]> = originals
@@ -147,7 +155,7 @@ async fn redirects_eligible_mail_once_with_original_bytes() {
             mailbox.held,
             mailbox.failed
         ),
-        (6, 4, 2, 0)
+        (7, 5, 2, 0)
     );
     assert_eq!(report.exit_code(), 0, "held mail is normal");
 
@@ -198,7 +206,7 @@ async fn redirects_eligible_mail_once_with_original_bytes() {
     let rows = store
         .list_messages(&MessageFilter::default())
         .expect("rows");
-    assert_eq!(rows.len(), 6);
+    assert_eq!(rows.len(), 7);
     let reason_of = |message_id: &str| {
         rows.iter()
             .find(|row| row.message_id.as_deref() == Some(message_id))
@@ -238,7 +246,7 @@ async fn redirects_eligible_mail_once_with_original_bytes() {
     // forwarded mail stays with $Forwarded, held mail moved to the held folder.
     let support = read_folder(&env.stack, &env.support_user, "INBOX").await;
     let held_folder = read_folder(&env.stack, &env.support_user, "Deskbridge.Held").await;
-    assert_eq!((support.len(), held_folder.len()), (4, 2));
+    assert_eq!((support.len(), held_folder.len()), (5, 2));
     assert!(
         support
             .iter()
