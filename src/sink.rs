@@ -339,7 +339,8 @@ impl SmtpSink {
         // NOTE: Allow the transfer itself time in proportion to its size
         // (at least 1 MiB/s) on top of the per-command timeout.
         let transfer = self.timeout + Duration::from_secs(body.len() as u64 / (1024 * 1024));
-        let response = match DataPayload::new(trace, &body) {
+        let response = match DataPayload::new(trace, &body).filter(|_| body.len() <= ONE_WRITE_MAX)
+        {
             // NOTE: The whole payload, dot-stuffed and terminated, goes out
             // in one write: lettre's own path copies it byte by byte and
             // writes trace, body and terminator separately, which costs
@@ -349,7 +350,8 @@ impl SmtpSink {
                 self.step("message content", transfer, |conn| conn.command(payload))
                     .await?
             }
-            // 8-bit content that is not UTF-8: lettre's byte path.
+            // Large content, or 8-bit content that is not UTF-8: lettre's
+            // byte path, which holds one copy of the message instead of two.
             None => {
                 self.step("message content", transfer, |conn| {
                     conn.message_iter([trace, body.as_ref()].into_iter())
@@ -492,6 +494,11 @@ pub fn wire_body(original: &[u8]) -> Cow<'_, [u8]> {
     }
     body
 }
+
+/// Messages up to this size go out in one write ([`DataPayload`]); the
+/// payload and lettre's copy of it are two copies, which only small
+/// messages can have for free.
+const ONE_WRITE_MAX: usize = 1024 * 1024;
 
 /// DATA content as SMTP carries it: the trace block and the body with
 /// every line that starts with "." doubled (RFC 5321 4.5.2), then the
