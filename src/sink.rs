@@ -313,9 +313,9 @@ impl SmtpSink {
         let recipient = Address::from_str(forward_to).map_err(|err| SendError::Permanent {
             reply: format!("invalid recipient {forward_to}: {err}"),
         })?;
-        let body = wire_body(original);
+        let content = crlf_lines(original);
         let mut options = Vec::new();
-        if !(trace.is_ascii() && body.is_ascii())
+        if !(trace.is_ascii() && content.is_ascii())
             && self
                 .conn
                 .server_info()
@@ -338,9 +338,11 @@ impl SmtpSink {
         }
         // NOTE: Allow the transfer itself time in proportion to its size
         // (at least 1 MiB/s) on top of the per-command timeout.
-        let transfer = self.timeout + Duration::from_secs(body.len() as u64 / (1024 * 1024));
-        let response = match DataPayload::new(trace, &body).filter(|_| body.len() <= ONE_WRITE_MAX)
-        {
+        let transfer = self.timeout + Duration::from_secs(content.len() as u64 / (1024 * 1024));
+        let payload = (content.len() <= ONE_WRITE_MAX)
+            .then(|| DataPayload::new(trace, &content))
+            .flatten();
+        let response = match payload {
             // NOTE: The whole payload, dot-stuffed and terminated, goes out
             // in one write: lettre's own path copies it byte by byte and
             // writes trace, body and terminator separately, which costs
@@ -353,6 +355,7 @@ impl SmtpSink {
             // Large content, or 8-bit content that is not UTF-8: lettre's
             // byte path, which holds one copy of the message instead of two.
             None => {
+                let body = without_final_crlf(content);
                 self.step("message content", transfer, |conn| {
                     conn.message_iter([trace, body.as_ref()].into_iter())
                 })
@@ -464,14 +467,13 @@ fn format_reply(code: String, text: String) -> String {
     format!("{code} {text}").trim().to_owned()
 }
 
-/// The original bytes as SMTP carries them: bare LF line ends become CRLF
-/// (SMTP and IMAP both mandate CRLF; Postfix may reject bare LF), and one
-/// final CRLF is dropped because the DATA terminator supplies it. Borrows
-/// when nothing needs to change, which is the case for all IMAP-fetched mail.
-pub fn wire_body(original: &[u8]) -> Cow<'_, [u8]> {
+/// Bare LF line ends become CRLF (SMTP and IMAP both mandate CRLF; Postfix
+/// may reject bare LF). Borrows when nothing needs to change, which is the
+/// case for all IMAP-fetched mail.
+fn crlf_lines(original: &[u8]) -> Cow<'_, [u8]> {
     let has_bare_lf = memchr::memchr_iter(b'\n', original)
         .any(|index| index == 0 || original[index - 1] != b'\r');
-    let mut body: Cow<'_, [u8]> = if has_bare_lf {
+    if has_bare_lf {
         let mut fixed = Vec::with_capacity(original.len() + original.len() / 32);
         for (index, byte) in original.iter().enumerate() {
             if *byte == b'\n' && (index == 0 || original[index - 1] != b'\r') {
@@ -482,7 +484,12 @@ pub fn wire_body(original: &[u8]) -> Cow<'_, [u8]> {
         Cow::Owned(fixed)
     } else {
         Cow::Borrowed(original)
-    };
+    }
+}
+
+/// What lettre's path sends: it always ends the content with CRLF.CRLF,
+/// so one final CRLF of the original is dropped.
+fn without_final_crlf(mut body: Cow<'_, [u8]>) -> Cow<'_, [u8]> {
     if body.ends_with(b"\r\n") {
         body = match body {
             Cow::Borrowed(bytes) => Cow::Borrowed(&bytes[..bytes.len() - 2]),
@@ -502,12 +509,13 @@ const ONE_WRITE_MAX: usize = 1024 * 1024;
 
 /// DATA content as SMTP carries it: the trace block and the body with
 /// every line that starts with "." doubled (RFC 5321 4.5.2), then the
-/// terminating CRLF.CRLF.
+/// terminator: "." on a line of its own, after a CRLF added only when the
+/// content does not already end with one (so an empty body stays empty).
 struct DataPayload(String);
 
 impl DataPayload {
     /// `None` when the content is not UTF-8 (it cannot travel as text).
-    /// `body` is [`wire_body`]'s output: CRLF lines, final CRLF dropped.
+    /// `body` is [`crlf_lines`]'s output.
     fn new(trace: &[u8], body: &[u8]) -> Option<DataPayload> {
         let trace = std::str::from_utf8(trace).ok()?;
         let body = std::str::from_utf8(body).ok()?;
@@ -525,7 +533,10 @@ impl DataPayload {
             }
             text.push_str(rest);
         }
-        text.push_str("\r\n.\r\n");
+        if !(text.is_empty() || text.ends_with("\r\n")) {
+            text.push_str("\r\n");
+        }
+        text.push_str(".\r\n");
         Some(DataPayload(text))
     }
 }
@@ -595,21 +606,36 @@ impl AsyncTokioStream for ImplicitTls {
 mod tests {
     use super::*;
 
+    fn wire(original: &[u8]) -> Cow<'_, [u8]> {
+        without_final_crlf(crlf_lines(original))
+    }
+
     #[test]
     fn crlf_mail_is_borrowed_and_loses_only_the_final_crlf() {
         let original = b"Subject: x\r\n\r\nline\r\n";
-        let body = wire_body(original);
+        let body = wire(original);
         assert!(matches!(body, Cow::Borrowed(_)));
         assert_eq!(body.as_ref(), b"Subject: x\r\n\r\nline");
     }
 
     #[test]
     fn data_payload_doubles_leading_dots_and_terminates() {
-        let payload = DataPayload::new(b"Received: x\r\n", b".first\r\nmid.dle\r\n..two\r\n.")
-            .map(|payload| payload.to_string());
+        let payload = |trace: &[u8], body: &[u8]| {
+            DataPayload::new(trace, body).map(|payload| payload.to_string())
+        };
         assert_eq!(
-            payload.as_deref(),
+            payload(b"Received: x\r\n", b".first\r\nmid.dle\r\n..two\r\n.\r\n").as_deref(),
             Some("Received: x\r\n..first\r\nmid.dle\r\n...two\r\n..\r\n.\r\n")
+        );
+        assert_eq!(
+            payload(b"Received: x\r\n", b"no final line end").as_deref(),
+            Some("Received: x\r\nno final line end\r\n.\r\n"),
+            "a CRLF before the terminator only when the content lacks one"
+        );
+        assert_eq!(
+            payload(b"Received: x\r\n", b"").as_deref(),
+            Some("Received: x\r\n.\r\n"),
+            "an empty original adds no blank line"
         );
         assert!(
             DataPayload::new(b"", b"caf\xe9").is_none(),
@@ -619,7 +645,7 @@ mod tests {
 
     #[test]
     fn bare_lf_becomes_crlf() {
-        assert_eq!(wire_body(b"a\nb\r\nc\n").as_ref(), b"a\r\nb\r\nc");
-        assert_eq!(wire_body(b"no newline").as_ref(), b"no newline");
+        assert_eq!(wire(b"a\nb\r\nc\n").as_ref(), b"a\r\nb\r\nc");
+        assert_eq!(wire(b"no newline").as_ref(), b"no newline");
     }
 }

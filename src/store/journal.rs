@@ -13,11 +13,17 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc;
 use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
 
 use rusqlite::{Connection, params};
 
 use super::StoreError;
 use crate::clock;
+
+/// How long the writer waits for more outcomes before it commits the
+/// first one: short against a send (milliseconds), long against the gap
+/// between replies of several sessions.
+const GROUP_WINDOW: Duration = Duration::from_millis(5);
 
 enum Command {
     Attempts(Vec<(i64, String)>),
@@ -157,12 +163,26 @@ impl Drop for Journal {
 fn write_loop(mut conn: Connection, receiver: &mpsc::Receiver<Command>, failed: &AtomicBool) {
     let mut failure: Option<String> = None;
     while let Ok(first) = receiver.recv() {
+        // NOTE: Gather what arrives within GROUP_WINDOW of the first
+        // outcome (a flush cuts it short): replies from several sessions
+        // then share one commit and one fsync, where committing each on
+        // arrival would pay for both about once per message.
+        let deadline = Instant::now() + GROUP_WINDOW;
+        let mut flush_waiting = matches!(first, Command::Flush(_));
         let mut commands = vec![first];
-        while let Ok(next) = receiver.try_recv() {
-            commands.push(next);
-            if 1000 <= commands.len() {
+        while commands.len() < 1000 {
+            let next = if flush_waiting {
+                receiver.try_recv().ok()
+            } else {
+                receiver
+                    .recv_timeout(deadline.saturating_duration_since(Instant::now()))
+                    .ok()
+            };
+            let Some(next) = next else {
                 break;
-            }
+            };
+            flush_waiting |= matches!(next, Command::Flush(_));
+            commands.push(next);
         }
         let mut flushes = Vec::new();
         let mut writes = Vec::new();

@@ -413,6 +413,16 @@ async fn work_mailbox(
             Ok(next) => current = next,
             Err(err) => {
                 settle_rows(store, source, mailbox, unsettled, report).await?;
+                held::follow_up_held(
+                    settings,
+                    mailbox,
+                    store,
+                    pool,
+                    &held_to_follow,
+                    held::FollowUp::Fresh,
+                    report,
+                )
+                .await?;
                 return Err(err);
             }
         }

@@ -354,10 +354,13 @@ fn duplicate(
     examined: Examined,
     detail: String,
 ) -> NewMessage {
+    // NOTE: As before the examine step existed, a byte-identical copy
+    // names no relay: it is not the correspondent's mail a second time, so
+    // it does not count towards their rate limit.
     let classification = Classification {
         decision: Decision::skip(Reason::Duplicate, detail),
         class: CryptoClass::None,
-        relay: examined.classification.relay,
+        relay: None,
     };
     new_message(
         mailbox,

@@ -122,6 +122,12 @@ pub(super) async fn send_items(
     if pending.is_empty() {
         return Ok(settle);
     }
+    // NOTE: A stop that came while this batch was prepared: nothing of it
+    // was tried, so no attempt is counted; it stays pending for next pass.
+    if stop.load(Ordering::Relaxed) {
+        report.deferred += pending.len() as u32;
+        return Ok(settle);
+    }
     pool.fill(&settings.smtp, pending.len())
         .await
         .map_err(|err| {
