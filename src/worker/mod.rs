@@ -341,9 +341,6 @@ async fn work_mailbox(
         mailbox.batch_bytes,
     );
     let examiner = record::Examiner::new(settings, mailbox);
-    let Some(first_chunk) = chunks.first() else {
-        return Ok(());
-    };
     let batch = Batch {
         settings,
         mailbox,
@@ -352,9 +349,16 @@ async fn work_mailbox(
         uidvalidity,
         examiner: &examiner,
     };
+    let Some(first_chunk) = chunks.first() else {
+        return Ok(());
+    };
+    let first_mails = batch.fetch(source, first_chunk).await?;
+    report.fetched += first_mails.len() as u32;
     let mut current = batch
-        .prepare(source, store, Some(&mut *pool), first_chunk, report)
+        .record(store, Some(&mut *pool), first_chunk, first_mails, report)
         .await?;
+    // The next batch, when the IMAP lane already fetched it.
+    let mut fetched_ahead: Option<Vec<RawMail>> = None;
     // Sent but not yet settled: the previous batch's final rows, and its
     // freshly held rows whose follow-up (notice, auto-reply) comes after.
     let mut unsettled: Vec<(u32, i64, State)> = Vec::new();
@@ -368,35 +372,81 @@ async fn work_mailbox(
             .filter(|item| item.fresh && item.state == State::Held)
             .map(|item| item.row_id)
             .collect();
-        // NOTE: While this batch is sent, the previous one is settled and
-        // the next one fetched, examined (on another thread) and recorded:
-        // the IMAP server, the SMTP server and the database work side by
-        // side, and the sessions never wait for IMAP. Settling only touches
-        // rows whose outcomes the journal has already written to disk.
+        // NOTE: Three lanes run side by side on this task while this batch
+        // is sent: the IMAP lane settles the previous batch (its outcomes
+        // are on disk already) and fetches the next one, then the one after
+        // it; the record lane examines the next batch on another thread and
+        // records it. The IMAP server, the SMTP server, the database and
+        // the classifier all work at once, and the sessions never wait for
+        // IMAP round trips.
         let next_chunk = chunks.get(index + 1).map(Vec::as_slice);
+        let stopping = stop.load(Ordering::Relaxed);
+        let next_chunk = next_chunk.filter(|_| !stopping);
+        // NOTE: Fetching two batches ahead keeps three in memory: only
+        // while the three together stay within twice batch_mb, the bound
+        // that sending one batch while preparing the next already has.
+        let after_chunk = chunks.get(index + 2).filter(|_| !stopping).filter(|after| {
+            next_chunk.is_some_and(|next| {
+                chunk_bytes(&chunks[index], &sizes)
+                    + chunk_bytes(next, &sizes)
+                    + chunk_bytes(after, &sizes)
+                    <= mailbox.batch_bytes.saturating_mul(2)
+            })
+        });
+        let already_fetched = fetched_ahead.take();
+        let to_settle = std::mem::take(&mut unsettled);
+        let (hand_over, receive) = tokio::sync::oneshot::channel::<Vec<RawMail>>();
+        let need_next_fetch = already_fetched.is_none() && next_chunk.is_some();
+        let imap_lane = async {
+            let settled = settle_on_server(source, mailbox, to_settle).await;
+            // A failed fetch drops `hand_over`: the record lane stops too.
+            let fetched = async {
+                if need_next_fetch && let Some(next) = next_chunk {
+                    let mails = batch.fetch(source, next).await?;
+                    let _ = hand_over.send(mails);
+                }
+                match after_chunk {
+                    Some(after) => Ok(Some(batch.fetch(source, after).await?)),
+                    None => Ok::<_, Stop>(None),
+                }
+            }
+            .await;
+            (settled, fetched)
+        };
         let mut next_report = MailboxReport {
             checkpoint_ceiling: report.checkpoint_ceiling,
             ..MailboxReport::default()
         };
-        let to_settle = std::mem::take(&mut unsettled);
-        let prepare_next = async {
-            settle_rows(store, source, mailbox, to_settle, &mut next_report).await?;
-            match next_chunk {
-                Some(next) if !stop.load(Ordering::Relaxed) => {
-                    batch
-                        .prepare(source, store, None, next, &mut next_report)
-                        .await
-                }
-                _ => Ok(None),
-            }
+        let record_lane = async {
+            let Some(next) = next_chunk else {
+                return Ok(None);
+            };
+            let mails = match already_fetched {
+                Some(mails) => mails,
+                // The IMAP lane failed to fetch: its error is reported.
+                None => match receive.await {
+                    Ok(mails) => mails,
+                    Err(_) => return Ok(None),
+                },
+            };
+            next_report.fetched += mails.len() as u32;
+            batch
+                .record(&mut *store, None, next, mails, &mut next_report)
+                .await
         };
-        let (sent, next) = futures::join!(
+        let (sent, imap, next) = futures::join!(
             send::send_items(
                 settings, mailbox, journal, pool, &mails, items, stop, report
             ),
-            prepare_next
+            imap_lane,
+            record_lane
         );
         report.absorb(&next_report);
+        drop(mails);
+        let (settled, fetched) = imap;
+        // What the server settled is recorded even when a fetch failed.
+        record_settled(store, mailbox, settled, report)?;
+        let imap = fetched.map(|ahead| fetched_ahead = ahead);
         held::follow_up_held(
             settings,
             mailbox,
@@ -409,7 +459,7 @@ async fn work_mailbox(
         .await?;
         unsettled = sent?;
         held_to_follow = fresh_held;
-        match next {
+        match imap.and(next) {
             Ok(next) => current = next,
             Err(err) => {
                 settle_rows(store, source, mailbox, unsettled, report).await?;
@@ -441,6 +491,14 @@ async fn work_mailbox(
     Ok(())
 }
 
+/// Bytes of a batch, by RFC822.SIZE.
+fn chunk_bytes(chunk: &[u32], sizes: &HashMap<u32, u64>) -> u64 {
+    chunk
+        .iter()
+        .map(|uid| sizes.get(uid).copied().unwrap_or(0))
+        .sum()
+}
+
 /// What every batch of one mailbox pass shares.
 struct Batch<'a> {
     settings: &'a Settings,
@@ -452,27 +510,30 @@ struct Batch<'a> {
 }
 
 impl Batch<'_> {
-    /// Fetches, examines and records one batch. Given the pool (first
-    /// batch), it opens an SMTP session before recording anything to send.
-    async fn prepare(
+    /// Fetches one batch.
+    async fn fetch(&self, source: &mut ImapSource, chunk: &[u32]) -> Result<Vec<RawMail>, Stop> {
+        let mailbox = self.mailbox;
+        fetch_batch(source, chunk, self.oversized)
+            .await
+            .with_context(|| format!("mailbox {} folder {}", mailbox.name, mailbox.folder))
+            .map_err(Stop::Mailbox)
+    }
+
+    /// Examines and records a fetched batch. Given the pool (first batch),
+    /// it opens an SMTP session before recording anything to send.
+    async fn record(
         &self,
-        source: &mut ImapSource,
         store: &mut Store,
         pool: Option<&mut SinkPool>,
         chunk: &[u32],
+        mails: Vec<RawMail>,
         report: &mut MailboxReport,
     ) -> Result<Option<(Vec<RawMail>, Vec<Item>)>, Stop> {
-        let mailbox = self.mailbox;
-        let mails = fetch_batch(source, chunk, self.oversized)
-            .await
-            .with_context(|| format!("mailbox {} folder {}", mailbox.name, mailbox.folder))
-            .map_err(Stop::Mailbox)?;
-        report.fetched += mails.len() as u32;
-        fail_vanished(store, mailbox, self.carried, chunk, &mails, report)?;
+        fail_vanished(store, self.mailbox, self.carried, chunk, &mails, report)?;
         let (mails, examined) = record::examine_batch(self.examiner.clone(), mails).await?;
         let items = record::record_batch(
             self.settings,
-            mailbox,
+            self.mailbox,
             store,
             pool,
             (&mails, examined),
@@ -584,6 +645,24 @@ async fn settle_rows(
     rows: Vec<(u32, i64, State)>,
     report: &mut MailboxReport,
 ) -> Result<(), Stop> {
+    let settled = settle_on_server(source, mailbox, rows).await;
+    record_settled(store, mailbox, settled, report)
+}
+
+/// One group of rows settled alike, and how the server took it.
+struct Settled {
+    ids: Vec<i64>,
+    how: String,
+    outcome: Result<(), String>,
+}
+
+/// The IMAP half of settling: flags and moves, grouped by what is done to
+/// the rows. Touches no database, so it can run beside recording.
+async fn settle_on_server(
+    source: &mut ImapSource,
+    mailbox: &MailboxSettings,
+    rows: Vec<(u32, i64, State)>,
+) -> Vec<Settled> {
     // Keyed by (flags, destination folder); values are (uid, row id).
     type Groups = BTreeMap<(String, Option<String>), Vec<(u32, i64)>>;
     let mut groups = Groups::new();
@@ -596,16 +675,37 @@ async fn settle_rows(
             .or_default()
             .push((uid, row_id));
     }
+    let mut settled = Vec::new();
     for ((flags, move_to), members) in groups {
         let settlement = Settlement { flags, move_to };
         let uids: Vec<u32> = members.iter().map(|(uid, _)| *uid).collect();
-        let ids: Vec<i64> = members.iter().map(|(_, id)| *id).collect();
-        match source.settle(&uids, &settlement).await {
-            Ok(()) => store.mark_settled(&ids, &settlement.describe())?,
-            Err(err) => {
-                let message = err.to_string();
+        let outcome = source
+            .settle(&uids, &settlement)
+            .await
+            .map_err(|err| err.to_string());
+        settled.push(Settled {
+            ids: members.iter().map(|(_, id)| *id).collect(),
+            how: settlement.describe(),
+            outcome,
+        });
+    }
+    settled
+}
+
+/// The database half of settling: marks settled rows, or notes why they
+/// were not (the next pass tries again).
+fn record_settled(
+    store: &mut Store,
+    mailbox: &MailboxSettings,
+    settled: Vec<Settled>,
+    report: &mut MailboxReport,
+) -> Result<(), Stop> {
+    for group in settled {
+        match group.outcome {
+            Ok(()) => store.mark_settled(&group.ids, &group.how)?,
+            Err(message) => {
                 error!(mailbox = %mailbox.name, error.message = %message, "cannot settle messages; retrying next pass");
-                for id in &ids {
+                for id in &group.ids {
                     store.add_event(*id, "settle-failed", &message)?;
                 }
                 report.settle_errors += 1;
