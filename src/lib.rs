@@ -27,8 +27,10 @@
 //!   subject, correspondent addresses) and thread repair lines.
 //! - [`sink`]: the only module that talks SMTP.
 //! - [`worker`]: `run_once` and `release`, the only module that composes
-//!   the stages (`record` a batch, `send` it over a pool of SMTP sessions,
-//!   follow up `held` mail).
+//!   the stages (`record` a batch, its pure part on a blocking thread;
+//!   `send` it over a pool of SMTP sessions; follow up `held` mail). While
+//!   one batch is sent, the IMAP connection settles the one before and
+//!   fetches ahead, and the next one is examined and recorded.
 //! - [`report`]: renders the log for the CLI (`status`, `messages`, `show`).
 //! - [`clock`], [`tls`], [`lock`]: small shared utilities.
 //!
@@ -52,6 +54,9 @@
 //!    whole pass.
 //! 7. TLS certificate verification is always on; secrets never reach logs,
 //!    errors or the database.
+//! 8. Mail held in memory stays within twice `batch_mb` per mailbox (or
+//!    one larger message and one batch): batches are fetched ahead only
+//!    within that bound.
 
 pub mod classify;
 pub mod clock;
