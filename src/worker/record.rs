@@ -96,7 +96,7 @@ pub(super) async fn examine_batch(
     mails: Vec<RawMail>,
 ) -> Result<(Vec<RawMail>, Vec<Examined>), Stop> {
     tokio::task::spawn_blocking(move || {
-        let examined = mails.iter().map(|raw| examiner.examine(raw)).collect();
+        let examined = examine_in_parallel(&examiner, &mails);
         (mails, examined)
     })
     .await
@@ -104,6 +104,41 @@ pub(super) async fn examine_batch(
         Stop::Mailbox(anyhow::anyhow!(
             "examining fetched mail failed ({err}); nothing of this batch was recorded"
         ))
+    })
+}
+
+/// Examines mail on as many threads as there are cores (at most 4), in
+/// slices of at least `MIN_SLICE` messages; the result keeps input order.
+fn examine_in_parallel(examiner: &Examiner, mails: &[RawMail]) -> Vec<Examined> {
+    const MIN_SLICE: usize = 16;
+    let threads = std::thread::available_parallelism()
+        .map_or(1, usize::from)
+        .clamp(1, 4)
+        .min(mails.len() / MIN_SLICE)
+        .max(1);
+    if threads == 1 {
+        return mails.iter().map(|raw| examiner.examine(raw)).collect();
+    }
+    let slice = mails.len().div_ceil(threads);
+    std::thread::scope(|scope| {
+        let workers: Vec<_> = mails
+            .chunks(slice)
+            .map(|part| {
+                scope.spawn(move || {
+                    part.iter()
+                        .map(|raw| examiner.examine(raw))
+                        .collect::<Vec<_>>()
+                })
+            })
+            .collect();
+        workers
+            .into_iter()
+            .flat_map(|worker| match worker.join() {
+                Ok(examined) => examined,
+                // Same as a panic on the calling thread: the batch fails.
+                Err(panic) => std::panic::resume_unwind(panic),
+            })
+            .collect()
     })
 }
 
