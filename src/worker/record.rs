@@ -513,3 +513,48 @@ fn new_message(
         relay: classification.relay,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parallel_examination_keeps_the_batch_order() {
+        let examiner = Examiner {
+            rules: Rules::default(),
+            patterns: TicketPatterns::new(&[]).expect("built-in patterns"),
+        };
+        let mails: Vec<RawMail> = (0..100u32)
+            .map(|uid| {
+                let bytes = format!(
+                    "From: a{uid}@example.org\r\nSubject: s{uid}\r\nMessage-ID: <m{uid}@example.org>\r\n\r\nbody {uid}\r\n"
+                )
+                .into_bytes();
+                RawMail {
+                    uid,
+                    size: bytes.len() as u64,
+                    bytes,
+                }
+            })
+            .collect();
+        let examined = examine_in_parallel(&examiner, &mails);
+        let ids: Vec<Option<String>> = examined
+            .iter()
+            .map(|one| {
+                one.facts
+                    .as_ref()
+                    .and_then(|facts| facts.message_id.clone())
+            })
+            .collect();
+        let expected: Vec<Option<String>> = (0..100)
+            .map(|uid| Some(format!("m{uid}@example.org")))
+            .collect();
+        assert_eq!(ids, expected);
+        let hashes: Vec<&str> = examined.iter().map(|one| one.sha256.as_str()).collect();
+        let direct: Vec<String> = mails
+            .iter()
+            .map(|raw| mail::content_hash(&raw.bytes))
+            .collect();
+        assert_eq!(hashes, direct);
+    }
+}
