@@ -314,9 +314,18 @@ async fn work_mailbox(
     }
     info!(mailbox = %mailbox.name, messages = work.len(), "fetching");
 
-    let sizes: HashMap<u32, u64> = source
-        .sizes(&work)
-        .await
+    // NOTE: With a backlog, the SMTP sessions are opened while the sizes
+    // are fetched, so sending starts as soon as the first batch is
+    // recorded. A session that cannot be opened here is only logged: the
+    // first batch that has something to send opens one again and reports
+    // the error, and held mail is recorded and settled without SMTP.
+    let warm_up = async {
+        if FIRST_BATCH < work.len() {
+            let _ = pool.fill(&settings.smtp, settings.smtp.sessions).await;
+        }
+    };
+    let (sizes, ()) = futures::join!(source.sizes(&work), warm_up);
+    let sizes: HashMap<u32, u64> = sizes
         .with_context(mailbox_context)
         .map_err(Stop::Mailbox)?
         .into_iter()

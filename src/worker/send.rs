@@ -91,9 +91,7 @@ impl SinkPool {
 
     /// Ends every session politely.
     pub(super) async fn quit(self) {
-        for session in self.sessions {
-            session.quit().await;
-        }
+        futures::future::join_all(self.sessions.into_iter().map(SmtpSink::quit)).await;
     }
 }
 
