@@ -372,6 +372,7 @@ async fn work_mailbox(
     // freshly held rows whose follow-up (notice, auto-reply) comes after.
     let mut unsettled: Vec<(u32, i64, State)> = Vec::new();
     let mut held_to_follow: Vec<i64> = Vec::new();
+    let mut failure: Option<Stop> = None;
     for index in 0..chunks.len() {
         let Some((mails, items)) = current.take() else {
             break;
@@ -471,18 +472,9 @@ async fn work_mailbox(
         match imap.and(next) {
             Ok(next) => current = next,
             Err(err) => {
-                settle_rows(store, source, mailbox, unsettled, report).await?;
-                held::follow_up_held(
-                    settings,
-                    mailbox,
-                    store,
-                    pool,
-                    &held_to_follow,
-                    held::FollowUp::Fresh,
-                    report,
-                )
-                .await?;
-                return Err(err);
+                // What was sent is still settled and followed up below.
+                failure = Some(err);
+                break;
             }
         }
     }
@@ -497,7 +489,7 @@ async fn work_mailbox(
         report,
     )
     .await?;
-    Ok(())
+    failure.map_or(Ok(()), Err)
 }
 
 /// Bytes of a batch, by RFC822.SIZE.
