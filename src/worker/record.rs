@@ -1,8 +1,8 @@
 //! Classifying and recording a fetched batch, in two steps:
 //!
 //! - [`examine_batch`], pure and CPU-bound (hashes, parse, classifier,
-//!   thread keys): it runs on a blocking thread, so the SMTP sessions on
-//!   the pass's thread keep sending meanwhile;
+//!   thread keys): it runs off the pass's thread, on one thread per core
+//!   (at most four), so the SMTP sessions keep sending meanwhile;
 //! - [`record_batch`], on the pass's thread: content-hash recognition
 //!   (duplicates, UIDVALIDITY rescans), the relay-copy and rate-limit
 //!   checks against the log, and one transaction per batch.
