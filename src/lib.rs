@@ -54,9 +54,10 @@
 //!    whole pass.
 //! 7. TLS certificate verification is always on; secrets never reach logs,
 //!    errors or the database.
-//! 8. Mail held in memory stays within twice `batch_mb` per mailbox (or
-//!    one larger message and one batch): batches are fetched ahead only
-//!    within that bound.
+//! 8. Bounded memory: a batch holds at most `batch_mb` of mail, or one
+//!    larger message alone; while one batch is sent the next is prepared,
+//!    and a third is fetched ahead only while all three stay within twice
+//!    `batch_mb`.
 
 pub mod classify;
 pub mod clock;

@@ -377,11 +377,9 @@ async fn work_mailbox(
         let Some((mails, items)) = current.take() else {
             break;
         };
-        let fresh_held: Vec<i64> = items
-            .iter()
-            .filter(|item| item.fresh && item.state == State::Held)
-            .map(|item| item.row_id)
-            .collect();
+        let fresh_held = fresh_held_of(&items);
+        // Settled even if sending fails: final before any send.
+        let final_before_send = final_rows_of(&items);
         // NOTE: Three lanes run side by side on this task while this batch
         // is sent: the IMAP lane settles the previous batch (its outcomes
         // are on disk already) and fetches the next one, then the one after
@@ -393,13 +391,13 @@ async fn work_mailbox(
         let stopping = stop.load(Ordering::Relaxed);
         let next_chunk = next_chunk.filter(|_| !stopping);
         // NOTE: Fetching two batches ahead keeps three in memory: only
-        // while the three together stay within twice batch_mb, the bound
-        // that sending one batch while preparing the next already has.
+        // while the three together stay within twice batch_mb, the most
+        // that sending one batch while preparing the next can hold.
         let after_chunk = chunks.get(index + 2).filter(|_| !stopping).filter(|after| {
             next_chunk.is_some_and(|next| {
-                chunk_bytes(&chunks[index], &sizes)
-                    + chunk_bytes(next, &sizes)
-                    + chunk_bytes(after, &sizes)
+                chunk_bytes(&chunks[index], &sizes, &oversized)
+                    + chunk_bytes(next, &sizes, &oversized)
+                    + chunk_bytes(after, &sizes, &oversized)
                     <= mailbox.batch_bytes.saturating_mul(2)
             })
         });
@@ -416,8 +414,10 @@ async fn work_mailbox(
                     let _ = hand_over.send(mails);
                 }
                 match after_chunk {
-                    Some(after) => Ok(Some(batch.fetch(source, after).await?)),
-                    None => Ok::<_, Stop>(None),
+                    Some(after) if !stop.load(Ordering::Relaxed) => {
+                        Ok(Some(batch.fetch(source, after).await?))
+                    }
+                    _ => Ok::<_, Stop>(None),
                 }
             }
             .await;
@@ -456,7 +456,6 @@ async fn work_mailbox(
         let (settled, fetched) = imap;
         // What the server settled is recorded even when a fetch failed.
         record_settled(store, mailbox, settled, report)?;
-        let imap = fetched.map(|ahead| fetched_ahead = ahead);
         held::follow_up_held(
             settings,
             mailbox,
@@ -467,15 +466,30 @@ async fn work_mailbox(
             report,
         )
         .await?;
-        unsettled = sent?;
         held_to_follow = fresh_held;
-        match imap.and(next) {
-            Ok(next) => current = next,
+        unsettled = match sent {
+            Ok(settle) => settle,
             Err(err) => {
-                // What was sent is still settled and followed up below.
-                failure = Some(err);
-                break;
+                failure = Some(graver(failure, err));
+                final_before_send
             }
+        };
+        match next {
+            Ok(next) => current = next,
+            Err(err) => failure = Some(graver(failure, err)),
+        }
+        match fetched {
+            Ok(ahead) => fetched_ahead = ahead,
+            Err(err) => failure = Some(graver(failure, err)),
+        }
+        if failure.is_some() {
+            // NOTE: A batch recorded but not sent stays pending for the
+            // next pass; what it holds final is settled and followed up now.
+            if let Some((_, items)) = current.take() {
+                unsettled.extend(final_rows_of(&items));
+                held_to_follow.extend(fresh_held_of(&items));
+            }
+            break;
         }
     }
     settle_rows(store, source, mailbox, unsettled, report).await?;
@@ -492,10 +506,41 @@ async fn work_mailbox(
     failure.map_or(Ok(()), Err)
 }
 
-/// Bytes of a batch, by RFC822.SIZE.
-fn chunk_bytes(chunk: &[u32], sizes: &HashMap<u32, u64>) -> u64 {
+/// Rows of a batch that are final before sending (held, skipped, and
+/// copies logged earlier), for settling: (uid, row id, state).
+fn final_rows_of(items: &[Item]) -> Vec<(u32, i64, State)> {
+    items
+        .iter()
+        .filter(|item| item.state != State::Pending)
+        .map(|item| (item.uid, item.row_id, item.state))
+        .collect()
+}
+
+/// Rows this pass held, whose follow-up (notice, auto-reply) is due.
+fn fresh_held_of(items: &[Item]) -> Vec<i64> {
+    items
+        .iter()
+        .filter(|item| item.fresh && item.state == State::Held)
+        .map(|item| item.row_id)
+        .collect()
+}
+
+/// Of two reasons to stop, the one that must end the whole pass: a store
+/// failure outranks a mailbox failure; otherwise the first one stays.
+fn graver(first: Option<Stop>, second: Stop) -> Stop {
+    match (first, second) {
+        (Some(Stop::Store(err)), _) | (_, Stop::Store(err)) => Stop::Store(err),
+        (Some(first), Stop::Mailbox(_)) => first,
+        (None, second) => second,
+    }
+}
+
+/// Bytes of a batch in memory, by RFC822.SIZE; an oversized message is
+/// fetched as its header alone and counts nothing.
+fn chunk_bytes(chunk: &[u32], sizes: &HashMap<u32, u64>, oversized: &HashSet<u32>) -> u64 {
     chunk
         .iter()
+        .filter(|uid| !oversized.contains(uid))
         .map(|uid| sizes.get(uid).copied().unwrap_or(0))
         .sum()
 }
@@ -746,6 +791,28 @@ fn settlement_for(state: State, mailbox: &MailboxSettings) -> Option<Settlement>
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_store_failure_outranks_a_mailbox_failure() {
+        let store = || {
+            Stop::Store(StoreError::Open {
+                path: "log.db".into(),
+                source: rusqlite::Error::InvalidQuery,
+            })
+        };
+        let mailbox = |text: &str| Stop::Mailbox(anyhow::anyhow!("{text}"));
+        let kind = |stop: Stop| match stop {
+            Stop::Store(_) => "store".to_owned(),
+            Stop::Mailbox(err) => format!("mailbox: {err}"),
+        };
+        assert_eq!(kind(graver(None, mailbox("fetch"))), "mailbox: fetch");
+        assert_eq!(
+            kind(graver(Some(mailbox("send")), mailbox("fetch"))),
+            "mailbox: send"
+        );
+        assert_eq!(kind(graver(Some(mailbox("send")), store())), "store");
+        assert_eq!(kind(graver(Some(store()), mailbox("fetch"))), "store");
+    }
 
     #[test]
     fn batches_respect_count_and_bytes() {

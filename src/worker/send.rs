@@ -28,6 +28,10 @@ const MAX_BROKEN_ATTEMPTS: u32 = 5;
 #[derive(Debug, Default)]
 pub(super) struct SinkPool {
     sessions: Vec<SmtpSink>,
+    /// Why the last attempt opened no session at all (server, error): the
+    /// rest of the pass fails at once instead of waiting for a dead or
+    /// misconfigured server again; the next pass tries afresh.
+    open_failure: Option<(String, String)>,
 }
 
 impl SinkPool {
@@ -42,6 +46,15 @@ impl SinkPool {
         let wanted = wanted.clamp(1, smtp.sessions);
         if wanted <= self.sessions.len() {
             return Ok(());
+        }
+        if self.sessions.is_empty()
+            && let Some((addr, message)) = &self.open_failure
+        {
+            return Err(SinkError::Session {
+                addr: addr.clone(),
+                operation: "opening a session",
+                message: format!("{message} (not tried again in this pass)"),
+            });
         }
         // NOTE: Handshakes (TCP, TLS, EHLO, AUTH) run side by side: opening
         // sessions one after another costs a round trip chain each.
@@ -60,6 +73,7 @@ impl SinkPool {
         if let Some(err) = first_error
             && self.sessions.is_empty()
         {
+            self.open_failure = Some((format!("{}:{}", smtp.host, smtp.port), err.to_string()));
             return Err(err);
         }
         Ok(())
