@@ -84,6 +84,52 @@ async fn wrong_smtp_ca_sends_nothing_until_fixed() {
     assert_eq!(split_delivered(&delivered[0].bytes).1, original);
 }
 
+/// With a backlog the SMTP sessions are opened while the sizes are
+/// fetched; when none opens, the first batch fails at once with that error
+/// (no second wait), nothing is recorded, and the fixed config delivers
+/// every message exactly once.
+#[tokio::test]
+async fn smtp_failure_with_a_backlog_is_reported_once_and_records_nothing() {
+    let env = TestEnv::new("warmup");
+    let originals: Vec<Vec<u8>> = (0..40)
+        .map(|index| {
+            message(
+                // One sender each: the per-correspondent rate limit stays out.
+                &format!("W{index} <w{index}@example.org>"),
+                &format!("Backlog {index}"),
+                &format!("warm.{index}@example.org"),
+                "backlog",
+            )
+        })
+        .collect();
+    let seeded: Vec<&[u8]> = originals.iter().map(Vec::as_slice).collect();
+    env.seed(&seeded).await;
+    let wrong = env.settings(&ConfigOptions {
+        smtp_ca: Some(env.stack.wrong_ca.clone()),
+        ..ConfigOptions::default()
+    });
+    let report = run_pass(&wrong).await.expect("pass runs");
+    assert_eq!(report.exit_code(), 2);
+    let error = report.mailboxes[0].error.clone().expect("mailbox error");
+    assert!(error.contains("SMTP server 127.0.0.1:"), "{error}");
+    assert!(error.contains("certificate"), "{error}");
+    assert!(error.contains("not tried again in this pass"), "{error}");
+    let store = Store::open(&wrong.store_path).expect("open log");
+    assert!(
+        store
+            .list_messages(&MessageFilter::default())
+            .expect("rows")
+            .is_empty()
+    );
+    drop(store);
+
+    let right = env.settings(&ConfigOptions::default());
+    let report = run_pass(&right).await.expect("pass runs");
+    assert_eq!(report.mailboxes[0].forwarded, 40);
+    let delivered = wait_for_helpdesk(&env, 40).await;
+    assert_eq!(delivered.len(), 40, "each message exactly once");
+}
+
 /// A wrong IMAP password makes `deskbridge run` exit 2 with an error that
 /// names the server and user, and never prints the password.
 #[tokio::test]
