@@ -17,6 +17,8 @@ use std::time::{Duration, Instant};
 
 use rusqlite::{Connection, params};
 
+use super::Cached;
+
 use super::StoreError;
 use crate::clock;
 
@@ -236,13 +238,12 @@ pub(super) fn write_attempt(
     resent_message_id: &str,
     now: &str,
 ) -> rusqlite::Result<u32> {
-    conn.prepare_cached(
+    conn.query_row_cached(
         "UPDATE messages SET attempts = attempts + 1, resent_message_id = ?2, updated_at = ?3
          WHERE id = ?1 RETURNING attempts",
+        params![id, resent_message_id, now],
+        |row| row.get(0),
     )
-    .and_then(|mut statement| {
-        statement.query_row(params![id, resent_message_id, now], |row| row.get(0))
-    })
 }
 
 /// The SMTP server accepted the message: state, reply, history.
@@ -252,15 +253,15 @@ pub(super) fn write_forwarded(
     reply: &str,
     now: &str,
 ) -> rusqlite::Result<()> {
-    conn.prepare_cached(
+    conn.execute_cached(
         "UPDATE messages SET state = 'forwarded', smtp_reply = ?2, last_error = NULL,
             forwarded_at = ?3, updated_at = ?3 WHERE id = ?1",
-    )
-    .and_then(|mut statement| statement.execute(params![id, reply, now]))?;
-    conn.prepare_cached(
+        params![id, reply, now],
+    )?;
+    conn.execute_cached(
         "INSERT INTO events (message, at, kind, detail) VALUES (?1, ?2, 'forwarded', ?3)",
-    )
-    .and_then(|mut statement| statement.execute(params![id, now, reply]))?;
+        params![id, now, reply],
+    )?;
     Ok(())
 }
 
@@ -271,12 +272,14 @@ pub(super) fn write_deferred(
     error: &str,
     now: &str,
 ) -> rusqlite::Result<()> {
-    conn.prepare_cached("UPDATE messages SET last_error = ?2, updated_at = ?3 WHERE id = ?1")
-        .and_then(|mut statement| statement.execute(params![id, error, now]))?;
-    conn.prepare_cached(
+    conn.execute_cached(
+        "UPDATE messages SET last_error = ?2, updated_at = ?3 WHERE id = ?1",
+        params![id, error, now],
+    )?;
+    conn.execute_cached(
         "INSERT INTO events (message, at, kind, detail) VALUES (?1, ?2, 'deferred', ?3)",
-    )
-    .and_then(|mut statement| statement.execute(params![id, now, error]))?;
+        params![id, now, error],
+    )?;
     Ok(())
 }
 
@@ -288,14 +291,14 @@ pub(super) fn write_failed(
     error: &str,
     now: &str,
 ) -> rusqlite::Result<()> {
-    conn.prepare_cached(
+    conn.execute_cached(
         "UPDATE messages SET state = 'failed', reason = ?2, detail = ?3, last_error = ?3,
             updated_at = ?4 WHERE id = ?1",
-    )
-    .and_then(|mut statement| statement.execute(params![id, reason, error, now]))?;
-    conn.prepare_cached(
+        params![id, reason, error, now],
+    )?;
+    conn.execute_cached(
         "INSERT INTO events (message, at, kind, detail) VALUES (?1, ?2, 'failed', ?3)",
-    )
-    .and_then(|mut statement| statement.execute(params![id, now, format!("{reason}: {error}")]))?;
+        params![id, now, format!("{reason}: {error}")],
+    )?;
     Ok(())
 }

@@ -250,6 +250,31 @@ pub struct Store {
 /// Prepared statements kept per connection.
 pub(crate) const STATEMENT_CACHE: usize = 64;
 
+/// `execute` and `query_row` through the connection's statement cache:
+/// each SQL text is prepared once per connection, not once per call.
+pub(crate) trait Cached {
+    fn execute_cached<P: rusqlite::Params>(&self, sql: &str, params: P) -> rusqlite::Result<usize>;
+
+    fn query_row_cached<T, P, F>(&self, sql: &str, params: P, read: F) -> rusqlite::Result<T>
+    where
+        P: rusqlite::Params,
+        F: FnOnce(&Row<'_>) -> rusqlite::Result<T>;
+}
+
+impl Cached for Connection {
+    fn execute_cached<P: rusqlite::Params>(&self, sql: &str, params: P) -> rusqlite::Result<usize> {
+        self.prepare_cached(sql)?.execute(params)
+    }
+
+    fn query_row_cached<T, P, F>(&self, sql: &str, params: P, read: F) -> rusqlite::Result<T>
+    where
+        P: rusqlite::Params,
+        F: FnOnce(&Row<'_>) -> rusqlite::Result<T>,
+    {
+        self.prepare_cached(sql)?.query_row(params, read)
+    }
+}
+
 impl Store {
     /// Opens (creating if needed) the database and applies migrations.
     ///
@@ -317,8 +342,7 @@ impl Store {
     fn migrate(&self) -> Result<()> {
         let applied: i64 = self
             .conn
-            .prepare_cached("PRAGMA user_version")
-            .and_then(|mut statement| statement.query_row([], |row| row.get(0)))
+            .query_row_cached("PRAGMA user_version", [], |row| row.get(0))
             .map_err(|source| self.query_error("read the schema version", source))?;
         let known = MIGRATIONS.len() as i64;
         if known < applied {
@@ -356,13 +380,16 @@ impl Store {
     /// The fetch checkpoint of a mailbox, if it was ever polled.
     pub fn checkpoint(&self, mailbox: &str) -> Result<Option<Checkpoint>> {
         self.conn
-            .prepare_cached("SELECT uidvalidity, last_uid FROM mailboxes WHERE name = ?1 AND uidvalidity IS NOT NULL").and_then(|mut statement| statement.query_row([mailbox],
+            .query_row_cached(
+                "SELECT uidvalidity, last_uid FROM mailboxes WHERE name = ?1 AND uidvalidity IS NOT NULL",
+                [mailbox],
                 |row| {
                     Ok(Checkpoint {
                         uidvalidity: row.get(0)?,
                         last_uid: row.get(1)?,
                     })
-                }))
+                },
+            )
             .optional()
             .map_err(|source| self.query_error("read the mailbox checkpoint", source))
     }
@@ -371,11 +398,11 @@ impl Store {
     pub fn begin_pass(&self, mailbox: &str) -> Result<()> {
         let now = clock::rfc3339(clock::unix_now());
         self.conn
-            .prepare_cached(
+            .execute_cached(
                 "INSERT INTO mailboxes (name, last_pass_started_at) VALUES (?1, ?2)
                  ON CONFLICT (name) DO UPDATE SET last_pass_started_at = ?2",
+                params![mailbox, now],
             )
-            .and_then(|mut statement| statement.execute(params![mailbox, now]))
             .map_err(|source| self.query_error("record the start of a pass", source))?;
         Ok(())
     }
@@ -384,7 +411,10 @@ impl Store {
     pub fn finish_pass(&self, mailbox: &str, outcome: &str) -> Result<()> {
         let now = clock::rfc3339(clock::unix_now());
         self.conn
-            .prepare_cached("UPDATE mailboxes SET last_pass_finished_at = ?2, last_pass_outcome = ?3 WHERE name = ?1").and_then(|mut statement| statement.execute(params![mailbox, now, outcome]))
+            .execute_cached(
+                "UPDATE mailboxes SET last_pass_finished_at = ?2, last_pass_outcome = ?3 WHERE name = ?1",
+                params![mailbox, now, outcome],
+            )
             .map_err(|source| self.query_error("record the end of a pass", source))?;
         Ok(())
     }
@@ -392,8 +422,10 @@ impl Store {
     /// Starts over under a new UIDVALIDITY: the checkpoint goes back to 0.
     pub fn reset_checkpoint(&self, mailbox: &str, uidvalidity: u32) -> Result<()> {
         self.conn
-            .prepare_cached("UPDATE mailboxes SET uidvalidity = ?2, last_uid = 0 WHERE name = ?1")
-            .and_then(|mut statement| statement.execute(params![mailbox, uidvalidity]))
+            .execute_cached(
+                "UPDATE mailboxes SET uidvalidity = ?2, last_uid = 0 WHERE name = ?1",
+                params![mailbox, uidvalidity],
+            )
             .map_err(|source| self.query_error("reset the mailbox checkpoint", source))?;
         Ok(())
     }
@@ -474,19 +506,17 @@ impl Store {
                             held: state == State::Held,
                         };
                         let attachment = threads::attach(&tx, keys, &context).map_err(fail)?;
-                        tx.prepare_cached(
+                        tx.execute_cached(
                             "UPDATE messages SET thread_id = ?2, thread_key = ?3, repaired = ?4,
                                 repair_headers = ?5 WHERE id = ?1",
-                        )
-                        .and_then(|mut statement| {
-                            statement.execute(params![
+                            params![
                                 id,
                                 attachment.thread_id,
                                 attachment.key,
                                 attachment.repaired,
                                 attachment.repair_headers
-                            ])
-                        })
+                            ],
+                        )
                         .map_err(fail)?;
                         attachment
                     }
@@ -503,7 +533,10 @@ impl Store {
             }
         }
         if let Some((mailbox, checkpoint)) = checkpoint {
-            tx.prepare_cached("UPDATE mailboxes SET uidvalidity = ?2, last_uid = MAX(last_uid, ?3) WHERE name = ?1").and_then(|mut statement| statement.execute(params![mailbox, checkpoint.uidvalidity, checkpoint.last_uid]))
+            tx.execute_cached(
+                "UPDATE mailboxes SET uidvalidity = ?2, last_uid = MAX(last_uid, ?3) WHERE name = ?1",
+                params![mailbox, checkpoint.uidvalidity, checkpoint.last_uid],
+            )
             .map_err(fail)?;
         }
         tx.commit().map_err(fail)?;
@@ -514,7 +547,10 @@ impl Store {
     /// recognised as already logged).
     pub fn advance_checkpoint(&self, mailbox: &str, checkpoint: Checkpoint) -> Result<()> {
         self.conn
-            .prepare_cached("UPDATE mailboxes SET uidvalidity = ?2, last_uid = MAX(last_uid, ?3) WHERE name = ?1").and_then(|mut statement| statement.execute(params![mailbox, checkpoint.uidvalidity, checkpoint.last_uid]))
+            .execute_cached(
+                "UPDATE mailboxes SET uidvalidity = ?2, last_uid = MAX(last_uid, ?3) WHERE name = ?1",
+                params![mailbox, checkpoint.uidvalidity, checkpoint.last_uid],
+            )
             .map_err(|source| self.query_error("advance the mailbox checkpoint", source))?;
         Ok(())
     }
@@ -527,10 +563,13 @@ impl Store {
         uid: u32,
     ) -> Result<Option<MessageRow>> {
         self.conn
-            .prepare_cached(&format!(
+            .query_row_cached(
+                &format!(
                     "SELECT {MESSAGE_COLUMNS} FROM messages WHERE mailbox = ?1 AND uidvalidity = ?2 AND uid = ?3"
-                )).and_then(|mut statement| statement.query_row(params![mailbox, uidvalidity, uid],
-                read_message))
+                ),
+                params![mailbox, uidvalidity, uid],
+                read_message,
+            )
             .optional()
             .map_err(|source| self.query_error("look up a message by UID", source))
     }
@@ -538,10 +577,13 @@ impl Store {
     /// The oldest row of this mailbox with the same content, if any.
     pub fn find_by_content(&self, mailbox: &str, sha256: &str) -> Result<Option<MessageRow>> {
         self.conn
-            .prepare_cached(&format!(
+            .query_row_cached(
+                &format!(
                     "SELECT {MESSAGE_COLUMNS} FROM messages WHERE mailbox = ?1 AND sha256 = ?2 ORDER BY id LIMIT 1"
-                )).and_then(|mut statement| statement.query_row(params![mailbox, sha256],
-                read_message))
+                ),
+                params![mailbox, sha256],
+                read_message,
+            )
             .optional()
             .map_err(|source| self.query_error("look up a message by content", source))
     }
@@ -565,10 +607,10 @@ impl Store {
         let now = clock::rfc3339(clock::unix_now());
         let changed = self
             .conn
-            .prepare_cached(
+            .execute_cached(
                 "UPDATE messages SET uidvalidity = ?2, uid = ?3, updated_at = ?4 WHERE id = ?1",
+                params![id, uidvalidity, uid, now],
             )
-            .and_then(|mut statement| statement.execute(params![id, uidvalidity, uid, now]))
             .map_err(|source| {
                 self.query_error("re-key a message after a UIDVALIDITY change", source)
             })?;
@@ -628,12 +670,15 @@ impl Store {
         };
         let tx = self.conn.transaction().map_err(fail)?;
         for id in ids {
-            tx.prepare_cached("UPDATE messages SET settled_at = ?2, settled_as = ?3, updated_at = ?2 WHERE id = ?1").and_then(|mut statement| statement.execute(params![id, now, how]))
-            .map_err(fail)?;
-            tx.prepare_cached(
-                "INSERT INTO events (message, at, kind, detail) VALUES (?1, ?2, 'settled', ?3)",
+            tx.execute_cached(
+                "UPDATE messages SET settled_at = ?2, settled_as = ?3, updated_at = ?2 WHERE id = ?1",
+                params![id, now, how],
             )
-            .and_then(|mut statement| statement.execute(params![id, now, how]))
+            .map_err(fail)?;
+            tx.execute_cached(
+                "INSERT INTO events (message, at, kind, detail) VALUES (?1, ?2, 'settled', ?3)",
+                params![id, now, how],
+            )
             .map_err(fail)?;
         }
         tx.commit().map_err(fail)
@@ -643,10 +688,10 @@ impl Store {
     pub fn add_event(&self, id: i64, kind: &str, detail: &str) -> Result<()> {
         let now = clock::rfc3339(clock::unix_now());
         self.conn
-            .prepare_cached(
+            .execute_cached(
                 "INSERT INTO events (message, at, kind, detail) VALUES (?1, ?2, ?3, ?4)",
+                params![id, now, kind, detail],
             )
-            .and_then(|mut statement| statement.execute(params![id, now, kind, detail]))
             .map_err(|source| self.query_error("append to a message's history", source))?;
         Ok(())
     }
@@ -655,17 +700,23 @@ impl Store {
     /// alias, else From) since `since` (RFC 3339).
     pub fn count_from_since(&self, mailbox: &str, correspondent: &str, since: &str) -> Result<u32> {
         self.conn
-            .prepare_cached("SELECT COUNT(*) FROM messages
-                 WHERE mailbox = ?1 AND COALESCE(relay_alias, from_addr) = ?2 AND first_seen_at >= ?3").and_then(|mut statement| statement.query_row(params![mailbox, correspondent, since],
-                |row| row.get(0)))
+            .query_row_cached(
+                "SELECT COUNT(*) FROM messages
+                 WHERE mailbox = ?1 AND COALESCE(relay_alias, from_addr) = ?2 AND first_seen_at >= ?3",
+                params![mailbox, correspondent, since],
+                |row| row.get(0),
+            )
             .map_err(|source| self.query_error("count a correspondent's recent messages", source))
     }
 
     /// Why `address` is blocked by the rate limit, if it is.
     pub fn blocked(&self, address: &str) -> Result<Option<String>> {
         self.conn
-            .prepare_cached("SELECT reason FROM blocked_correspondents WHERE address = ?1")
-            .and_then(|mut statement| statement.query_row([address], |row| row.get(0)))
+            .query_row_cached(
+                "SELECT reason FROM blocked_correspondents WHERE address = ?1",
+                [address],
+                |row| row.get(0),
+            )
             .optional()
             .map_err(|source| self.query_error("look up a blocked correspondent", source))
     }
@@ -674,8 +725,11 @@ impl Store {
     pub fn block(&self, address: &str, reason: &str) -> Result<()> {
         let now = clock::rfc3339(clock::unix_now());
         self.conn
-            .prepare_cached("INSERT INTO blocked_correspondents (address, blocked_at, reason) VALUES (?1, ?2, ?3)
-                 ON CONFLICT (address) DO NOTHING").and_then(|mut statement| statement.execute(params![address, now, reason]))
+            .execute_cached(
+                "INSERT INTO blocked_correspondents (address, blocked_at, reason) VALUES (?1, ?2, ?3)
+                 ON CONFLICT (address) DO NOTHING",
+                params![address, now, reason],
+            )
             .map_err(|source| self.query_error("block a correspondent", source))?;
         Ok(())
     }
@@ -684,8 +738,10 @@ impl Store {
     pub fn unblock(&self, address: &str) -> Result<bool> {
         let removed = self
             .conn
-            .prepare_cached("DELETE FROM blocked_correspondents WHERE address = ?1")
-            .and_then(|mut statement| statement.execute([address]))
+            .execute_cached(
+                "DELETE FROM blocked_correspondents WHERE address = ?1",
+                [address],
+            )
             .map_err(|source| self.query_error("unblock a correspondent", source))?;
         Ok(0 < removed)
     }
@@ -706,17 +762,17 @@ impl Store {
     pub fn record_auto_reply(&self, id: i64, address: &str, reply: &str) -> Result<()> {
         let now = clock::rfc3339(clock::unix_now());
         self.conn
-            .prepare_cached(
+            .execute_cached(
                 "INSERT INTO auto_replies (address, last_sent_at) VALUES (?1, ?2)
                  ON CONFLICT (address) DO UPDATE SET last_sent_at = ?2",
+                params![address, now],
             )
-            .and_then(|mut statement| statement.execute(params![address, now]))
             .map_err(|source| self.query_error("record an auto-reply", source))?;
         self.conn
-            .prepare_cached(
+            .execute_cached(
                 "UPDATE messages SET auto_replied_at = ?2, updated_at = ?2 WHERE id = ?1",
+                params![id, now],
             )
-            .and_then(|mut statement| statement.execute(params![id, now]))
             .map_err(|source| self.query_error("record an auto-reply", source))?;
         self.add_event(id, "auto-replied", &format!("to {address}: {reply}"))
     }
@@ -741,10 +797,10 @@ impl Store {
     pub fn record_notice(&self, id: i64, reply: &str) -> Result<()> {
         let now = clock::rfc3339(clock::unix_now());
         self.conn
-            .prepare_cached(
+            .execute_cached(
                 "UPDATE messages SET notice_sent_at = ?2, updated_at = ?2 WHERE id = ?1",
+                params![id, now],
             )
-            .and_then(|mut statement| statement.execute(params![id, now]))
             .map_err(|source| self.query_error("record a held notice", source))?;
         self.add_event(id, "notice-sent", reply)
     }
@@ -753,18 +809,18 @@ impl Store {
     pub fn mark_released(&self, id: i64, smtp_reply: &str) -> Result<()> {
         let now = clock::rfc3339(clock::unix_now());
         self.conn
-            .prepare_cached(
+            .execute_cached(
                 "UPDATE messages SET state = 'forwarded', smtp_reply = ?2, last_error = NULL,
                     forwarded_at = ?3, updated_at = ?3 WHERE id = ?1",
+                params![id, smtp_reply, now],
             )
-            .and_then(|mut statement| statement.execute(params![id, smtp_reply, now]))
             .map_err(|source| self.query_error("mark a released message forwarded", source))?;
         self.conn
-            .prepare_cached(
+            .execute_cached(
                 "UPDATE threads SET held_count = MAX(held_count - 1, 0)
                  WHERE id = (SELECT thread_id FROM messages WHERE id = ?1)",
+                [id],
             )
-            .and_then(|mut statement| statement.execute([id]))
             .map_err(|source| self.query_error("update the thread's held count", source))?;
         self.add_event(id, "released", smtp_reply)
     }
@@ -818,18 +874,26 @@ impl Store {
         };
         let tx = self.conn.transaction().map_err(fail)?;
         let events = tx
-            .prepare_cached("DELETE FROM events WHERE message IN (SELECT id FROM messages WHERE first_seen_at < ?1)").and_then(|mut statement| statement.execute([cutoff]))
+            .execute_cached(
+                "DELETE FROM events WHERE message IN (SELECT id FROM messages WHERE first_seen_at < ?1)",
+                [cutoff],
+            )
             .map_err(fail)?;
         let messages = tx
-            .prepare_cached("UPDATE messages SET subject = NULL, from_addr = NULL, reply_to = NULL, date = NULL,
+            .execute_cached(
+                "UPDATE messages SET subject = NULL, from_addr = NULL, reply_to = NULL, date = NULL,
                     detail = NULL, last_error = NULL, smtp_reply = NULL
                  WHERE first_seen_at < ?1 AND (subject IS NOT NULL OR from_addr IS NOT NULL
                     OR reply_to IS NOT NULL OR date IS NOT NULL OR detail IS NOT NULL
-                    OR last_error IS NOT NULL OR smtp_reply IS NOT NULL)").and_then(|mut statement| statement.execute([cutoff]))
+                    OR last_error IS NOT NULL OR smtp_reply IS NOT NULL)",
+                [cutoff],
+            )
             .map_err(fail)?;
-        tx.prepare_cached("UPDATE threads SET subject = NULL WHERE last_activity_at < ?1")
-            .and_then(|mut statement| statement.execute([cutoff]))
-            .map_err(fail)?;
+        tx.execute_cached(
+            "UPDATE threads SET subject = NULL WHERE last_activity_at < ?1",
+            [cutoff],
+        )
+        .map_err(fail)?;
         tx.commit().map_err(fail)?;
         Ok((messages, events))
     }
@@ -871,10 +935,11 @@ impl Store {
     /// One message by id.
     pub fn message(&self, id: i64) -> Result<Option<MessageRow>> {
         self.conn
-            .prepare_cached(&format!(
-                "SELECT {MESSAGE_COLUMNS} FROM messages WHERE id = ?1"
-            ))
-            .and_then(|mut statement| statement.query_row([id], read_message))
+            .query_row_cached(
+                &format!("SELECT {MESSAGE_COLUMNS} FROM messages WHERE id = ?1"),
+                [id],
+                read_message,
+            )
             .optional()
             .map_err(|source| self.query_error("read a message", source))
     }

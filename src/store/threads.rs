@@ -4,6 +4,8 @@
 
 use rusqlite::{Connection, OptionalExtension, params};
 
+use super::Cached;
+
 use crate::thread::{self, ThreadKeys};
 
 /// How a message was attached to its thread, and what a redirect adds.
@@ -43,15 +45,18 @@ pub(super) fn attach(
     let (thread_id, key) = match find_thread(conn, keys, correspondent, context)? {
         Some(found) => found,
         None => {
-            conn.prepare_cached("INSERT INTO threads (mailbox, subject, subject_key, correspondent, relay, created_at, last_activity_at)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?6)").and_then(|mut statement| statement.execute(params![
+            conn.execute_cached(
+                "INSERT INTO threads (mailbox, subject, subject_key, correspondent, relay, created_at, last_activity_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?6)",
+                params![
                     context.mailbox,
                     keys.subject,
                     keys.subject_key,
                     correspondent,
                     keys.relay,
                     context.now
-                ]))?;
+                ],
+            )?;
             (conn.last_insert_rowid(), "new")
         }
     };
@@ -66,21 +71,19 @@ pub(super) fn attach(
     for token in &keys.tokens {
         insert_token.execute(params![token, thread_id])?;
     }
-    conn.prepare_cached(
+    conn.execute_cached(
         "UPDATE threads SET message_count = message_count + 1, held_count = held_count + ?2,
             last_activity_at = MAX(last_activity_at, ?3),
             correspondent = COALESCE(correspondent, ?4), relay = COALESCE(relay, ?5)
          WHERE id = ?1",
-    )
-    .and_then(|mut statement| {
-        statement.execute(params![
+        params![
             thread_id,
             i64::from(context.held),
             context.now,
             correspondent,
             keys.relay
-        ])
-    })?;
+        ],
+    )?;
     let (repaired, repair_headers) = plan_repair(conn, keys, key, thread_id, context)?;
     Ok(Attachment {
         thread_id,
@@ -163,8 +166,10 @@ fn resolve_correspondent(
     let correspondent = match known {
         Some(id) => id,
         None => {
-            conn.prepare_cached("INSERT INTO correspondents (relay, created_at) VALUES (?1, ?2)")
-                .and_then(|mut statement| statement.execute(params![keys.relay, now]))?;
+            conn.execute_cached(
+                "INSERT INTO correspondents (relay, created_at) VALUES (?1, ?2)",
+                params![keys.relay, now],
+            )?;
             conn.last_insert_rowid()
         }
     };
@@ -298,10 +303,11 @@ pub(super) fn list(conn: &Connection, filter: &ThreadFilter) -> rusqlite::Result
 
 /// One thread by id.
 pub(super) fn get(conn: &Connection, id: i64) -> rusqlite::Result<Option<ThreadRow>> {
-    conn.prepare_cached(&format!(
-        "SELECT {THREAD_COLUMNS} FROM threads t WHERE t.id = ?1"
-    ))
-    .and_then(|mut statement| statement.query_row([id], read_thread))
+    conn.query_row_cached(
+        &format!("SELECT {THREAD_COLUMNS} FROM threads t WHERE t.id = ?1"),
+        [id],
+        read_thread,
+    )
     .optional()
 }
 
