@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 
 use rusqlite::{Connection, params};
 
-use super::Cached;
+use super::{Cached, insert_event};
 
 use super::StoreError;
 use crate::clock;
@@ -258,10 +258,7 @@ pub(super) fn write_forwarded(
             forwarded_at = ?3, updated_at = ?3 WHERE id = ?1",
         params![id, reply, now],
     )?;
-    conn.execute_cached(
-        "INSERT INTO events (message, at, kind, detail) VALUES (?1, ?2, 'forwarded', ?3)",
-        params![id, now, reply],
-    )?;
+    insert_event(conn, id, now, "forwarded", Some(reply))?;
     Ok(())
 }
 
@@ -276,10 +273,7 @@ pub(super) fn write_deferred(
         "UPDATE messages SET last_error = ?2, updated_at = ?3 WHERE id = ?1",
         params![id, error, now],
     )?;
-    conn.execute_cached(
-        "INSERT INTO events (message, at, kind, detail) VALUES (?1, ?2, 'deferred', ?3)",
-        params![id, now, error],
-    )?;
+    insert_event(conn, id, now, "deferred", Some(error))?;
     Ok(())
 }
 
@@ -296,9 +290,6 @@ pub(super) fn write_failed(
             updated_at = ?4 WHERE id = ?1",
         params![id, reason, error, now],
     )?;
-    conn.execute_cached(
-        "INSERT INTO events (message, at, kind, detail) VALUES (?1, ?2, 'failed', ?3)",
-        params![id, now, format!("{reason}: {error}")],
-    )?;
+    insert_event(conn, id, now, "failed", Some(&format!("{reason}: {error}")))?;
     Ok(())
 }

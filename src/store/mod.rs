@@ -275,6 +275,20 @@ impl Cached for Connection {
     }
 }
 
+/// Appends one entry to a message's history (`events`).
+pub(super) fn insert_event(
+    conn: &Connection,
+    id: i64,
+    at: &str,
+    kind: &str,
+    detail: Option<&str>,
+) -> rusqlite::Result<usize> {
+    conn.execute_cached(
+        "INSERT INTO events (message, at, kind, detail) VALUES (?1, ?2, ?3, ?4)",
+        params![id, at, kind, detail],
+    )
+}
+
 impl Store {
     /// Opens (creating if needed) the database and applies migrations.
     ///
@@ -457,11 +471,6 @@ impl Store {
                         ?17, ?18, ?19, ?20, ?21)",
                 )
                 .map_err(fail)?;
-            let mut event = tx
-                .prepare_cached(
-                    "INSERT INTO events (message, at, kind, detail) VALUES (?1, ?2, ?3, ?4)",
-                )
-                .map_err(fail)?;
             for message in batch {
                 let state = message.state.unwrap_or(State::Pending);
                 let summary = &message.summary;
@@ -526,9 +535,7 @@ impl Store {
                     State::Pending => "recorded",
                     other => other.as_str(),
                 };
-                event
-                    .execute(params![id, now, kind, message.detail])
-                    .map_err(fail)?;
+                insert_event(&tx, id, &now, kind, message.detail.as_deref()).map_err(fail)?;
                 ids.push((id, attachment));
             }
         }
@@ -675,11 +682,7 @@ impl Store {
                 params![id, now, how],
             )
             .map_err(fail)?;
-            tx.execute_cached(
-                "INSERT INTO events (message, at, kind, detail) VALUES (?1, ?2, 'settled', ?3)",
-                params![id, now, how],
-            )
-            .map_err(fail)?;
+            insert_event(&tx, *id, &now, "settled", Some(how)).map_err(fail)?;
         }
         tx.commit().map_err(fail)
     }
@@ -687,11 +690,7 @@ impl Store {
     /// Appends to a message's history.
     pub fn add_event(&self, id: i64, kind: &str, detail: &str) -> Result<()> {
         let now = clock::rfc3339(clock::unix_now());
-        self.conn
-            .execute_cached(
-                "INSERT INTO events (message, at, kind, detail) VALUES (?1, ?2, ?3, ?4)",
-                params![id, now, kind, detail],
-            )
+        insert_event(&self.conn, id, &now, kind, Some(detail))
             .map_err(|source| self.query_error("append to a message's history", source))?;
         Ok(())
     }
