@@ -18,7 +18,7 @@ use std::time::Duration;
 use lettre::Address;
 use lettre::transport::smtp::authentication::{Credentials, Mechanism};
 use lettre::transport::smtp::client::{
-    AsyncSmtpConnection, AsyncTokioStream, Certificate, TlsParameters,
+    AsyncSmtpConnection, AsyncTokioStream, Certificate, CertificateStore, TlsParameters,
 };
 use lettre::transport::smtp::commands::{Data, Ehlo, Mail, Rcpt, Rset};
 use lettre::transport::smtp::extension::{ClientId, Extension, MailBodyParameter, MailParameter};
@@ -245,20 +245,32 @@ pub async fn connect(settings: &SmtpSettings) -> Result<SmtpSink, SinkError> {
 /// lettre's TLS parameters with the same trust as [`tls::client_config`]:
 /// system roots plus the configured CA file.
 fn starttls_parameters(settings: &SmtpSettings, addr: &str) -> Result<TlsParameters, SinkError> {
-    let mut builder = TlsParameters::builder(settings.host.clone());
+    // NOTE: lettre's default store would read /etc/ssl/certs again for
+    // every session; hand it the roots read once per process instead.
+    let mut certs = tls::system_roots().to_vec();
     if let Some(path) = &settings.ca_file {
-        let certs = tls::read_ca_file(path).map_err(|source| SinkError::TlsSetup {
-            addr: addr.to_owned(),
-            source,
-        })?;
-        for cert in certs {
-            let cert = Certificate::from_der(cert.to_vec()).map_err(|err| SinkError::Tls {
+        certs.extend(
+            tls::read_ca_file(path).map_err(|source| SinkError::TlsSetup {
                 addr: addr.to_owned(),
-                message: err.to_string(),
-                hint: "ca_file holds a certificate rustls cannot use",
-            })?;
-            builder = builder.add_root_certificate(cert);
-        }
+                source,
+            })?,
+        );
+    }
+    if certs.is_empty() {
+        return Err(SinkError::TlsSetup {
+            addr: addr.to_owned(),
+            source: TlsSetupError::NoRoots,
+        });
+    }
+    let mut builder =
+        TlsParameters::builder(settings.host.clone()).certificate_store(CertificateStore::None);
+    for cert in certs {
+        let cert = Certificate::from_der(cert.to_vec()).map_err(|err| SinkError::Tls {
+            addr: addr.to_owned(),
+            message: err.to_string(),
+            hint: "ca_file holds a certificate rustls cannot use",
+        })?;
+        builder = builder.add_root_certificate(cert);
     }
     builder.build_rustls().map_err(|err| SinkError::Tls {
         addr: addr.to_owned(),

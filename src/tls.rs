@@ -4,7 +4,7 @@
 //! the config. Verification is always on; nothing here can turn it off.
 
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use rustls::pki_types::CertificateDer;
 use rustls::pki_types::pem::PemObject;
@@ -39,16 +39,32 @@ pub fn read_ca_file(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsSetu
     Ok(certs)
 }
 
+/// The system's root certificates that rustls can use, read once per
+/// process.
+///
+/// Reading and decoding the ~150 files of `/etc/ssl/certs` takes several
+/// milliseconds, and a pass opens a TLS session per mailbox and per SMTP
+/// session: on an idle poll that was a large part of the run. Unreadable
+/// or unusable certificates are skipped, as every TLS client does; an empty
+/// store is reported by the callers.
+pub fn system_roots() -> &'static [CertificateDer<'static>] {
+    static ROOTS: OnceLock<Vec<CertificateDer<'static>>> = OnceLock::new();
+    ROOTS.get_or_init(|| {
+        rustls_native_certs::load_native_certs()
+            .certs
+            .into_iter()
+            .filter(|cert| rustls::RootCertStore::empty().add(cert.clone()).is_ok())
+            .collect()
+    })
+}
+
 /// A rustls client config trusting the system roots and `ca_file`.
 ///
 /// # Errors
 /// A bad CA file, or no roots at all.
 pub fn client_config(ca_file: Option<&Path>) -> Result<Arc<rustls::ClientConfig>, TlsSetupError> {
     let mut roots = rustls::RootCertStore::empty();
-    // NOTE: Unreadable individual system certificates are skipped, as every
-    // TLS client does; an empty store is reported below.
-    let native = rustls_native_certs::load_native_certs();
-    roots.add_parsable_certificates(native.certs);
+    roots.add_parsable_certificates(system_roots().iter().cloned());
     if let Some(path) = ca_file {
         for cert in read_ca_file(path)? {
             roots.add(cert).map_err(|err| TlsSetupError::CaFile {
