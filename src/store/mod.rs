@@ -889,7 +889,8 @@ impl Store {
             )
             .map_err(fail)?;
         tx.execute_cached(
-            "UPDATE threads SET subject = NULL WHERE last_activity_at < ?1",
+            "UPDATE threads SET subject = NULL, subject_key = NULL
+             WHERE last_activity_at < ?1 AND (subject IS NOT NULL OR subject_key IS NOT NULL)",
             [cutoff],
         )
         .map_err(fail)?;
@@ -1180,6 +1181,18 @@ mod tests {
             .expect("thread")
             .expect("exists");
         assert_eq!(thread.subject, None);
+        let subject_key: Option<String> = store
+            .conn
+            .query_row(
+                "SELECT subject_key FROM threads WHERE id = ?1",
+                [thread.id],
+                |row| row.get(0),
+            )
+            .expect("subject_key");
+        assert_eq!(
+            subject_key, None,
+            "the normalised subject is personal data too"
+        );
         assert_eq!(
             store.prune("9999-01-01T00:00:00Z").expect("again"),
             (0, 0),
