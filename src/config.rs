@@ -346,6 +346,14 @@ pub fn parse(text: &str, path: &Path) -> Result<Settings, ConfigError> {
     for address in &raw_policy.helpdesk_addresses {
         check_address("[policy] helpdesk_addresses", address).map_err(invalid)?;
     }
+    if raw_policy.rate_limit_minutes == Some(0) {
+        // NOTE: A zero-minute window would still count the mail of one
+        // batch, which is neither "off" nor a limit anyone means.
+        return Err(invalid(
+            "[policy] rate_limit_minutes must be at least 1 (rate_limit_messages = 0 turns the limit off)"
+                .to_owned(),
+        ));
+    }
     let mut helpdesk_addresses = raw_policy.helpdesk_addresses;
     helpdesk_addresses.extend(mailboxes.iter().map(|mailbox| mailbox.forward_to.clone()));
     let policy = Policy {
@@ -766,6 +774,15 @@ mod tests {
             .expect_err("plaintext refused")
             .to_string();
         assert!(err.contains("none"), "{err}");
+    }
+
+    #[test]
+    fn zero_minute_rate_window_is_refused_with_the_way_to_turn_it_off() {
+        let text = EXAMPLE.replace("# rate_limit_minutes = 10", "rate_limit_minutes = 0");
+        assert_ne!(text, EXAMPLE, "the example config documents the key");
+        let err = parse_example(&text).expect_err("zero window").to_string();
+        assert!(err.contains("rate_limit_minutes"), "{err}");
+        assert!(err.contains("rate_limit_messages = 0"), "{err}");
     }
 
     #[test]
