@@ -247,21 +247,11 @@ pub async fn connect(settings: &SmtpSettings) -> Result<SmtpSink, SinkError> {
 fn starttls_parameters(settings: &SmtpSettings, addr: &str) -> Result<TlsParameters, SinkError> {
     // NOTE: lettre's default store would read /etc/ssl/certs again for
     // every session; hand it the roots read once per process instead.
-    let mut certs = tls::system_roots().to_vec();
-    if let Some(path) = &settings.ca_file {
-        certs.extend(
-            tls::read_ca_file(path).map_err(|source| SinkError::TlsSetup {
-                addr: addr.to_owned(),
-                source,
-            })?,
-        );
-    }
-    if certs.is_empty() {
-        return Err(SinkError::TlsSetup {
+    let certs =
+        tls::trusted_certs(settings.ca_file.as_deref()).map_err(|source| SinkError::TlsSetup {
             addr: addr.to_owned(),
-            source: TlsSetupError::NoRoots,
-        });
-    }
+            source,
+        })?;
     let mut builder =
         TlsParameters::builder(settings.host.clone()).certificate_store(CertificateStore::None);
     for cert in certs {

@@ -53,9 +53,40 @@ pub fn system_roots() -> &'static [CertificateDer<'static>] {
         rustls_native_certs::load_native_certs()
             .certs
             .into_iter()
-            .filter(|cert| rustls::RootCertStore::empty().add(cert.clone()).is_ok())
+            .filter(|cert| usable_root(cert).is_ok())
             .collect()
     })
+}
+
+/// Whether rustls can use a certificate as a trust anchor.
+fn usable_root(cert: &CertificateDer<'static>) -> Result<(), rustls::Error> {
+    rustls::RootCertStore::empty().add(cert.clone())
+}
+
+/// Every certificate a TLS client here trusts: the system roots plus those
+/// of `ca_file`. IMAP (through [`client_config`]) and lettre's STARTTLS
+/// both build their trust from this, so they trust the same and report a
+/// bad CA file alike.
+///
+/// # Errors
+/// A bad CA file, or no roots at all.
+pub fn trusted_certs(
+    ca_file: Option<&Path>,
+) -> Result<Vec<CertificateDer<'static>>, TlsSetupError> {
+    let mut certs = system_roots().to_vec();
+    if let Some(path) = ca_file {
+        for cert in read_ca_file(path)? {
+            usable_root(&cert).map_err(|err| TlsSetupError::CaFile {
+                path: path.to_path_buf(),
+                message: err.to_string(),
+            })?;
+            certs.push(cert);
+        }
+    }
+    if certs.is_empty() {
+        return Err(TlsSetupError::NoRoots);
+    }
+    Ok(certs)
 }
 
 /// A rustls client config trusting the system roots and `ca_file`.
@@ -64,18 +95,7 @@ pub fn system_roots() -> &'static [CertificateDer<'static>] {
 /// A bad CA file, or no roots at all.
 pub fn client_config(ca_file: Option<&Path>) -> Result<Arc<rustls::ClientConfig>, TlsSetupError> {
     let mut roots = rustls::RootCertStore::empty();
-    roots.add_parsable_certificates(system_roots().iter().cloned());
-    if let Some(path) = ca_file {
-        for cert in read_ca_file(path)? {
-            roots.add(cert).map_err(|err| TlsSetupError::CaFile {
-                path: path.to_path_buf(),
-                message: err.to_string(),
-            })?;
-        }
-    }
-    if roots.is_empty() {
-        return Err(TlsSetupError::NoRoots);
-    }
+    roots.add_parsable_certificates(trusted_certs(ca_file)?);
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let config = rustls::ClientConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
