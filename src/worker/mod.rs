@@ -223,7 +223,7 @@ async fn work_mailbox(
     stop: &AtomicBool,
     report: &mut MailboxReport,
 ) -> Result<(), Stop> {
-    let mailbox_context = || format!("mailbox {} folder {}", mailbox.name, mailbox.folder);
+    let mailbox_context = || folder_context(mailbox);
     let folder = source
         .select()
         .await
@@ -506,6 +506,11 @@ async fn work_mailbox(
     failure.map_or(Ok(()), Err)
 }
 
+/// Names the folder an IMAP error happened in.
+fn folder_context(mailbox: &MailboxSettings) -> String {
+    format!("mailbox {} folder {}", mailbox.name, mailbox.folder)
+}
+
 /// Rows of a batch that are final before sending (held, skipped, and
 /// copies logged earlier), for settling: (uid, row id, state).
 fn final_rows_of(items: &[Item]) -> Vec<(u32, i64, State)> {
@@ -561,7 +566,7 @@ impl Batch<'_> {
         let mailbox = self.mailbox;
         fetch_batch(source, chunk, self.oversized)
             .await
-            .with_context(|| format!("mailbox {} folder {}", mailbox.name, mailbox.folder))
+            .with_context(|| folder_context(mailbox))
             .map_err(Stop::Mailbox)
     }
 

@@ -122,15 +122,11 @@ pub(super) async fn send_items(
     stop: &AtomicBool,
     report: &mut MailboxReport,
 ) -> Result<Vec<(u32, i64, State)>, Stop> {
-    let mut settle = Vec::new();
-    let mut pending = VecDeque::new();
-    for item in items {
-        if item.state == State::Pending {
-            pending.push_back(item);
-        } else {
-            settle.push((item.uid, item.row_id, item.state));
-        }
-    }
+    let mut settle = super::final_rows_of(&items);
+    let pending: VecDeque<Item> = items
+        .into_iter()
+        .filter(|item| item.state == State::Pending)
+        .collect();
     if pending.is_empty() {
         return Ok(settle);
     }
