@@ -109,8 +109,7 @@ async fn smtp_failure_with_a_backlog_is_reported_once_and_records_nothing() {
             )
         })
         .collect();
-    let seeded: Vec<&[u8]> = originals.iter().map(Vec::as_slice).collect();
-    env.seed(&seeded).await;
+    env.seed(&originals).await;
     let error = pass_with_wrong_smtp_ca(&env).await;
     assert!(error.contains("not tried again in this pass"), "{error}");
 

@@ -186,8 +186,7 @@ async fn rate_limit_holds_a_flood_until_released() {
             )
         })
         .collect();
-    let slices: Vec<&[u8]> = flood.iter().map(Vec::as_slice).collect();
-    env.seed(&slices).await;
+    env.seed(&flood).await;
     let text = format!(
         "{}\n[policy]\nrate_limit_messages = 3\nrate_limit_minutes = 60\n",
         env.config_text(&ConfigOptions::default())

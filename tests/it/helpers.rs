@@ -179,11 +179,11 @@ timeout_secs = {imap_timeout}
     }
 
     /// Appends messages to the support INBOX.
-    pub async fn seed(&self, messages: &[&[u8]]) {
+    pub async fn seed<M: AsRef<[u8]>>(&self, messages: &[M]) {
         let mut session = imap_login(&self.stack, &self.support_user).await;
         for message in messages {
             session
-                .append("INBOX", None, None, message)
+                .append("INBOX", None, None, message.as_ref())
                 .await
                 .expect("APPEND to the support mailbox");
         }

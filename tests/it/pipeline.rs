@@ -448,8 +448,7 @@ async fn backlog_in_several_batches_arrives_exactly_once() {
         };
         seeded.push(bytes);
     }
-    let slices: Vec<&[u8]> = seeded.iter().map(Vec::as_slice).collect();
-    env.seed(&slices).await;
+    env.seed(&seeded).await;
     let settings = env.settings(&ConfigOptions {
         extra_mailbox: "batch_size = 60\n".to_owned(),
         ..ConfigOptions::default()
