@@ -5,6 +5,12 @@
 //! shared without locks. Each message is marked with the server's reply
 //! the moment it arrives; a session that breaks leaves its message pending
 //! and drops out, and the others carry on.
+//!
+//! A session takes its next message from the queue before it sends the
+//! current one, so the next envelope can ride on the current message's end
+//! ([`SmtpSink::send_then_open`]). A message whose envelope is open when
+//! the pass must stop is abandoned by closing the connection, which makes
+//! the server discard it; it stays pending.
 
 use std::cell::RefCell;
 use std::collections::VecDeque;
@@ -14,7 +20,7 @@ use tracing::{info, warn};
 
 use super::{Item, MailboxReport, Stop};
 use crate::config::{MailboxSettings, Settings, SmtpSettings};
-use crate::sink::{self, SendError, SinkError, SmtpSink};
+use crate::sink::{self, NextEnvelope, NextMessage, SendError, SinkError, SmtpSink};
 use crate::source::RawMail;
 use crate::store::{Journal, State};
 use crate::{clock, trace};
@@ -223,41 +229,99 @@ struct Worker<'a> {
 impl Worker<'_> {
     /// Returns the session when it is still usable.
     async fn run(self, mut session: SmtpSink) -> Option<SmtpSink> {
+        // The message whose envelope went out with the previous one's end
+        // and was answered with 354, and the trace block it was sent with.
+        let mut opened: Option<(Item, String)> = None;
         loop {
             // NOTE: Once the log cannot record outcomes, sending more would
             // only widen what a rerun resends.
-            if self.stop.load(Ordering::Relaxed) || self.journal.has_failed() {
-                return Some(session);
-            }
-            let Some(item) = self.queue.borrow_mut().pop_front() else {
-                return Some(session);
+            let halt = self.stop.load(Ordering::Relaxed) || self.journal.has_failed();
+            let (item, block) = match opened.take() {
+                // NOTE: Dropping the session mid-DATA makes the server
+                // discard the opened message; it stays pending.
+                Some((item, _)) if halt => {
+                    self.queue.borrow_mut().push_front(item);
+                    return None;
+                }
+                Some(opened) => opened,
+                None if halt => return Some(session),
+                None => {
+                    let Some(item) = self.queue.borrow_mut().pop_front() else {
+                        return Some(session);
+                    };
+                    let block = self.trace_block(&item);
+                    (item, block)
+                }
             };
+            let next = if session.pipelines() {
+                self.queue.borrow_mut().pop_front()
+            } else {
+                None
+            };
+            let next_block = next.as_ref().map(|next| self.trace_block(next));
+            let next_message =
+                next.as_ref()
+                    .zip(next_block.as_ref())
+                    .map(|(next, block)| NextMessage {
+                        forward_to: &self.mailbox.forward_to,
+                        trace: block.as_bytes(),
+                        original: &self.mails[next.mail_index].bytes,
+                    });
             let raw = &self.mails[item.mail_index];
-            let resent_id = trace::resent_message_id(
-                item.row_id,
-                &item.sha256,
-                &self.settings.smtp.envelope_from,
-            );
-            let mut block = trace::trace_block(&trace::TraceFacts {
-                helo_name: &self.settings.smtp.helo_name,
-                imap_host: &self.mailbox.host,
-                mailbox_name: &self.mailbox.name,
-                uid: item.uid,
-                resent_from: &self.settings.smtp.envelope_from,
-                resent_to: &self.mailbox.forward_to,
-                resent_message_id: &resent_id,
-                now_unix: clock::unix_now(),
-            });
-            if let Some(repair) = &item.repair {
-                block.push_str(repair);
-            }
-            let sent = session
-                .send(&self.mailbox.forward_to, block.as_bytes(), &raw.bytes)
+            let (sent, next_envelope) = session
+                .send_then_open(
+                    &self.mailbox.forward_to,
+                    block.as_bytes(),
+                    &raw.bytes,
+                    next_message,
+                )
                 .await;
-            if !self.record(&item, sent, &mut session).await {
+            let mut refused = None;
+            let mut lost = false;
+            match (next.zip(next_block), next_envelope) {
+                (Some(pair), NextEnvelope::Open) => opened = Some(pair),
+                (Some((next, _)), NextEnvelope::Refused(err)) => refused = Some((next, err)),
+                (Some((next, _)), NextEnvelope::Lost) => {
+                    self.queue.borrow_mut().push_front(next);
+                    lost = true;
+                }
+                (Some((next, _)), NextEnvelope::NotSent) => {
+                    self.queue.borrow_mut().push_front(next);
+                }
+                (None, _) => {}
+            }
+            if !self.record(&item, sent, &mut session).await || lost {
+                if let Some((item, _)) = opened.take() {
+                    self.queue.borrow_mut().push_front(item);
+                }
+                return None;
+            }
+            if let Some((next, err)) = refused
+                && !self.record(&next, Err(err), &mut session).await
+            {
                 return None;
             }
         }
+    }
+
+    /// The trace block for one message, with its relay repair headers.
+    fn trace_block(&self, item: &Item) -> String {
+        let resent_id =
+            trace::resent_message_id(item.row_id, &item.sha256, &self.settings.smtp.envelope_from);
+        let mut block = trace::trace_block(&trace::TraceFacts {
+            helo_name: &self.settings.smtp.helo_name,
+            imap_host: &self.mailbox.host,
+            mailbox_name: &self.mailbox.name,
+            uid: item.uid,
+            resent_from: &self.settings.smtp.envelope_from,
+            resent_to: &self.mailbox.forward_to,
+            resent_message_id: &resent_id,
+            now_unix: clock::unix_now(),
+        });
+        if let Some(repair) = &item.repair {
+            block.push_str(repair);
+        }
+        block
     }
 
     /// Records one outcome; returns whether the session is still usable.
@@ -280,7 +344,7 @@ impl Worker<'_> {
                 self.outcomes
                     .borrow_mut()
                     .push(Outcome::Failed(item.uid, item.row_id));
-                return session.reset().await.is_ok();
+                return session.reset_unless_awaiting_content().await;
             }
             Err(SendError::Temporary { reply }) => {
                 let age = clock::unix_now() - item.first_seen_unix;
@@ -297,7 +361,7 @@ impl Worker<'_> {
                 };
                 warn!(mailbox = %name, uid = item.uid, row = item.row_id, %reply, "deferred by the SMTP server");
                 self.outcomes.borrow_mut().push(outcome);
-                return session.reset().await.is_ok();
+                return session.reset_unless_awaiting_content().await;
             }
             Err(err @ SendError::Broken { .. }) => {
                 let message = err.to_string();

@@ -257,6 +257,79 @@ async fn smtp_5xx_fails_one_message_and_the_pass_goes_on() {
     );
 }
 
+/// A server that refuses a message after its content (a content filter's
+/// 5xx to the final dot) fails that message alone. With one session, each
+/// next message's envelope travels with the previous message's end, so
+/// the refusal arrives while the next message is already open: that one,
+/// and every other, still arrives exactly once, in order.
+#[tokio::test]
+async fn content_refused_at_the_final_dot_fails_alone() {
+    let env = TestEnv::new("dotreject");
+    let subjects = [
+        "first",
+        "deskbridge-test reject-content one",
+        "third",
+        "deskbridge-test reject-content two",
+        "fifth",
+    ];
+    let originals: Vec<Vec<u8>> = subjects
+        .iter()
+        .enumerate()
+        .map(|(index, subject)| {
+            message(
+                "J <j@example.org>",
+                subject,
+                &format!("dotreject.{index}@example.org"),
+                "content",
+            )
+        })
+        .collect();
+    env.seed(&originals).await;
+    let mut settings = env.settings(&ConfigOptions::default());
+    settings.smtp.sessions = 1;
+
+    let report = run_pass(&settings).await.expect("pass runs");
+    let mailbox = &report.mailboxes[0];
+    assert_eq!(
+        (mailbox.forwarded, mailbox.failed, mailbox.deferred),
+        (3, 2, 0)
+    );
+    let delivered = wait_for_helpdesk(&env, 3).await;
+    let bodies: Vec<Vec<u8>> = delivered
+        .iter()
+        .map(|seen| split_delivered(&seen.bytes).1)
+        .collect();
+    assert_eq!(
+        bodies,
+        vec![
+            originals[0].clone(),
+            originals[2].clone(),
+            originals[4].clone()
+        ]
+    );
+
+    let store = Store::open(&settings.store_path).expect("open log");
+    let failed = store
+        .list_messages(&MessageFilter {
+            state: Some(State::Failed),
+            ..MessageFilter::default()
+        })
+        .expect("rows");
+    let mut failed_uids: Vec<u32> = failed.iter().map(|row| row.uid).collect();
+    failed_uids.sort_unstable();
+    assert_eq!(failed_uids, vec![2, 4]);
+    for row in &failed {
+        let error = row.last_error.as_deref().unwrap_or_default();
+        assert!(error.contains("5.7.1"), "{error}");
+        assert_eq!(row.reason.as_deref(), Some("rejected"));
+    }
+    drop(store);
+
+    let again = run_pass(&settings).await.expect("pass runs");
+    assert_eq!(again.mailboxes[0].fetched, 0);
+    assert_eq!(wait_for_helpdesk(&env, 3).await.len(), 3);
+}
+
 /// A server that accepts the connection and never answers is cut off by
 /// the timeout, with an error naming the server and the step.
 #[tokio::test]
