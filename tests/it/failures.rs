@@ -8,7 +8,7 @@ use deskbridge::lock::PassLock;
 use deskbridge::store::{MessageFilter, State, Store};
 
 use crate::helpers::{
-    ConfigOptions, TestEnv, binary, message, read_folder, run_pass, second_mailbox,
+    ConfigOptions, TestEnv, binary, message, read_folder, rows_in_state, run_pass, second_mailbox,
     set_recipient_access, split_delivered, wait_for_helpdesk,
 };
 
@@ -225,13 +225,7 @@ async fn smtp_5xx_fails_one_message_and_the_pass_goes_on() {
     assert_eq!(report.exit_code(), 1);
     assert_eq!(wait_for_helpdesk(&other, 1).await.len(), 1);
 
-    let store = Store::open(&settings.store_path).expect("open log");
-    let failed = store
-        .list_messages(&MessageFilter {
-            state: Some(State::Failed),
-            ..MessageFilter::default()
-        })
-        .expect("rows");
+    let failed = rows_in_state(&settings, State::Failed);
     assert_eq!(failed.len(), 1);
     assert_eq!(failed[0].reason.as_deref(), Some("rejected"));
     assert!(
@@ -310,13 +304,7 @@ async fn content_refused_at_the_final_dot_fails_alone() {
     expected.sort();
     assert_eq!(bodies, expected);
 
-    let store = Store::open(&settings.store_path).expect("open log");
-    let failed = store
-        .list_messages(&MessageFilter {
-            state: Some(State::Failed),
-            ..MessageFilter::default()
-        })
-        .expect("rows");
+    let failed = rows_in_state(&settings, State::Failed);
     let mut failed_uids: Vec<u32> = failed.iter().map(|row| row.uid).collect();
     failed_uids.sort_unstable();
     assert_eq!(failed_uids, vec![2, 4]);
@@ -325,7 +313,6 @@ async fn content_refused_at_the_final_dot_fails_alone() {
         assert!(error.contains("5.7.1"), "{error}");
         assert_eq!(row.reason.as_deref(), Some("rejected"));
     }
-    drop(store);
 
     let again = run_pass(&settings).await.expect("pass runs");
     assert_eq!(again.mailboxes[0].fetched, 0);

@@ -6,8 +6,8 @@ use std::process::Command;
 use deskbridge::store::{MessageFilter, State, Store};
 
 use crate::helpers::{
-    ConfigOptions, TestEnv, binary, find, message, read_folder, run_pass, split_delivered,
-    wait_for_helpdesk,
+    ConfigOptions, TestEnv, binary, find, message, read_folder, rows_in_state, run_pass,
+    split_delivered, wait_for_helpdesk,
 };
 
 fn encrypted(from: &str, message_id: &str) -> Vec<u8> {
@@ -201,20 +201,13 @@ async fn rate_limit_holds_a_flood_until_released() {
     );
     assert_eq!(wait_for_helpdesk(&env, 3).await.len(), 3);
 
-    let store = Store::open(&settings.store_path).expect("log");
-    let limited = store
-        .list_messages(&MessageFilter {
-            state: Some(State::Held),
-            ..MessageFilter::default()
-        })
-        .expect("rows");
+    let limited = rows_in_state(&settings, State::Held);
     assert!(
         limited
             .iter()
             .all(|row| row.reason.as_deref() == Some("rate-limited"))
     );
     assert_eq!(limited[0].relay.as_deref(), Some("firefox"));
-    drop(store);
 
     // Still blocked on the next pass, until a person releases a message.
     env.seed(&[&message(
@@ -269,13 +262,7 @@ async fn oversized_message_is_held_from_its_header() {
         (report.mailboxes[0].held, report.mailboxes[0].forwarded),
         (1, 1)
     );
-    let store = Store::open(&settings.store_path).expect("log");
-    let held = store
-        .list_messages(&MessageFilter {
-            state: Some(State::Held),
-            ..MessageFilter::default()
-        })
-        .expect("rows");
+    let held = rows_in_state(&settings, State::Held);
     assert_eq!(held.len(), 1);
     assert_eq!(held[0].reason.as_deref(), Some("too-large"));
     assert_eq!(

@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 
 use async_imap::Session;
 use deskbridge::config::{self, Settings};
+use deskbridge::store::{MessageFilter, MessageRow, State, Store};
 use deskbridge::worker::{self, PassReport};
 use futures::StreamExt;
 use rustls::pki_types::{CertificateDer, ServerName, pem::PemObject};
@@ -229,6 +230,17 @@ impl Default for ConfigOptions {
             extra_mailbox: String::new(),
         }
     }
+}
+
+/// The log's rows in one state, read from a fresh connection.
+pub fn rows_in_state(settings: &Settings, state: State) -> Vec<MessageRow> {
+    Store::open(&settings.store_path)
+        .expect("open log")
+        .list_messages(&MessageFilter {
+            state: Some(state),
+            ..MessageFilter::default()
+        })
+        .expect("rows")
 }
 
 /// Runs one pass through the library, as `deskbridge run` does.

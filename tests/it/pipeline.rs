@@ -4,7 +4,8 @@
 use deskbridge::store::{MessageFilter, State, Store};
 
 use crate::helpers::{
-    ConfigOptions, TestEnv, message, read_folder, run_pass, split_delivered, wait_for_helpdesk,
+    ConfigOptions, TestEnv, message, read_folder, rows_in_state, run_pass, split_delivered,
+    wait_for_helpdesk,
 };
 
 fn relay_reply() -> Vec<u8> {
@@ -505,13 +506,7 @@ async fn copies_in_one_batch_are_sent_once() {
         (report.mailboxes[0].forwarded, report.mailboxes[0].skipped),
         (2, 2)
     );
-    let store = Store::open(&settings.store_path).expect("log");
-    let reasons: Vec<Option<String>> = store
-        .list_messages(&MessageFilter {
-            state: Some(State::Skipped),
-            ..MessageFilter::default()
-        })
-        .expect("rows")
+    let reasons: Vec<Option<String>> = rows_in_state(&settings, State::Skipped)
         .into_iter()
         .map(|row| row.reason)
         .collect();
