@@ -333,6 +333,18 @@ pub async fn wait_for_helpdesk(env: &TestEnv, expected: usize) -> Vec<Seen> {
     }
 }
 
+/// The original bytes of each delivered message (deskbridge's trace block
+/// removed), sorted: Postfix delivers over several LMTP connections, so
+/// arrival order is not sending order.
+pub fn sorted_originals(delivered: &[Seen]) -> Vec<Vec<u8>> {
+    let mut originals: Vec<Vec<u8>> = delivered
+        .iter()
+        .map(|seen| split_delivered(&seen.bytes).1)
+        .collect();
+    originals.sort();
+    originals
+}
+
 /// Splits a delivered message into deskbridge's trace block and the bytes
 /// that followed it, dropping what Postfix and Dovecot put above it.
 pub fn split_delivered(delivered: &[u8]) -> (String, Vec<u8>) {

@@ -4,8 +4,8 @@
 use deskbridge::store::{MessageFilter, State, Store};
 
 use crate::helpers::{
-    ConfigOptions, TestEnv, message, read_folder, rows_in_state, run_pass, split_delivered,
-    wait_for_helpdesk,
+    ConfigOptions, TestEnv, message, read_folder, rows_in_state, run_pass, sorted_originals,
+    split_delivered, wait_for_helpdesk,
 };
 
 fn relay_reply() -> Vec<u8> {
@@ -463,14 +463,9 @@ async fn backlog_in_several_batches_arrives_exactly_once() {
 
     let delivered = wait_for_helpdesk(&env, originals.len()).await;
     assert_eq!(delivered.len(), originals.len());
-    let mut bodies: Vec<Vec<u8>> = delivered
-        .iter()
-        .map(|seen| split_delivered(&seen.bytes).1)
-        .collect();
-    bodies.sort();
     originals.sort();
     assert!(
-        bodies == originals,
+        sorted_originals(&delivered) == originals,
         "every original arrives once, byte for byte"
     );
 
