@@ -504,9 +504,10 @@ impl SmtpSink {
     /// The next message's envelope as pipelined text, or `None` when it
     /// cannot be written (an invalid recipient fails on its own send).
     fn next_envelope_text(&self, sender: Option<Address>, next: NextMessage<'_>) -> Option<String> {
-        let content = crlf_lines(next.original);
+        // NOTE: The original bytes, not their CRLF form: the envelope only
+        // asks whether they are ASCII, which CRLF conversion never changes.
         let (mail, rcpt) = self
-            .envelope(sender, next.forward_to, next.trace, &content)
+            .envelope(sender, next.forward_to, next.trace, next.original)
             .ok()?;
         Some(format!("{mail}{rcpt}{Data}"))
     }
@@ -589,24 +590,16 @@ impl SmtpSink {
         }
     }
 
-    /// After a 4xx/5xx reply: resets the transaction, unless the server
-    /// already waits for the next message's content (a reply to content
-    /// ends its transaction anyway). Returns whether the session is usable.
-    pub async fn reset_unless_awaiting_content(&mut self) -> bool {
-        self.data_open || self.reset().await.is_ok()
-    }
-
-    /// Resets the SMTP transaction after a 4xx/5xx reply.
+    /// Resets the SMTP transaction after a 4xx/5xx reply. Sends nothing
+    /// while the server waits for the next message's content: RSET would
+    /// become content, and the refused reply was to content, which ends its
+    /// transaction anyway.
     ///
     /// # Errors
     /// The session broke; the caller should drop it.
     pub async fn reset(&mut self) -> Result<(), SendError> {
         if self.data_open {
-            // RSET here would become message content.
-            return Err(SendError::Broken {
-                addr: self.addr.clone(),
-                message: "RSET while the server waits for message content".to_owned(),
-            });
+            return Ok(());
         }
         self.step("RSET", self.timeout, |conn| conn.command(Rset))
             .await

@@ -344,7 +344,7 @@ impl Worker<'_> {
                 self.outcomes
                     .borrow_mut()
                     .push(Outcome::Failed(item.uid, item.row_id));
-                return session.reset_unless_awaiting_content().await;
+                return session.reset().await.is_ok();
             }
             Err(SendError::Temporary { reply }) => {
                 let age = clock::unix_now() - item.first_seen_unix;
@@ -361,7 +361,7 @@ impl Worker<'_> {
                 };
                 warn!(mailbox = %name, uid = item.uid, row = item.row_id, %reply, "deferred by the SMTP server");
                 self.outcomes.borrow_mut().push(outcome);
-                return session.reset_unless_awaiting_content().await;
+                return session.reset().await.is_ok();
             }
             Err(err @ SendError::Broken { .. }) => {
                 let message = err.to_string();
