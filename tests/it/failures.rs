@@ -12,8 +12,8 @@ use deskbridge::store::{MessageFilter, State, Store};
 use deskbridge::worker;
 
 use crate::helpers::{
-    ConfigOptions, TestEnv, binary, message, read_folder, rows_in_state, run_pass, second_mailbox,
-    set_recipient_access, sorted_originals, split_delivered, wait_for_helpdesk,
+    ConfigOptions, TestEnv, backlog, binary, message, read_folder, rows_in_state, run_pass,
+    second_mailbox, set_recipient_access, sorted_originals, split_delivered, wait_for_helpdesk,
 };
 
 /// A CA that did not sign the IMAP server's certificate fails the TLS
@@ -102,17 +102,7 @@ async fn pass_with_wrong_smtp_ca(env: &TestEnv) -> String {
 #[tokio::test]
 async fn smtp_failure_with_a_backlog_is_reported_once_and_records_nothing() {
     let env = TestEnv::new("warmup");
-    let originals: Vec<Vec<u8>> = (0..40)
-        .map(|index| {
-            message(
-                // One sender each: the per-correspondent rate limit stays out.
-                &format!("W{index} <w{index}@example.org>"),
-                &format!("Backlog {index}"),
-                &format!("warm.{index}@example.org"),
-                "backlog",
-            )
-        })
-        .collect();
+    let originals = backlog("warm", 40);
     env.seed(&originals).await;
     let error = pass_with_wrong_smtp_ca(&env).await;
     assert!(error.contains("not tried again in this pass"), "{error}");
@@ -325,17 +315,7 @@ async fn content_refused_at_the_final_dot_fails_alone() {
 async fn stop_mid_pass_loses_and_duplicates_nothing() {
     const TOTAL: usize = 40;
     let env = TestEnv::new("stopmid");
-    let originals: Vec<Vec<u8>> = (0..TOTAL)
-        .map(|index| {
-            // One sender each, so the per-correspondent rate limit stays out.
-            message(
-                &format!("K{index} <k{index}@example.org>"),
-                &format!("stop {index}"),
-                &format!("stopmid.{index}@example.org"),
-                "content",
-            )
-        })
-        .collect();
+    let originals = backlog("stopmid", TOTAL);
     env.seed(&originals).await;
     let mut settings = env.settings(&ConfigOptions::default());
     settings.smtp.sessions = 1;

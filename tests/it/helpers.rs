@@ -397,6 +397,21 @@ pub fn message(from: &str, subject: &str, message_id: &str, body: &str) -> Vec<u
     .into_bytes()
 }
 
+/// `count` small messages from as many senders, so the per-correspondent
+/// rate limit never applies; Message-IDs are `<tag>.<n>@example.org`.
+pub fn backlog(tag: &str, count: usize) -> Vec<Vec<u8>> {
+    (0..count)
+        .map(|index| {
+            message(
+                &format!("S{index} <s{index}@example.org>"),
+                &format!("Backlog {index}"),
+                &format!("{tag}.{index}@example.org"),
+                "backlog",
+            )
+        })
+        .collect()
+}
+
 /// The path of the built `deskbridge` binary.
 pub fn binary() -> &'static Path {
     Path::new(env!("CARGO_BIN_EXE_deskbridge"))
