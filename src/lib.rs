@@ -21,7 +21,8 @@
 //! - [`trace`]: pure: the Received/Resent-* block prepended on redirect.
 //! - [`notice`]: pure: the held notice and the RFC 3834 auto-reply.
 //! - [`store`]: the only module with SQL; applies `migrations/` at open.
-//!   Its `Journal` group-commits send outcomes on a writer thread; its
+//!   Its `Journal` is the writer thread: it records each fetched batch and
+//!   group-commits send outcomes; its
 //!   `threads` part attaches messages to conversations.
 //! - [`thread`]: pure: thread keys (references, ticket tokens, normalised
 //!   subject, correspondent addresses) and thread repair lines.

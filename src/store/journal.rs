@@ -1,4 +1,5 @@
-//! Group commit for send outcomes.
+//! The log's writer thread: group commit for send outcomes, and the
+//! transaction that records each fetched batch.
 //!
 //! Marking a message `forwarded` must be durable (`synchronous = FULL`), and
 //! one fsync per message would block the pass's only thread and stall every
@@ -7,6 +8,9 @@
 //! queued so far. [`Journal::flush`] waits until every outcome sent before
 //! it is on disk; the worker flushes before it settles anything on the IMAP
 //! server, so "settle after a durable forwarded mark" still holds.
+//! Recording a batch ([`Journal::record`]) runs here too, for the same
+//! reason: its insert and fsync took 10-60 ms, during which no session
+//! on the pass's thread could read a reply or send the next message.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -17,7 +21,7 @@ use std::time::{Duration, Instant};
 
 use rusqlite::{Connection, params};
 
-use super::{Cached, insert_event};
+use super::{Attachment, Cached, Checkpoint, NewMessage, insert_event, record_in};
 
 use super::StoreError;
 use crate::clock;
@@ -43,6 +47,15 @@ enum Command {
         error: String,
     },
     Flush(tokio::sync::oneshot::Sender<Result<(), String>>),
+    Record(Box<Recording>),
+}
+
+/// A fetched batch to record, and where its row ids go.
+struct Recording {
+    batch: Vec<NewMessage>,
+    checkpoint: Option<(String, Checkpoint)>,
+    relay_window_since: String,
+    done: tokio::sync::oneshot::Sender<Result<Vec<(i64, Attachment)>, String>>,
 }
 
 /// The writer thread's handle.
@@ -67,11 +80,13 @@ impl Journal {
             source,
         })?;
         conn.set_prepared_statement_cache_capacity(super::STATEMENT_CACHE);
-        conn.execute_batch("PRAGMA synchronous = FULL; PRAGMA busy_timeout = 10000;")
-            .map_err(|source| StoreError::Open {
-                path: path.to_path_buf(),
-                source,
-            })?;
+        conn.execute_batch(
+            "PRAGMA synchronous = FULL; PRAGMA foreign_keys = ON; PRAGMA busy_timeout = 10000;",
+        )
+        .map_err(|source| StoreError::Open {
+            path: path.to_path_buf(),
+            source,
+        })?;
         let (sender, receiver) = mpsc::channel();
         let failed = Arc::new(AtomicBool::new(false));
         let thread_failed = Arc::clone(&failed);
@@ -129,6 +144,41 @@ impl Journal {
         });
     }
 
+    /// Records a fetched batch and advances the checkpoint (see
+    /// [`Store::record_batch`](super::Store::record_batch)) on the writer
+    /// thread, so the pass's thread keeps the SMTP sessions going while it
+    /// commits. Outcomes queued before it are committed first.
+    ///
+    /// # Errors
+    /// The write failed (nothing of the batch is recorded), or an earlier
+    /// outcome could not be written.
+    pub async fn record(
+        &self,
+        batch: Vec<NewMessage>,
+        checkpoint: Option<(String, Checkpoint)>,
+        relay_window_since: String,
+    ) -> Result<Vec<(i64, Attachment)>, StoreError> {
+        let (done, wait) = tokio::sync::oneshot::channel();
+        self.send(Command::Record(Box::new(Recording {
+            batch,
+            checkpoint,
+            relay_window_since,
+            done,
+        })));
+        let outcome = wait
+            .await
+            .unwrap_or_else(|_| Err("the journal thread stopped".to_owned()));
+        outcome.map_err(|message| self.error("record fetched messages", message))
+    }
+
+    fn error(&self, action: &'static str, message: String) -> StoreError {
+        StoreError::Query {
+            path: self.path.clone(),
+            action,
+            source: rusqlite::Error::InvalidParameterName(message),
+        }
+    }
+
     /// Whether a commit has failed: nothing more should be sent.
     pub fn has_failed(&self) -> bool {
         self.failed.load(Ordering::Relaxed)
@@ -144,11 +194,7 @@ impl Journal {
         let outcome = wait
             .await
             .unwrap_or_else(|_| Err("the journal thread stopped".to_owned()));
-        outcome.map_err(|message| StoreError::Query {
-            path: self.path.clone(),
-            action: "record send outcomes",
-            source: rusqlite::Error::InvalidParameterName(message),
-        })
+        outcome.map_err(|message| self.error("record send outcomes", message))
     }
 }
 
@@ -170,7 +216,7 @@ fn write_loop(mut conn: Connection, receiver: &mpsc::Receiver<Command>, failed: 
         // then share one commit and one fsync, where committing each on
         // arrival would pay for both about once per message.
         let deadline = Instant::now() + GROUP_WINDOW;
-        let mut flush_waiting = matches!(first, Command::Flush(_));
+        let mut flush_waiting = is_waited_for(&first);
         let mut commands = vec![first];
         while commands.len() < 1000 {
             let next = if flush_waiting {
@@ -183,14 +229,16 @@ fn write_loop(mut conn: Connection, receiver: &mpsc::Receiver<Command>, failed: 
             let Some(next) = next else {
                 break;
             };
-            flush_waiting |= matches!(next, Command::Flush(_));
+            flush_waiting |= is_waited_for(&next);
             commands.push(next);
         }
         let mut flushes = Vec::new();
+        let mut recordings = Vec::new();
         let mut writes = Vec::new();
         for command in commands {
             match command {
                 Command::Flush(done) => flushes.push(done),
+                Command::Record(recording) => recordings.push(recording),
                 write => writes.push(write),
             }
         }
@@ -201,6 +249,32 @@ fn write_loop(mut conn: Connection, receiver: &mpsc::Receiver<Command>, failed: 
             failure = Some(err.to_string());
             failed.store(true, Ordering::Relaxed);
         }
+        // NOTE: Outcomes are about rows recorded in earlier rounds (a batch
+        // is sent only after its recording is answered), so committing them
+        // first changes nothing for the batch recorded now.
+        for recording in recordings {
+            let Recording {
+                batch,
+                checkpoint,
+                relay_window_since,
+                done,
+            } = *recording;
+            let recorded = match &failure {
+                Some(message) => Err(message.clone()),
+                None => record_in(
+                    &mut conn,
+                    &batch,
+                    checkpoint.as_ref().map(|(name, at)| (name.as_str(), *at)),
+                    &relay_window_since,
+                )
+                // NOTE: A failed recording is the caller's error alone: it
+                // stops the pass, while the outcomes of messages already on
+                // their way must still be written, or they would be sent
+                // again. A disk that is really full fails those too.
+                .map_err(|err| err.to_string()),
+            };
+            let _ = done.send(recorded);
+        }
         for done in flushes {
             let _ = done.send(match &failure {
                 Some(message) => Err(message.clone()),
@@ -208,6 +282,11 @@ fn write_loop(mut conn: Connection, receiver: &mpsc::Receiver<Command>, failed: 
             });
         }
     }
+}
+
+/// Whether someone awaits this command: it ends the wait for more.
+fn is_waited_for(command: &Command) -> bool {
+    matches!(command, Command::Flush(_) | Command::Record(_))
 }
 
 /// Applies queued outcomes in one transaction: one fsync for all of them.
@@ -224,7 +303,7 @@ fn apply(conn: &mut Connection, writes: &[Command]) -> rusqlite::Result<()> {
             Command::Forwarded { id, reply } => write_forwarded(&tx, *id, reply, &now)?,
             Command::Deferred { id, error } => write_deferred(&tx, *id, error, &now)?,
             Command::Failed { id, reason, error } => write_failed(&tx, *id, reason, error, &now)?,
-            Command::Flush(_) => (),
+            Command::Flush(_) | Command::Record(_) => (),
         }
     }
     tx.commit()

@@ -445,109 +445,16 @@ impl Store {
     }
 
     /// Records a batch of new messages and advances the checkpoint in one
-    /// transaction. Returns the new row ids in input order.
+    /// transaction. Returns the new row ids in input order. (A pass records
+    /// through [`Journal::record`], off its own thread.)
     pub fn record_batch(
         &mut self,
         batch: &[NewMessage],
         checkpoint: Option<(&str, Checkpoint)>,
         relay_window_since: &str,
     ) -> Result<Vec<(i64, Attachment)>> {
-        let now = clock::rfc3339(clock::unix_now());
-        let path = self.path.clone();
-        let fail = |source| StoreError::Query {
-            path: path.clone(),
-            action: "record fetched messages",
-            source,
-        };
-        let tx = self.conn.transaction().map_err(fail)?;
-        let mut ids = Vec::with_capacity(batch.len());
-        {
-            let mut insert = tx
-                .prepare_cached(
-                    "INSERT INTO messages (mailbox, uidvalidity, uid, message_id, in_reply_to, refs,
-                        from_addr, reply_to, subject, date, size, sha256, state, reason, detail,
-                        first_seen_at, updated_at, class, relay, relay_alias, reply_token, body_sha256)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?16,
-                        ?17, ?18, ?19, ?20, ?21)",
-                )
-                .map_err(fail)?;
-            for message in batch {
-                let state = message.state.unwrap_or(State::Pending);
-                let summary = &message.summary;
-                insert
-                    .execute(params![
-                        message.mailbox,
-                        message.uidvalidity,
-                        message.uid,
-                        summary.message_id,
-                        summary.in_reply_to,
-                        summary.references,
-                        summary.from,
-                        summary.reply_to,
-                        summary.subject,
-                        summary.date,
-                        message.size as i64,
-                        message.sha256,
-                        state.as_str(),
-                        message.reason,
-                        message.detail,
-                        now,
-                        message.class,
-                        message.relay.as_ref().map(|relay| relay.name.as_str()),
-                        message.relay.as_ref().map(|relay| relay.alias.as_str()),
-                        message
-                            .relay
-                            .as_ref()
-                            .map(|relay| relay.reply_token.as_str()),
-                        message.body_sha256,
-                    ])
-                    .map_err(fail)?;
-                let id = tx.last_insert_rowid();
-                let attachment = match &message.thread {
-                    Some(keys) => {
-                        let context = AttachContext {
-                            row_id: id,
-                            mailbox: &message.mailbox,
-                            now: &now,
-                            relay_window_since,
-                            forwarding: state == State::Pending,
-                            repair_enabled: message.repair_enabled,
-                            held: state == State::Held,
-                        };
-                        let attachment = threads::attach(&tx, keys, &context).map_err(fail)?;
-                        tx.execute_cached(
-                            "UPDATE messages SET thread_id = ?2, thread_key = ?3, repaired = ?4,
-                                repair_headers = ?5 WHERE id = ?1",
-                            params![
-                                id,
-                                attachment.thread_id,
-                                attachment.key,
-                                attachment.repaired,
-                                attachment.repair_headers
-                            ],
-                        )
-                        .map_err(fail)?;
-                        attachment
-                    }
-                    None => Attachment::default(),
-                };
-                let kind = match state {
-                    State::Pending => "recorded",
-                    other => other.as_str(),
-                };
-                insert_event(&tx, id, &now, kind, message.detail.as_deref()).map_err(fail)?;
-                ids.push((id, attachment));
-            }
-        }
-        if let Some((mailbox, checkpoint)) = checkpoint {
-            tx.execute_cached(
-                "UPDATE mailboxes SET uidvalidity = ?2, last_uid = MAX(last_uid, ?3) WHERE name = ?1",
-                params![mailbox, checkpoint.uidvalidity, checkpoint.last_uid],
-            )
-            .map_err(fail)?;
-        }
-        tx.commit().map_err(fail)?;
-        Ok(ids)
+        record_in(&mut self.conn, batch, checkpoint, relay_window_since)
+            .map_err(|source| self.query_error("record fetched messages", source))
     }
 
     /// Advances the checkpoint on its own (a batch whose messages were all
@@ -1051,6 +958,100 @@ fn read_message(row: &Row<'_>) -> rusqlite::Result<MessageRow> {
     })
 }
 
+/// Inserts a batch of new messages (rows, thread links, `recorded` events)
+/// and advances the checkpoint, in one transaction.
+pub(super) fn record_in(
+    conn: &mut Connection,
+    batch: &[NewMessage],
+    checkpoint: Option<(&str, Checkpoint)>,
+    relay_window_since: &str,
+) -> rusqlite::Result<Vec<(i64, Attachment)>> {
+    let now = clock::rfc3339(clock::unix_now());
+    let tx = conn.transaction()?;
+    let mut ids = Vec::with_capacity(batch.len());
+    {
+        let mut insert = tx.prepare_cached(
+            "INSERT INTO messages (mailbox, uidvalidity, uid, message_id, in_reply_to, refs,
+                    from_addr, reply_to, subject, date, size, sha256, state, reason, detail,
+                    first_seen_at, updated_at, class, relay, relay_alias, reply_token, body_sha256)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?16,
+                    ?17, ?18, ?19, ?20, ?21)",
+        )?;
+        for message in batch {
+            let state = message.state.unwrap_or(State::Pending);
+            let summary = &message.summary;
+            insert.execute(params![
+                message.mailbox,
+                message.uidvalidity,
+                message.uid,
+                summary.message_id,
+                summary.in_reply_to,
+                summary.references,
+                summary.from,
+                summary.reply_to,
+                summary.subject,
+                summary.date,
+                message.size as i64,
+                message.sha256,
+                state.as_str(),
+                message.reason,
+                message.detail,
+                now,
+                message.class,
+                message.relay.as_ref().map(|relay| relay.name.as_str()),
+                message.relay.as_ref().map(|relay| relay.alias.as_str()),
+                message
+                    .relay
+                    .as_ref()
+                    .map(|relay| relay.reply_token.as_str()),
+                message.body_sha256,
+            ])?;
+            let id = tx.last_insert_rowid();
+            let attachment = match &message.thread {
+                Some(keys) => {
+                    let context = AttachContext {
+                        row_id: id,
+                        mailbox: &message.mailbox,
+                        now: &now,
+                        relay_window_since,
+                        forwarding: state == State::Pending,
+                        repair_enabled: message.repair_enabled,
+                        held: state == State::Held,
+                    };
+                    let attachment = threads::attach(&tx, keys, &context)?;
+                    tx.execute_cached(
+                        "UPDATE messages SET thread_id = ?2, thread_key = ?3, repaired = ?4,
+                            repair_headers = ?5 WHERE id = ?1",
+                        params![
+                            id,
+                            attachment.thread_id,
+                            attachment.key,
+                            attachment.repaired,
+                            attachment.repair_headers
+                        ],
+                    )?;
+                    attachment
+                }
+                None => Attachment::default(),
+            };
+            let kind = match state {
+                State::Pending => "recorded",
+                other => other.as_str(),
+            };
+            insert_event(&tx, id, &now, kind, message.detail.as_deref())?;
+            ids.push((id, attachment));
+        }
+    }
+    if let Some((mailbox, checkpoint)) = checkpoint {
+        tx.execute_cached(
+            "UPDATE mailboxes SET uidvalidity = ?2, last_uid = MAX(last_uid, ?3) WHERE name = ?1",
+            params![mailbox, checkpoint.uidvalidity, checkpoint.last_uid],
+        )?;
+    }
+    tx.commit()?;
+    Ok(ids)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1144,6 +1145,57 @@ mod tests {
         let status = store.mailbox_status().expect("status");
         assert_eq!(status[0].counts[1], ("forwarded".to_owned(), 1));
         assert_eq!(status[0].counts[2], ("held".to_owned(), 1));
+    }
+
+    #[test]
+    fn journal_records_batches_and_a_failed_one_fails_alone() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut store = Store::open(&dir.path().join("log.db")).expect("open");
+        let journal = Journal::open(&dir.path().join("log.db")).expect("journal");
+        store.begin_pass("support").expect("begin");
+        let first = store
+            .record_batch(&[new_message(1, None)], None, "")
+            .expect("record")[0]
+            .0;
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .expect("runtime");
+        let checkpoint = Checkpoint {
+            uidvalidity: 9,
+            last_uid: 3,
+        };
+        // An outcome queued before the batch is committed with it or before.
+        journal.forwarded(first, "250 ok");
+        let ids = runtime
+            .block_on(journal.record(
+                vec![new_message(2, None), new_message(3, Some(State::Held))],
+                Some(("support".to_owned(), checkpoint)),
+                String::new(),
+            ))
+            .expect("recorded on the writer thread");
+        assert_eq!(ids.len(), 2);
+        assert_eq!(store.checkpoint("support").expect("read"), Some(checkpoint));
+        let states: Vec<State> = [first, ids[0].0, ids[1].0]
+            .iter()
+            .map(|id| store.message(*id).expect("read").expect("row").state())
+            .collect();
+        assert_eq!(states, [State::Forwarded, State::Pending, State::Held]);
+
+        // UID 2 again breaks the log's uniqueness: that batch fails alone,
+        // and outcomes of mail already sent are still written.
+        let again =
+            runtime.block_on(journal.record(vec![new_message(2, None)], None, String::new()));
+        let message = again.expect_err("a duplicate UID is refused").to_string();
+        assert!(message.contains("record fetched messages"), "{message}");
+        assert!(!journal.has_failed());
+        journal.forwarded(ids[0].0, "250 ok");
+        runtime
+            .block_on(journal.flush())
+            .expect("outcomes still written");
+        assert_eq!(
+            store.message(ids[0].0).expect("read").expect("row").state(),
+            State::Forwarded
+        );
     }
 
     #[test]

@@ -357,6 +357,7 @@ async fn work_mailbox(
         oversized: &oversized,
         uidvalidity,
         examiner: &examiner,
+        journal,
     };
     let Some(first_chunk) = chunks.first() else {
         return Ok(());
@@ -558,6 +559,7 @@ struct Batch<'a> {
     oversized: &'a HashSet<u32>,
     uidvalidity: u32,
     examiner: &'a record::Examiner,
+    journal: &'a Journal,
 }
 
 impl Batch<'_> {
@@ -585,7 +587,7 @@ impl Batch<'_> {
         let items = record::record_batch(
             self.settings,
             self.mailbox,
-            store,
+            (store, self.journal),
             pool,
             (&mails, examined),
             self.carried,
