@@ -33,6 +33,7 @@ const GROUP_WINDOW: Duration = Duration::from_millis(5);
 
 enum Command {
     Attempts(Vec<(i64, String)>),
+    NotAttempted(Vec<i64>),
     Forwarded {
         id: i64,
         reply: String,
@@ -62,8 +63,9 @@ struct Recording {
 #[derive(Debug)]
 pub struct Journal {
     sender: Option<mpsc::Sender<Command>>,
-    /// Set by the writer thread when a commit fails: senders check it
-    /// before each message, so no more mail goes out unrecorded.
+    /// Set by the writer thread when a commit of send outcomes fails
+    /// (a failed recording fails only its batch): senders check it before
+    /// each message, so no more mail goes out unrecorded.
     failed: Arc<AtomicBool>,
     thread: Option<JoinHandle<()>>,
     path: PathBuf,
@@ -117,6 +119,16 @@ impl Journal {
     /// and each row's Resent-Message-ID is fixed. Flush before sending.
     pub fn attempts(&self, rows: Vec<(i64, String)>) {
         self.send(Command::Attempts(rows));
+    }
+
+    /// Queues: these rows were counted by [`Journal::attempts`] but never
+    /// sent (the pass stopped, or no session was left to take them), so
+    /// their count goes back down: only a real attempt counts towards
+    /// giving up.
+    pub fn not_attempted(&self, rows: Vec<i64>) {
+        if !rows.is_empty() {
+            self.send(Command::NotAttempted(rows));
+        }
     }
 
     /// Queues: the SMTP server accepted message `id` with `reply`.
@@ -179,12 +191,13 @@ impl Journal {
         }
     }
 
-    /// Whether a commit has failed: nothing more should be sent.
+    /// Whether a commit of send outcomes has failed: nothing more should
+    /// be sent.
     pub fn has_failed(&self) -> bool {
         self.failed.load(Ordering::Relaxed)
     }
 
-    /// Waits until everything queued before this call is committed.
+    /// Waits until every outcome queued before this call is committed.
     ///
     /// # Errors
     /// A write failed (disk full, database locked too long, ...).
@@ -212,7 +225,8 @@ fn write_loop(mut conn: Connection, receiver: &mpsc::Receiver<Command>, failed: 
     let mut failure: Option<String> = None;
     while let Ok(first) = receiver.recv() {
         // NOTE: Gather what arrives within GROUP_WINDOW of the first
-        // outcome (a flush cuts it short): replies from several sessions
+        // outcome (a flush or a recording, which someone awaits, cuts it
+        // short): replies from several sessions
         // then share one commit and one fsync, where committing each on
         // arrival would pay for both about once per message.
         let deadline = Instant::now() + GROUP_WINDOW;
@@ -260,7 +274,9 @@ fn write_loop(mut conn: Connection, receiver: &mpsc::Receiver<Command>, failed: 
                 done,
             } = *recording;
             let recorded = match &failure {
-                Some(message) => Err(message.clone()),
+                Some(message) => Err(format!(
+                    "not recorded, because writing send outcomes failed earlier: {message}"
+                )),
                 None => record_in(
                     &mut conn,
                     &batch,
@@ -298,6 +314,14 @@ fn apply(conn: &mut Connection, writes: &[Command]) -> rusqlite::Result<()> {
             Command::Attempts(rows) => {
                 for (id, resent_message_id) in rows {
                     write_attempt(&tx, *id, resent_message_id, &now)?;
+                }
+            }
+            Command::NotAttempted(rows) => {
+                for id in rows {
+                    tx.execute_cached(
+                        "UPDATE messages SET attempts = attempts - 1 WHERE id = ?1 AND 0 < attempts",
+                        params![id],
+                    )?;
                 }
             }
             Command::Forwarded { id, reply } => write_forwarded(&tx, *id, reply, &now)?,

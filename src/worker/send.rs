@@ -188,11 +188,13 @@ pub(super) async fn send_items(
     for session in results.into_iter().flatten() {
         pool.sessions.push(session);
     }
+    // Whatever no session could take (all broke, or a stop signal) stays
+    // pending for the next pass, its attempt not counted after all.
+    let untried: Vec<i64> = queue.borrow().iter().map(|item| item.row_id).collect();
+    report.deferred += untried.len() as u32;
+    journal.not_attempted(untried);
     // Settling comes next: every outcome must be on disk first.
     journal.flush().await?;
-    // Whatever no session could take (all broke, or a stop signal) stays
-    // pending for the next pass.
-    report.deferred += queue.borrow().len() as u32;
     for outcome in outcomes.into_inner() {
         match outcome {
             Outcome::Forwarded(uid, row_id) => {

@@ -360,6 +360,15 @@ async fn stop_mid_pass_loses_and_duplicates_nothing() {
         (first.forwarded as usize) < TOTAL,
         "the stop came after the last message: {first:?}"
     );
+    // Counted attempts are real ones: what the stop left unsent has none,
+    // so stops never bring a message closer to being given up.
+    let left = rows_in_state(&settings, State::Pending);
+    assert_eq!(left.len(), first.deferred as usize, "{first:?}");
+    let attempts: Vec<(i64, u32)> = left.iter().map(|row| (row.id, row.attempts)).collect();
+    assert!(
+        attempts.iter().all(|(_, count)| *count == 0),
+        "{attempts:?}"
+    );
 
     let second = run_pass(&settings).await.expect("second pass runs");
     assert_eq!(
