@@ -124,7 +124,8 @@ impl Journal {
     /// Queues: these rows were counted by [`Journal::attempts`] but never
     /// sent (the pass stopped, or no session was left to take them), so
     /// their count goes back down: only a real attempt counts towards
-    /// giving up.
+    /// giving up. Like every write after a failed one, it is dropped once
+    /// writing outcomes has failed, which errs towards giving up sooner.
     pub fn not_attempted(&self, rows: Vec<i64>) {
         if !rows.is_empty() {
             self.send(Command::NotAttempted(rows));

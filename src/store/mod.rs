@@ -1181,6 +1181,16 @@ mod tests {
             .collect();
         assert_eq!(states, [State::Forwarded, State::Pending, State::Held]);
 
+        // Counted, then found never sent: the count goes back, never below 0.
+        journal.attempts(vec![(ids[0].0, "<r@x>".to_owned())]);
+        journal.not_attempted(vec![ids[0].0, ids[1].0]);
+        runtime.block_on(journal.flush()).expect("attempts written");
+        let attempts: Vec<u32> = [ids[0].0, ids[1].0]
+            .iter()
+            .map(|id| store.message(*id).expect("read").expect("row").attempts)
+            .collect();
+        assert_eq!(attempts, [0, 0]);
+
         // UID 2 again breaks the log's uniqueness: that batch fails alone,
         // and outcomes of mail already sent are still written.
         let again =

@@ -25,8 +25,9 @@ use crate::source::RawMail;
 use crate::store::{Journal, State};
 use crate::{clock, trace};
 
-/// A message whose session broke this many times is given up: each break
-/// may have delivered it.
+/// A message whose session breaks on this attempt or a later one is given
+/// up: each break may have delivered it. Every counted attempt counts
+/// (4xx deferrals too), so a message that keeps failing stops somewhere.
 const MAX_BROKEN_ATTEMPTS: u32 = 5;
 
 /// The SMTP sessions of a pass, opened on demand and reused across batches
@@ -296,6 +297,11 @@ impl Worker<'_> {
                 if let Some((item, _)) = opened.take() {
                     self.queue.borrow_mut().push_front(item);
                 }
+                // NOTE: Nothing of a message whose envelope was refused went
+                // out: another session takes it (and records that answer).
+                if let Some((next, _)) = refused {
+                    self.queue.borrow_mut().push_front(next);
+                }
                 return None;
             }
             if let Some((next, err)) = refused
@@ -377,7 +383,7 @@ impl Worker<'_> {
                         item.row_id,
                         "gave-up",
                         &format!(
-                            "the SMTP session broke during this message {} times; last: {message}",
+                            "the SMTP session broke during attempt {} at this message: {message}",
                             item.attempts + 1
                         ),
                     );
