@@ -326,10 +326,7 @@ impl SmtpSink {
         trace: &[u8],
         original: &[u8],
     ) -> Result<String, SendError> {
-        let sender = Some(self.envelope_from.clone());
-        let (result, _) = self
-            .send_from(sender, forward_to, trace, original, None)
-            .await;
+        let (result, _) = self.send_then_open(forward_to, trace, original, None).await;
         result
     }
 
