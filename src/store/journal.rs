@@ -157,10 +157,11 @@ impl Journal {
         });
     }
 
-    /// Records a fetched batch and advances the checkpoint (see
-    /// [`Store::record_batch`](super::Store::record_batch)) on the writer
-    /// thread, so the pass's thread keeps the SMTP sessions going while it
-    /// commits. Outcomes queued before it are committed first.
+    /// Records a fetched batch and advances the checkpoint, in one
+    /// transaction (the rows, their thread links and `recorded` events),
+    /// on the writer thread, so the pass's thread keeps the SMTP sessions
+    /// going while it commits. Outcomes queued before it are committed
+    /// first.
     ///
     /// # Errors
     /// The write failed (nothing of the batch is recorded), or an earlier
