@@ -20,7 +20,7 @@ use crate::config::{MailboxSettings, Settings};
 use crate::source::RawMail;
 use crate::store::{Checkpoint, Journal, MessageRow, NewMessage, State, Store};
 use crate::thread::{ThreadKeys, TicketPatterns};
-use crate::{clock, mail, thread};
+use crate::{clock, mail, thread, trace};
 
 /// What the pure step learns from one fetched message.
 pub(super) struct Examined {
@@ -161,6 +161,7 @@ pub(super) async fn record_batch(
 ) -> Result<Vec<Item>, Stop> {
     let mut batch_counts: HashMap<String, u32> = HashMap::new();
     let now = clock::unix_now();
+    let envelope_from = settings.smtp.envelope_from.as_str();
     let mut items = Vec::new();
     let mut new_rows: Vec<(usize, NewMessage)> = Vec::new();
     // Copies within this batch are not in the log yet: track them here.
@@ -184,7 +185,7 @@ pub(super) async fn record_batch(
         };
         if let Some(row) = logged_here {
             if row.state() == State::Pending || row.settled_at.is_none() {
-                items.push(logged_item(&row, raw.uid, mail_index, now));
+                items.push(logged_item(&row, raw.uid, mail_index, now, envelope_from));
             }
             continue;
         }
@@ -208,7 +209,13 @@ pub(super) async fn record_batch(
                 store.adopt(existing.id, uidvalidity, raw.uid)?;
                 info!(mailbox = %mailbox.name, uid = raw.uid, row = existing.id, state = %existing.state, "recognised after UIDVALIDITY change");
                 if existing.state() == State::Pending || existing.settled_at.is_none() {
-                    items.push(logged_item(&existing, raw.uid, mail_index, now));
+                    items.push(logged_item(
+                        &existing,
+                        raw.uid,
+                        mail_index,
+                        now,
+                        envelope_from,
+                    ));
                 }
                 continue;
             }
@@ -300,7 +307,15 @@ pub(super) async fn record_batch(
             None => highest,
         },
     };
-    let rows: Vec<NewMessage> = new_rows.iter().map(|(_, row)| row.clone()).collect();
+    // What the work items need once the rows have gone to the journal.
+    let kept: Vec<(usize, u32, String, State)> = new_rows
+        .iter()
+        .map(|(mail_index, row)| {
+            let state = row.state.unwrap_or(State::Pending);
+            (*mail_index, row.uid, row.sha256.clone(), state)
+        })
+        .collect();
+    let rows: Vec<NewMessage> = new_rows.into_iter().map(|(_, row)| row).collect();
     let relay_window_since = clock::rfc3339(now - settings.threading.relay_window.as_secs() as i64);
     // NOTE: The insert and its fsync run on the journal's thread: on this
     // thread they stalled every SMTP session for 10-60 ms per batch.
@@ -311,8 +326,7 @@ pub(super) async fn record_batch(
             relay_window_since,
         )
         .await?;
-    for ((mail_index, row), (row_id, attachment)) in new_rows.into_iter().zip(ids) {
-        let state = row.state.unwrap_or(State::Pending);
+    for ((mail_index, uid, sha256, state), (row_id, attachment)) in kept.into_iter().zip(ids) {
         match state {
             State::Held => report.held += 1,
             State::Skipped => report.skipped += 1,
@@ -320,8 +334,8 @@ pub(super) async fn record_batch(
         }
         items.push(Item {
             row_id,
-            uid: row.uid,
-            sha256: row.sha256,
+            uid,
+            resent_id: trace::resent_message_id(row_id, &sha256, envelope_from),
             mail_index,
             state,
             first_seen_unix: now,
@@ -413,11 +427,17 @@ fn duplicate(
 }
 
 /// The work item for a row already in the log.
-fn logged_item(row: &MessageRow, uid: u32, mail_index: usize, now: i64) -> Item {
+fn logged_item(
+    row: &MessageRow,
+    uid: u32,
+    mail_index: usize,
+    now: i64,
+    envelope_from: &str,
+) -> Item {
     Item {
         row_id: row.id,
         uid,
-        sha256: row.sha256.clone(),
+        resent_id: trace::resent_message_id(row.id, &row.sha256, envelope_from),
         mail_index,
         state: row.state(),
         first_seen_unix: clock::parse_rfc3339(&row.first_seen_at).unwrap_or(now),

@@ -155,11 +155,7 @@ pub(super) async fn send_items(
     // attempt before the first byte is sent, so a crash mid-batch is visible.
     let attempts: Vec<(i64, String)> = pending
         .iter()
-        .map(|item| {
-            let resent_id =
-                trace::resent_message_id(item.row_id, &item.sha256, &settings.smtp.envelope_from);
-            (item.row_id, resent_id)
-        })
+        .map(|item| (item.row_id, item.resent_id.clone()))
         .collect();
     let n_attempts = attempts.len();
     journal.attempts(attempts);
@@ -314,8 +310,6 @@ impl Worker<'_> {
 
     /// The trace block for one message, with its relay repair headers.
     fn trace_block(&self, item: &Item) -> String {
-        let resent_id =
-            trace::resent_message_id(item.row_id, &item.sha256, &self.settings.smtp.envelope_from);
         let mut block = trace::trace_block(&trace::TraceFacts {
             helo_name: &self.settings.smtp.helo_name,
             imap_host: &self.mailbox.host,
@@ -323,7 +317,7 @@ impl Worker<'_> {
             uid: item.uid,
             resent_from: &self.settings.smtp.envelope_from,
             resent_to: &self.mailbox.forward_to,
-            resent_message_id: &resent_id,
+            resent_message_id: &item.resent_id,
             now_unix: clock::unix_now(),
         });
         if let Some(repair) = &item.repair {
