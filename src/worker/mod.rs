@@ -111,7 +111,8 @@ impl From<StoreError> for Stop {
 struct Item {
     row_id: i64,
     uid: u32,
-    /// Its Resent-Message-ID, fixed from the row id and content hash.
+    /// Its Resent-Message-ID, fixed from the row id, the content hash and
+    /// the envelope sender's domain.
     resent_id: String,
     /// Index into the fetched batch.
     mail_index: usize,
