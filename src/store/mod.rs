@@ -461,13 +461,8 @@ impl Store {
     /// Advances the checkpoint on its own (a batch whose messages were all
     /// recognised as already logged).
     pub fn advance_checkpoint(&self, mailbox: &str, checkpoint: Checkpoint) -> Result<()> {
-        self.conn
-            .execute_cached(
-                "UPDATE mailboxes SET uidvalidity = ?2, last_uid = MAX(last_uid, ?3) WHERE name = ?1",
-                params![mailbox, checkpoint.uidvalidity, checkpoint.last_uid],
-            )
-            .map_err(|source| self.query_error("advance the mailbox checkpoint", source))?;
-        Ok(())
+        advance_checkpoint_in(&self.conn, mailbox, checkpoint)
+            .map_err(|source| self.query_error("advance the mailbox checkpoint", source))
     }
 
     /// The row for a mailbox position, if logged.
@@ -1044,13 +1039,24 @@ pub(super) fn record_in(
         }
     }
     if let Some((mailbox, checkpoint)) = checkpoint {
-        tx.execute_cached(
-            "UPDATE mailboxes SET uidvalidity = ?2, last_uid = MAX(last_uid, ?3) WHERE name = ?1",
-            params![mailbox, checkpoint.uidvalidity, checkpoint.last_uid],
-        )?;
+        advance_checkpoint_in(&tx, mailbox, checkpoint)?;
     }
     tx.commit()?;
     Ok(ids)
+}
+
+/// Moves a mailbox's checkpoint forward (`last_uid` never goes back):
+/// alone, or inside the transaction that records a batch.
+fn advance_checkpoint_in(
+    conn: &Connection,
+    mailbox: &str,
+    checkpoint: Checkpoint,
+) -> rusqlite::Result<()> {
+    conn.execute_cached(
+        "UPDATE mailboxes SET uidvalidity = ?2, last_uid = MAX(last_uid, ?3) WHERE name = ?1",
+        params![mailbox, checkpoint.uidvalidity, checkpoint.last_uid],
+    )?;
+    Ok(())
 }
 
 #[cfg(test)]
@@ -1080,6 +1086,14 @@ mod tests {
     }
 
     /// Waits for the journal's writes, as the worker does before settling.
+    /// The log in `dir` and its writer thread, on the same file.
+    fn open_with_journal(dir: &Path) -> (Store, Journal) {
+        let path = dir.join("log.db");
+        let store = Store::open(&path).expect("open");
+        let journal = Journal::open(&path).expect("journal");
+        (store, journal)
+    }
+
     fn flush(journal: &Journal) {
         tokio::runtime::Builder::new_current_thread()
             .build()
@@ -1091,8 +1105,7 @@ mod tests {
     #[test]
     fn delivery_state_machine_round_trip() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let mut store = Store::open(&dir.path().join("log.db")).expect("open");
-        let journal = Journal::open(&dir.path().join("log.db")).expect("journal");
+        let (mut store, journal) = open_with_journal(dir.path());
         store.begin_pass("support").expect("begin");
         let checkpoint = Checkpoint {
             uidvalidity: 9,
@@ -1151,8 +1164,7 @@ mod tests {
     #[test]
     fn journal_records_batches_and_a_failed_one_fails_alone() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let mut store = Store::open(&dir.path().join("log.db")).expect("open");
-        let journal = Journal::open(&dir.path().join("log.db")).expect("journal");
+        let (mut store, journal) = open_with_journal(dir.path());
         store.begin_pass("support").expect("begin");
         let first = store
             .record_batch(&[new_message(1, None)], None, "")
@@ -1212,8 +1224,7 @@ mod tests {
     #[test]
     fn prune_clears_content_but_keeps_threading_fields() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let mut store = Store::open(&dir.path().join("log.db")).expect("open");
-        let journal = Journal::open(&dir.path().join("log.db")).expect("journal");
+        let (mut store, journal) = open_with_journal(dir.path());
         let mut message = new_message(1, None);
         message.summary.subject = Some("Secret plans".to_owned());
         message.summary.from = Some("a@example.org".to_owned());
