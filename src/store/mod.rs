@@ -1085,7 +1085,6 @@ mod tests {
         }
     }
 
-    /// Waits for the journal's writes, as the worker does before settling.
     /// The log in `dir` and its writer thread, on the same file.
     fn open_with_journal(dir: &Path) -> (Store, Journal) {
         let path = dir.join("log.db");
@@ -1094,6 +1093,7 @@ mod tests {
         (store, journal)
     }
 
+    /// Waits for the journal's writes, as the worker does before settling.
     fn flush(journal: &Journal) {
         tokio::runtime::Builder::new_current_thread()
             .build()
