@@ -362,13 +362,14 @@ pub fn parse(text: &str, path: &Path) -> Result<Settings, ConfigError> {
         rate_limit_messages: raw_policy
             .rate_limit_messages
             .unwrap_or(DEFAULT_RATE_LIMIT_MESSAGES),
-        rate_limit_window: Duration::from_secs(
-            60u64.saturating_mul(
-                raw_policy
-                    .rate_limit_minutes
-                    .unwrap_or(DEFAULT_RATE_LIMIT_MINUTES),
-            ),
-        ),
+        rate_limit_window: span(
+            "[policy] rate_limit_minutes",
+            raw_policy
+                .rate_limit_minutes
+                .unwrap_or(DEFAULT_RATE_LIMIT_MINUTES),
+            60,
+        )
+        .map_err(invalid)?,
     };
     let mut extra_relays = Vec::new();
     for (domain, name) in raw.relays {
@@ -382,12 +383,14 @@ pub fn parse(text: &str, path: &Path) -> Result<Settings, ConfigError> {
         .map_err(|err| invalid(format!("[threading] ticket_patterns: {err}")))?;
     let threading = Threading {
         patterns,
-        relay_window: Duration::from_secs(
-            86_400
-                * raw_threading
-                    .relay_subject_window_days
-                    .unwrap_or(DEFAULT_RELAY_WINDOW_DAYS),
-        ),
+        relay_window: span(
+            "[threading] relay_subject_window_days",
+            raw_threading
+                .relay_subject_window_days
+                .unwrap_or(DEFAULT_RELAY_WINDOW_DAYS),
+            86_400,
+        )
+        .map_err(invalid)?,
     };
     Ok(Settings {
         store_path: base_dir.join(raw.store.path),
@@ -460,12 +463,12 @@ fn validate_smtp(raw: RawSmtp, base_dir: &Path) -> Result<SmtpSettings, String> 
         envelope_from: raw.envelope_from,
         helo_name,
         timeout: timeout_from("[smtp] timeout_secs", raw.timeout_secs)?,
-        give_up_after: Duration::from_secs(
-            3600u64.saturating_mul(
-                raw.give_up_after_hours
-                    .unwrap_or(DEFAULT_GIVE_UP_AFTER_HOURS),
-            ),
-        ),
+        give_up_after: span(
+            "[smtp] give_up_after_hours",
+            raw.give_up_after_hours
+                .unwrap_or(DEFAULT_GIVE_UP_AFTER_HOURS),
+            3600,
+        )?,
     })
 }
 
@@ -518,12 +521,12 @@ fn validate_mailbox(raw: RawMailbox, base_dir: &Path) -> Result<MailboxSettings,
         held_notice: raw.held_notice.unwrap_or(false),
         auto_reply: raw.auto_reply.unwrap_or(false),
         auto_reply_from,
-        auto_reply_interval: Duration::from_secs(
-            3600u64.saturating_mul(
-                raw.auto_reply_interval_hours
-                    .unwrap_or(DEFAULT_AUTO_REPLY_INTERVAL_HOURS),
-            ),
-        ),
+        auto_reply_interval: span(
+            &format!("{section}: auto_reply_interval_hours"),
+            raw.auto_reply_interval_hours
+                .unwrap_or(DEFAULT_AUTO_REPLY_INTERVAL_HOURS),
+            3600,
+        )?,
         host: raw.host,
         port: raw.port,
         tls: raw.tls,
@@ -647,6 +650,22 @@ fn trim_line_end(mut text: String) -> String {
         }
     }
     text
+}
+
+/// The longest window a config key may give: ten years. The windows are
+/// subtracted from the current time in seconds; a larger value would only
+/// overflow that, and no mail tool needs more.
+const LONGEST_SPAN_SECS: u64 = 10 * 365 * 86_400;
+
+/// `count` units of `unit_secs` seconds, for a key that sets a window.
+fn span(key: &str, count: u64, unit_secs: u64) -> Result<Duration, String> {
+    match count.checked_mul(unit_secs) {
+        Some(secs) if secs <= LONGEST_SPAN_SECS => Ok(Duration::from_secs(secs)),
+        _ => Err(format!(
+            "{key} must be at most {} (ten years)",
+            LONGEST_SPAN_SECS / unit_secs
+        )),
+    }
 }
 
 fn timeout_from(key: &str, secs: Option<u64>) -> Result<Duration, String> {
@@ -783,6 +802,25 @@ mod tests {
         let err = parse_example(&text).expect_err("zero window").to_string();
         assert!(err.contains("rate_limit_minutes"), "{err}");
         assert!(err.contains("rate_limit_messages = 0"), "{err}");
+    }
+
+    #[test]
+    fn windows_beyond_ten_years_are_refused_by_name() {
+        for (line, key) in [
+            ("# give_up_after_hours = 120", "give_up_after_hours"),
+            (
+                "# relay_subject_window_days = 30",
+                "relay_subject_window_days",
+            ),
+        ] {
+            let text = EXAMPLE.replace(line, &format!("{key} = 999999999999999999"));
+            assert_ne!(text, EXAMPLE, "the example config documents {key}");
+            let err = parse_example(&text).expect_err("huge window").to_string();
+            assert!(err.contains(key) && err.contains("ten years"), "{err}");
+        }
+        let text = EXAMPLE.replace("# give_up_after_hours = 120", "give_up_after_hours = 87600");
+        let settings = parse_example(&text).expect("ten years is allowed");
+        assert_eq!(settings.smtp.give_up_after.as_secs(), 87_600 * 3600);
     }
 
     #[test]

@@ -11,6 +11,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
 
+use deskbridge::lock::LockError;
 use deskbridge::store::{MessageFilter, State, Store, ThreadFilter};
 use deskbridge::{config, report, worker};
 
@@ -163,7 +164,19 @@ fn run(cli: Cli) -> anyhow::Result<u8> {
                 let stop = Arc::new(AtomicBool::new(false));
                 spawn_signal_watch(Arc::clone(&stop));
                 worker::run_once(&settings, &stop).await
-            })?;
+            });
+            // NOTE: From cron, a pass that outlasts the interval meets the
+            // next one here. That is a normal pass still at work, not an
+            // error worth a mail every minute: the next run takes over.
+            let pass = match pass {
+                Err(err) if matches!(err.downcast_ref(), Some(LockError::Busy { .. })) => {
+                    if !quiet {
+                        write_stdout(&format!("{err}\n"))?;
+                    }
+                    return Ok(0);
+                }
+                pass => pass?,
+            };
             let summary = report::pass_summary(&pass);
             let code = pass.exit_code();
             if code == 0 {
@@ -293,7 +306,12 @@ fn run(cli: Cli) -> anyhow::Result<u8> {
         }
         Command::Prune { older_than } => {
             let age = parse_age(&older_than)?;
-            let mut store = open_log(cli.db.as_deref(), cli.config.as_deref())?;
+            let path = log_path(cli.db.as_deref(), cli.config.as_deref())?;
+            // NOTE: Pruning rewrites many rows in one transaction: under a
+            // pass it could hold the write lock long enough to make that
+            // pass's outcome commits fail.
+            let _lock = deskbridge::lock::PassLock::acquire(&path)?;
+            let mut store = Store::open_existing(&path)?;
             let cutoff = deskbridge::clock::rfc3339(deskbridge::clock::unix_now() - age);
             let (messages, events) = store.prune(&cutoff)?;
             write_stdout(&format!(
@@ -410,6 +428,11 @@ fn load_settings(config: Option<&Path>) -> anyhow::Result<config::Settings> {
 
 /// Opens the log for the read commands: `--db`, else the config's store.
 fn open_log(db: Option<&Path>, config: Option<&Path>) -> anyhow::Result<Store> {
+    Ok(Store::open_existing(&log_path(db, config)?)?)
+}
+
+/// The log database named by `--db`, else by the config; it must exist.
+fn log_path(db: Option<&Path>, config: Option<&Path>) -> anyhow::Result<PathBuf> {
     let path = match db {
         Some(path) => path.to_path_buf(),
         None => config::load_store_path(config_path(config)?)?,
@@ -420,7 +443,7 @@ fn open_log(db: Option<&Path>, config: Option<&Path>) -> anyhow::Result<Store> {
             path.display()
         );
     }
-    Ok(Store::open_existing(&path)?)
+    Ok(path)
 }
 
 fn write_stdout(text: &str) -> anyhow::Result<()> {

@@ -415,26 +415,34 @@ impl ImapSource {
     }
 
     /// Fetches the full bytes of these UIDs in one command. UIDs that no
-    /// longer exist are simply absent from the result.
-    pub async fn fetch(&mut self, uids: &[u32]) -> Result<Vec<RawMail>> {
-        self.fetch_items(uids, "(UID RFC822.SIZE BODY.PEEK[])")
+    /// longer exist are simply absent from the result. `largest` is the
+    /// largest RFC822.SIZE among them: each message's response may take the
+    /// timeout plus a second per MiB of it (at least 1 MiB/s), as SMTP's
+    /// DATA may, so a large message on a slow link is not cut off.
+    pub async fn fetch(&mut self, uids: &[u32], largest: u64) -> Result<Vec<RawMail>> {
+        let timeout = self.timeout + Duration::from_secs(largest / (1024 * 1024));
+        self.fetch_items(uids, "(UID RFC822.SIZE BODY.PEEK[])", timeout)
             .await
     }
 
     /// Fetches only the header blocks of these UIDs: for messages too large
     /// to forward, whose bodies need not be read at all.
     pub async fn fetch_headers(&mut self, uids: &[u32]) -> Result<Vec<RawMail>> {
-        self.fetch_items(uids, "(UID RFC822.SIZE BODY.PEEK[HEADER])")
+        self.fetch_items(uids, "(UID RFC822.SIZE BODY.PEEK[HEADER])", self.timeout)
             .await
     }
 
-    async fn fetch_items(&mut self, uids: &[u32], items: &str) -> Result<Vec<RawMail>> {
+    async fn fetch_items(
+        &mut self,
+        uids: &[u32],
+        items: &str,
+        timeout: Duration,
+    ) -> Result<Vec<RawMail>> {
         if uids.is_empty() {
             return Ok(Vec::new());
         }
         let set = uid_set(uids);
         let addr = self.addr.clone();
-        let timeout = self.timeout;
         let fail = self.command_error(format!("fetch UIDs {set}"));
         let mut stream = limit(
             &addr,
@@ -446,11 +454,25 @@ impl ImapSource {
         .map_err(fail)?;
         let mut mails = Vec::with_capacity(uids.len());
         while let Some(item) = limit(&addr, timeout, "UID FETCH", stream.next()).await? {
-            let fetch = item.map_err(|source| SourceError::Command {
-                addr: addr.clone(),
-                operation: format!("fetch UIDs {set}"),
-                source,
-            })?;
+            let fetch = match item {
+                Ok(fetch) => fetch,
+                // NOTE: Some servers answer NO for a whole FETCH when one
+                // message cannot be read, after sending the others. Those
+                // are kept; the caller treats the missing UIDs as not
+                // returned (looked at again next pass), so one bad message
+                // does not hold up the rest of the folder.
+                Err(async_imap::error::Error::No(text)) if !mails.is_empty() => {
+                    tracing::warn!(server = %addr, uids = %set, reply = %text, "the server refused part of a fetch; keeping the messages it sent");
+                    break;
+                }
+                Err(source) => {
+                    return Err(SourceError::Command {
+                        addr: addr.clone(),
+                        operation: format!("fetch UIDs {set}"),
+                        source,
+                    });
+                }
+            };
             // NOTE: Untagged FETCH responses about flag changes made by other
             // clients can arrive here too; they carry no body.
             if let (Some(uid), Some(body)) = (fetch.uid, fetch.body().or_else(|| fetch.header())) {

@@ -186,10 +186,10 @@ impl Journal {
     }
 
     fn error(&self, action: &'static str, message: String) -> StoreError {
-        StoreError::Query {
+        StoreError::Journal {
             path: self.path.clone(),
             action,
-            source: rusqlite::Error::InvalidParameterName(message),
+            message,
         }
     }
 
@@ -260,7 +260,7 @@ fn write_loop(mut conn: Connection, receiver: &mpsc::Receiver<Command>, failed: 
         }
         if !writes.is_empty()
             && failure.is_none()
-            && let Err(err) = apply(&mut conn, &writes)
+            && let Err(err) = apply_patiently(&mut conn, &writes)
         {
             failure = Some(err.to_string());
             failed.store(true, Ordering::Relaxed);
@@ -308,6 +308,34 @@ fn is_waited_for(command: &Command) -> bool {
 }
 
 /// Applies queued outcomes in one transaction: one fsync for all of them.
+/// [`apply`], tried again while another connection holds the write lock
+/// past the busy timeout (someone's long `sqlite3` transaction): these
+/// outcomes are of mail already sent, and losing them means sending it
+/// again next pass. A failed try rolls back, so trying again is safe.
+fn apply_patiently(conn: &mut Connection, writes: &[Command]) -> rusqlite::Result<()> {
+    const TRIES: u32 = 3;
+    let mut tries = 1;
+    loop {
+        match apply(conn, writes) {
+            Err(rusqlite::Error::SqliteFailure(error, _))
+                if tries < TRIES
+                    && matches!(
+                        error.code,
+                        rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked
+                    ) =>
+            {
+                tracing::warn!(
+                    attempt = tries,
+                    "the log stayed locked by another connection; trying again"
+                );
+                tries += 1;
+                std::thread::sleep(Duration::from_secs(1));
+            }
+            outcome => return outcome,
+        }
+    }
+}
+
 fn apply(conn: &mut Connection, writes: &[Command]) -> rusqlite::Result<()> {
     let now = clock::rfc3339(clock::unix_now());
     let tx = conn.transaction()?;

@@ -72,6 +72,13 @@ pub enum StoreError {
         #[source]
         source: rusqlite::Error,
     },
+    /// A write on the journal's thread failed; its error comes back as text.
+    #[error("database {path}: cannot {action}: {message}")]
+    Journal {
+        path: PathBuf,
+        action: &'static str,
+        message: String,
+    },
 }
 
 /// Result alias for store operations.
@@ -484,12 +491,15 @@ impl Store {
             .map_err(|source| self.query_error("look up a message by UID", source))
     }
 
-    /// The oldest row of this mailbox with the same content, if any.
+    /// The row of this mailbox with the same content, if any: the oldest
+    /// that has not failed, else the oldest failed one. A message that
+    /// failed, came back and was forwarded has both; the forwarded row is
+    /// the one that says what the helpdesk already has.
     pub fn find_by_content(&self, mailbox: &str, sha256: &str) -> Result<Option<MessageRow>> {
         self.conn
             .query_row_cached(
                 &format!(
-                    "SELECT {MESSAGE_COLUMNS} FROM messages WHERE mailbox = ?1 AND sha256 = ?2 ORDER BY id LIMIT 1"
+                    "SELECT {MESSAGE_COLUMNS} FROM messages WHERE mailbox = ?1 AND sha256 = ?2 ORDER BY state = 'failed', id LIMIT 1"
                 ),
                 params![mailbox, sha256],
                 read_message,
@@ -1218,6 +1228,54 @@ mod tests {
         assert_eq!(
             store.message(ids[0].0).expect("read").expect("row").state(),
             State::Forwarded
+        );
+    }
+
+    #[test]
+    fn content_lookup_prefers_the_row_that_did_not_fail() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (mut store, journal) = open_with_journal(dir.path());
+        store.begin_pass("support").expect("begin");
+        // The same bytes at UID 1 (rejected) and, moved back, at UID 2
+        // (forwarded): the forwarded row is what the helpdesk has.
+        let mut again = new_message(2, None);
+        again.sha256 = new_message(1, None).sha256;
+        let ids: Vec<i64> = store
+            .record_batch(&[new_message(1, None), again], None, "")
+            .expect("record")
+            .into_iter()
+            .map(|(id, _)| id)
+            .collect();
+        journal.failed(ids[0], "rejected", "550 no");
+        flush(&journal);
+        let sha256 = new_message(1, None).sha256;
+        let found = store.find_by_content("support", &sha256).expect("lookup");
+        assert_eq!(
+            found.map(|row| row.id),
+            Some(ids[1]),
+            "still pending, not failed"
+        );
+        journal.forwarded(ids[1], "250 ok");
+        flush(&journal);
+        let found = store.find_by_content("support", &sha256).expect("lookup");
+        assert_eq!(
+            found.map(|row| (row.id, row.state())),
+            Some((ids[1], State::Forwarded))
+        );
+        // With only the failed row, that one is found.
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (mut store, journal) = open_with_journal(dir.path());
+        store.begin_pass("support").expect("begin");
+        let only = store
+            .record_batch(&[new_message(1, None)], None, "")
+            .expect("record")[0]
+            .0;
+        journal.failed(only, "rejected", "550 no");
+        flush(&journal);
+        let found = store.find_by_content("support", &sha256).expect("lookup");
+        assert_eq!(
+            found.map(|row| (row.id, row.state())),
+            Some((only, State::Failed))
         );
     }
 

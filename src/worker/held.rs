@@ -190,17 +190,37 @@ pub async fn release(settings: &Settings, id: i64) -> anyhow::Result<String> {
             None => source.uids_from(1).await?,
         }
     };
-    let raw = source
-        .fetch(&candidates)
-        .await?
-        .into_iter()
-        // NOTE: A too-large message was logged from its header block alone,
-        // so its hash is the header's.
-        .find(|mail| {
-            mail::content_hash(&mail.bytes) == row.sha256
-                || mail::content_hash(mail::header_block(&mail.bytes)) == row.sha256
-        })
-        .with_context(|| {
+    // NOTE: Only a message of the logged size can be this one, and the
+    // candidates are fetched one at a time: a search through a whole folder
+    // (a message without Message-ID, moved) holds one message in memory.
+    let candidates: Vec<u32> = if candidates.len() <= 1 {
+        candidates
+    } else {
+        source
+            .sizes(&candidates)
+            .await?
+            .into_iter()
+            .filter(|(_, size)| *size == row.size)
+            .map(|(uid, _)| uid)
+            .collect()
+    };
+    let mut found = None;
+    for uid in candidates {
+        found = source
+            .fetch(&[uid], row.size)
+            .await?
+            .into_iter()
+            // NOTE: A too-large message was logged from its header block
+            // alone, so its hash is the header's.
+            .find(|mail| {
+                mail::content_hash(&mail.bytes) == row.sha256
+                    || mail::content_hash(mail::header_block(&mail.bytes)) == row.sha256
+            });
+        if found.is_some() {
+            break;
+        }
+    }
+    let raw = found.with_context(|| {
             format!(
                 "message {id} is no longer in folder {folder} of mailbox {} (moved or deleted?); nothing was sent",
                 mailbox.name

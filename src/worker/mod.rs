@@ -320,7 +320,8 @@ async fn work_mailbox(
     // are fetched, so sending starts as soon as the first batch is
     // recorded. A session that cannot be opened here is only logged: the
     // first batch that has something to send opens one again and reports
-    // the error, and held mail is recorded and settled without SMTP.
+    // the error (recording nothing of that batch), while a batch with
+    // nothing to send (held or skipped mail only) needs no SMTP at all.
     let warm_up = async {
         if FIRST_BATCH < work.len() {
             let _ = pool.fill(&settings.smtp, settings.smtp.sessions).await;
@@ -356,10 +357,12 @@ async fn work_mailbox(
         settings,
         mailbox,
         carried: &carried,
+        sizes: &sizes,
         oversized: &oversized,
         uidvalidity,
         examiner: &examiner,
         journal,
+        copies: std::cell::Cell::default(),
     };
     let Some(first_chunk) = chunks.first() else {
         return Ok(());
@@ -558,17 +561,22 @@ struct Batch<'a> {
     settings: &'a Settings,
     mailbox: &'a MailboxSettings,
     carried: &'a HashMap<u32, MessageRow>,
+    /// RFC822.SIZE of each UID to work on.
+    sizes: &'a HashMap<u32, u64>,
     oversized: &'a HashSet<u32>,
     uidvalidity: u32,
     examiner: &'a record::Examiner,
     journal: &'a Journal,
+    /// Copies seen so far in this pass; taken out while a batch is
+    /// recorded (batches are recorded one at a time).
+    copies: std::cell::Cell<record::PassCopies>,
 }
 
 impl Batch<'_> {
     /// Fetches one batch.
     async fn fetch(&self, source: &mut ImapSource, chunk: &[u32]) -> Result<Vec<RawMail>, Stop> {
         let mailbox = self.mailbox;
-        fetch_batch(source, chunk, self.oversized)
+        fetch_batch(source, chunk, self.sizes, self.oversized)
             .await
             .with_context(|| folder_context(mailbox))
             .map_err(Stop::Mailbox)
@@ -586,19 +594,21 @@ impl Batch<'_> {
     ) -> Result<Option<(Vec<RawMail>, Vec<Item>)>, Stop> {
         fail_vanished(store, self.mailbox, self.carried, chunk, &mails, report)?;
         let (mails, examined) = record::examine_batch(self.examiner.clone(), mails).await?;
+        let mut copies = self.copies.take();
         let items = record::record_batch(
             self.settings,
             self.mailbox,
             (store, self.journal),
             pool,
             (&mails, examined),
-            self.carried,
+            (self.carried, &mut copies),
             self.uidvalidity,
             chunk,
             report,
         )
-        .await?;
-        Ok(Some((mails, items)))
+        .await;
+        self.copies.set(copies);
+        Ok(Some((mails, items?)))
     }
 }
 
@@ -634,12 +644,19 @@ fn fail_vanished(
 async fn fetch_batch(
     source: &mut ImapSource,
     batch: &[u32],
+    sizes: &HashMap<u32, u64>,
     oversized: &HashSet<u32>,
 ) -> Result<Vec<RawMail>, source::SourceError> {
     if batch.iter().all(|uid| oversized.contains(uid)) {
         return source.fetch_headers(batch).await;
     }
-    source.fetch(batch).await
+    let largest = batch
+        .iter()
+        .filter_map(|uid| sizes.get(uid))
+        .copied()
+        .max()
+        .unwrap_or(0);
+    source.fetch(batch, largest).await
 }
 
 /// The first batch of a pass holds at most this many messages; each

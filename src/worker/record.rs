@@ -68,20 +68,56 @@ impl Examiner {
     /// One parse serves the classifier, the copy and rate checks, the
     /// summary and the thread keys.
     fn examine(&self, raw: &RawMail) -> Examined {
-        let sha256 = mail::content_hash(&raw.bytes);
-        let parsed = mail::parse(&raw.bytes);
-        let classification = classify::classify_parsed(parsed.as_ref(), raw.size, &self.rules);
-        let facts = parsed.as_ref().map(|message| Facts {
-            body_sha256: mail::body_hash(message, &raw.bytes),
-            message_id: message.message_id().map(|id| id.trim().to_owned()),
-            from_address: mail::from_address(message),
-            summary: mail::summarize(message),
-            thread: thread::keys(message, classification.relay.as_ref(), &self.patterns),
-        });
-        Examined {
+        examine_guarded(raw, || {
+            let parsed = mail::parse(&raw.bytes);
+            let classification = classify::classify_parsed(parsed.as_ref(), raw.size, &self.rules);
+            let facts = parsed.as_ref().map(|message| Facts {
+                body_sha256: mail::body_hash(message, &raw.bytes),
+                message_id: message.message_id().map(|id| id.trim().to_owned()),
+                from_address: mail::from_address(message),
+                summary: mail::summarize(message),
+                thread: thread::keys(message, classification.relay.as_ref(), &self.patterns),
+            });
+            (classification, facts)
+        })
+    }
+}
+
+/// Runs the pure examination of one message, holding the message as
+/// `unparseable` if it panics.
+///
+/// NOTE: The pure stages must never panic on malformed mail (invariant 1),
+/// and a panic there is a bug. But were one message to hit such a bug, a
+/// failed batch would come back on every pass and hold up everything after
+/// it: that one message is held for a person instead, and the rest go on.
+fn examine_guarded(
+    raw: &RawMail,
+    examine: impl FnOnce() -> (Classification, Option<Facts>),
+) -> Examined {
+    let sha256 = mail::content_hash(&raw.bytes);
+    match std::panic::catch_unwind(std::panic::AssertUnwindSafe(examine)) {
+        Ok((classification, facts)) => Examined {
             sha256,
             classification,
             facts,
+        },
+        Err(_) => {
+            warn!(
+                uid = raw.uid,
+                "examining this message panicked; holding it as unparseable"
+            );
+            Examined {
+                sha256,
+                classification: Classification {
+                    decision: Decision::hold(
+                        Reason::Unparseable,
+                        "examining this message failed inside deskbridge (a bug; please report it with the message); held so a person can look at it",
+                    ),
+                    class: CryptoClass::Unparseable,
+                    relay: None,
+                },
+                facts: None,
+            }
         }
     }
 }
@@ -143,6 +179,11 @@ fn examine_in_parallel(examiner: &Examiner, mails: &[RawMail]) -> Vec<Examined> 
     })
 }
 
+/// Messages taken for forwarding so far in a mailbox's pass, by
+/// (Message-ID, body hash), with their UIDs: how copies in later batches
+/// are recognised before the log says the first was forwarded.
+pub(super) type PassCopies = HashMap<(String, String), u32>;
+
 /// Classifies a fetched batch and records it in one transaction, together
 /// with the new checkpoint. Given the pool (first batch of a mailbox), it
 /// opens an SMTP session first when something will be sent, so a broken
@@ -154,7 +195,7 @@ pub(super) async fn record_batch(
     (store, journal): (&Store, &Journal),
     pool: Option<&mut SinkPool>,
     (mails, examined): (&[RawMail], Vec<Examined>),
-    carried: &HashMap<u32, MessageRow>,
+    (carried, pass_copies): (&HashMap<u32, MessageRow>, &mut PassCopies),
     uidvalidity: u32,
     chunk: &[u32],
     report: &mut MailboxReport,
@@ -166,7 +207,6 @@ pub(super) async fn record_batch(
     let mut new_rows: Vec<(usize, NewMessage)> = Vec::new();
     // Copies within this batch are not in the log yet: track them here.
     let mut batch_hashes: HashMap<String, u32> = HashMap::new();
-    let mut batch_message_ids: HashMap<(String, String), u32> = HashMap::new();
     let mut seen_uids = std::collections::HashSet::new();
     for (mail_index, (raw, examined)) in mails.iter().zip(examined).enumerate() {
         // NOTE: Recording runs beside the SMTP sessions on one thread: give
@@ -200,12 +240,15 @@ pub(super) async fn record_batch(
         let earlier = store
             .find_by_content(&mailbox.name, &sha256)?
             // NOTE: A message that failed and came back (moved into the
-            // folder again) deserves another try, not a duplicate mark.
-            .filter(|row| row.state() != State::Failed);
+            // folder again) deserves another try, not a duplicate mark. Not
+            // so after a server-side rebuild (below): a failed row may have
+            // given up after a broken session that delivered it after all.
+            .filter(|row| row.state() != State::Failed || row.uidvalidity != uidvalidity);
         if let Some(existing) = earlier {
             if existing.uidvalidity != uidvalidity {
                 // NOTE: The same bytes under an old UIDVALIDITY are the same
-                // message after a server-side rebuild: carry its row over.
+                // message after a server-side rebuild: carry its row over,
+                // whatever its state, so nothing is sent a second time.
                 store.adopt(existing.id, uidvalidity, raw.uid)?;
                 info!(mailbox = %mailbox.name, uid = raw.uid, row = existing.id, state = %existing.state, "recognised after UIDVALIDITY change");
                 if existing.state() == State::Pending || existing.settled_at.is_none() {
@@ -241,7 +284,7 @@ pub(super) async fn record_batch(
                 mailbox,
                 store,
                 (message_id, &facts.body_sha256),
-                (raw.uid, &mut batch_message_ids),
+                (raw.uid, &mut *pass_copies),
                 &mut classification,
             )?;
         }
@@ -349,7 +392,7 @@ pub(super) async fn record_batch(
 }
 
 /// Skips a copy of a message already forwarded to the same helpdesk, or
-/// already taken for forwarding earlier in this batch: same Message-ID and
+/// already taken for forwarding earlier in this pass: same Message-ID and
 /// same body (SimpleLogin sends one Message-ID to each of our addresses a
 /// customer wrote to). The copy is logged as `duplicate-message-id` and
 /// joins the same thread; a message that reuses a Message-ID with a
@@ -359,7 +402,7 @@ fn skip_copy(
     mailbox: &MailboxSettings,
     store: &Store,
     (message_id, body_sha256): (&str, &str),
-    (uid, batch_message_ids): (u32, &mut HashMap<(String, String), u32>),
+    (uid, pass_copies): (u32, &mut PassCopies),
     classification: &mut Classification,
 ) -> Result<(), Stop> {
     for earlier in store.rows_with_message_id(message_id)? {
@@ -383,18 +426,22 @@ fn skip_copy(
         }
     }
     let key = (message_id.to_owned(), body_sha256.to_owned());
-    match batch_message_ids.get(&key) {
+    // NOTE: A copy of a message taken for forwarding earlier in this pass
+    // is skipped even while that one is still being sent (batches are
+    // recorded while the one before is sent): forwarding both would give
+    // the helpdesk two tickets.
+    match pass_copies.get(&key) {
         Some(first_uid) => {
             classification.decision = Decision::skip(
                 Reason::DuplicateMessageId,
                 format!(
-                    "a copy of UID {first_uid} in the same batch (same Message-ID and body), which goes to {}",
+                    "a copy of UID {first_uid}, taken for forwarding earlier in this pass (same Message-ID and body), which goes to {}",
                     mailbox.forward_to
                 ),
             );
         }
         None => {
-            batch_message_ids.insert(key, uid);
+            pass_copies.insert(key, uid);
         }
     }
     Ok(())
@@ -542,6 +589,23 @@ fn new_message(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_panic_while_examining_holds_that_message_alone() {
+        let raw = RawMail {
+            uid: 7,
+            size: 12,
+            bytes: b"Subject: x\r\n\r\n".to_vec(),
+        };
+        let examined = examine_guarded(&raw, || panic!("a parser bug"));
+        assert_eq!(examined.classification.decision.action, Action::Hold);
+        assert_eq!(
+            examined.classification.decision.reason,
+            Some(Reason::Unparseable)
+        );
+        assert_eq!(examined.sha256, mail::content_hash(&raw.bytes));
+        assert!(examined.facts.is_none());
+    }
 
     #[test]
     fn parallel_examination_keeps_the_batch_order() {

@@ -413,7 +413,10 @@ async fn hanging_imap_server_times_out() {
     holder.join().expect("holder thread");
 }
 
-/// Two passes on one database at once: the second does nothing and says why.
+/// Two passes on one database at once: the second does nothing and says
+/// why. From the CLI that is a normal outcome (exit 0, silent with
+/// `--quiet`), as cron meets it when a pass outlasts the interval; `prune`
+/// waits for no pass and refuses with exit 2.
 #[tokio::test]
 async fn overlapping_pass_is_refused() {
     let env = TestEnv::new("overlap");
@@ -431,6 +434,25 @@ async fn overlapping_pass_is_refused() {
         format!("{err:#}").contains("another deskbridge pass is running"),
         "{err:#}"
     );
+    let config = env.write_config(&ConfigOptions::default());
+    let cli = |args: &[&str]| {
+        Command::new(binary())
+            .arg("--config")
+            .arg(&config)
+            .args(args)
+            .output()
+            .expect("deskbridge runs")
+    };
+    let run = cli(&["run"]);
+    assert_eq!(run.status.code(), Some(0));
+    let said = String::from_utf8_lossy(&run.stdout);
+    assert!(
+        said.contains("another deskbridge pass is running"),
+        "{said}"
+    );
+    let quiet = cli(&["run", "--quiet"]);
+    assert_eq!(quiet.status.code(), Some(0));
+    assert!(quiet.stdout.is_empty() && quiet.stderr.is_empty());
     drop(held);
     assert_eq!(
         read_folder(&env.stack, &env.helpdesk_user, "INBOX")
@@ -442,6 +464,17 @@ async fn overlapping_pass_is_refused() {
         .await
         .expect("runs once the lock is free");
     assert_eq!(report.mailboxes[0].forwarded, 1);
+
+    let held = PassLock::acquire(&settings.store_path).expect("a pass holds the lock");
+    let prune = cli(&["prune", "--older-than", "1d"]);
+    assert_eq!(prune.status.code(), Some(2));
+    let said = String::from_utf8_lossy(&prune.stderr);
+    assert!(
+        said.contains("another deskbridge pass is running"),
+        "{said}"
+    );
+    drop(held);
+    assert_eq!(cli(&["prune", "--older-than", "1d"]).status.code(), Some(0));
 }
 
 /// `deskbridge messages --json` prints one object per line with the fields
@@ -520,4 +553,54 @@ async fn cli_reads_the_log() {
         .expect("status");
     let text = String::from_utf8_lossy(&status.stdout);
     assert!(text.contains("forwarded 1, held 1"), "{text}");
+}
+
+/// A message removed behind the server's back between the listing and the
+/// fetch (another client expunging it in that instant): the rest of the
+/// batch is still fetched.
+#[tokio::test]
+async fn message_gone_between_listing_and_fetch() {
+    let env = TestEnv::new("gone");
+    env.seed(&[
+        &message("M <m@example.org>", "One", "gone.1@example.org", "one"),
+        &message("M <m@example.org>", "Two", "gone.2@example.org", "two"),
+        &message("M <m@example.org>", "Three", "gone.3@example.org", "three"),
+    ])
+    .await;
+    let settings = env.settings(&ConfigOptions::default());
+    let mut source = deskbridge::source::connect(&settings.mailboxes[0])
+        .await
+        .expect("connect");
+    source.select().await.expect("select");
+    let uids = source.uids_from(1).await.expect("list");
+    assert_eq!(uids.len(), 3);
+    let (local, domain) = env.support_user.split_once('@').expect("user");
+    let maildir = env
+        .stack
+        .dir
+        .join("mail")
+        .join(domain)
+        .join(local)
+        .join("Maildir");
+    let mut removed = 0;
+    for sub in ["cur", "new"] {
+        for entry in std::fs::read_dir(maildir.join(sub)).expect("maildir") {
+            let path = entry.expect("entry").path();
+            let bytes = std::fs::read(&path).expect("read");
+            if String::from_utf8_lossy(&bytes).contains("gone.2@example.org") {
+                std::fs::remove_file(&path).expect("remove");
+                removed += 1;
+            }
+        }
+    }
+    assert_eq!(removed, 1);
+    let fetched: Vec<u32> = source
+        .fetch(&uids, 1 << 20)
+        .await
+        .expect("the fetch succeeds without the vanished message")
+        .iter()
+        .map(|mail| mail.uid)
+        .collect();
+    assert_eq!(fetched, [uids[0], uids[2]]);
+    source.logout().await;
 }

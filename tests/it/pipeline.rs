@@ -515,3 +515,34 @@ async fn copies_in_one_batch_are_sent_once() {
     );
     assert_eq!(wait_for_helpdesk(&env, 2).await.len(), 2);
 }
+
+/// A relay's two copies of one Message-ID in adjacent batches: the second
+/// is recorded while the first is still being sent, and is skipped all the
+/// same. One ticket, not two.
+#[tokio::test]
+async fn copies_in_adjacent_batches_are_sent_once() {
+    let env = TestEnv::new("nextbatch");
+    let copy_a = b"From: bob.q@simplelogin.com\r\nTo: sales@company.test\r\nSubject: Call\r\nMessage-ID: <copy.2@simplelogin.com>\r\n\r\nCall me.\r\n".to_vec();
+    let copy_b = b"From: bob.q@simplelogin.com\r\nTo: support@company.test\r\nSubject: Call\r\nMessage-ID: <copy.2@simplelogin.com>\r\n\r\nCall me.\r\n".to_vec();
+    let other = message(
+        "Fay <fay@example.org>",
+        "Other",
+        "other.2@example.org",
+        "other",
+    );
+    env.seed(&[&copy_a, &copy_b, &other]).await;
+    let settings = env.settings(&ConfigOptions {
+        extra_mailbox: "batch_size = 1\n".to_owned(),
+        ..ConfigOptions::default()
+    });
+    let report = run_pass(&settings).await.expect("pass runs");
+    assert_eq!(
+        (report.mailboxes[0].forwarded, report.mailboxes[0].skipped),
+        (2, 1)
+    );
+    let skipped = rows_in_state(&settings, State::Skipped);
+    assert_eq!(skipped.len(), 1);
+    assert_eq!(skipped[0].reason.as_deref(), Some("duplicate-message-id"));
+    assert_eq!(skipped[0].uid, 2, "the later copy is the one skipped");
+    assert_eq!(wait_for_helpdesk(&env, 2).await.len(), 2);
+}
