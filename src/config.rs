@@ -542,14 +542,15 @@ fn validate_mailbox(raw: RawMailbox, base_dir: &Path) -> Result<MailboxSettings,
         after_hold: raw.after_hold.unwrap_or(AfterHold::Move),
         held_folder,
         batch_size,
-        batch_bytes: raw.batch_mb.unwrap_or(DEFAULT_BATCH_MB).clamp(1, 4096) * 1024 * 1024,
+        batch_bytes: mebibytes(
+            &format!("{section}: batch_mb"),
+            raw.batch_mb.unwrap_or(DEFAULT_BATCH_MB),
+        )?,
         timeout: timeout_from(&format!("{section} timeout_secs"), raw.timeout_secs)?,
-        max_message_bytes: raw
-            .max_message_mb
-            .unwrap_or(DEFAULT_MAX_MESSAGE_MB)
-            .clamp(1, 1024 * 1024)
-            * 1024
-            * 1024,
+        max_message_bytes: mebibytes(
+            &format!("{section}: max_message_mb"),
+            raw.max_message_mb.unwrap_or(DEFAULT_MAX_MESSAGE_MB),
+        )?,
         name: raw.name,
     })
 }
@@ -668,6 +669,15 @@ fn span(key: &str, count: u64, unit_secs: u64) -> Result<Duration, String> {
     }
 }
 
+/// A size key in MiB, as bytes: 1 to 4096 MiB. Zero is refused rather
+/// than read as "no limit", which it is not.
+fn mebibytes(key: &str, value: u64) -> Result<u64, String> {
+    if !(1..=4096).contains(&value) {
+        return Err(format!("{key} must be between 1 and 4096 (MiB)"));
+    }
+    Ok(value * 1024 * 1024)
+}
+
 fn timeout_from(key: &str, secs: Option<u64>) -> Result<Duration, String> {
     let secs = secs.unwrap_or(DEFAULT_TIMEOUT_SECS);
     if !(1..=3600).contains(&secs) {
@@ -753,7 +763,7 @@ mod tests {
         let settings = parse_example(EXAMPLE).expect("example config parses");
         assert_eq!(
             settings.store_path,
-            Path::new("/etc/deskbridge/deskbridge.db")
+            Path::new("/var/lib/deskbridge/deskbridge.db")
         );
         assert_eq!(settings.smtp.tls, TlsMode::Starttls);
         assert_eq!(settings.smtp.port, 587);
@@ -821,6 +831,24 @@ mod tests {
         let text = EXAMPLE.replace("# give_up_after_hours = 120", "give_up_after_hours = 87600");
         let settings = parse_example(&text).expect("ten years is allowed");
         assert_eq!(settings.smtp.give_up_after.as_secs(), 87_600 * 3600);
+    }
+
+    #[test]
+    fn sizes_out_of_range_are_refused_not_clamped() {
+        for (line, key) in [
+            ("# max_message_mb = 50", "max_message_mb"),
+            ("# batch_mb = 16", "batch_mb"),
+        ] {
+            assert!(EXAMPLE.contains(line), "the example config documents {key}");
+            for value in ["0", "5000"] {
+                let text = EXAMPLE.replace(line, &format!("{key} = {value}"));
+                let err = parse_example(&text).expect_err("out of range").to_string();
+                assert!(
+                    err.contains(key) && err.contains("between 1 and 4096"),
+                    "{err}"
+                );
+            }
+        }
     }
 
     #[test]
