@@ -10,8 +10,13 @@ use std::path::{Path, PathBuf};
 /// Errors taking the pass lock.
 #[derive(Debug, thiserror::Error)]
 pub enum LockError {
-    #[error("another deskbridge pass is running on {database} ({holder}); this pass did nothing")]
-    Busy { database: PathBuf, holder: String },
+    #[error("another deskbridge pass is running on {database} ({holder}); nothing was done")]
+    Busy {
+        database: PathBuf,
+        holder: String,
+        /// When the holder took the lock, from its holder line.
+        since_unix: Option<i64>,
+    },
     #[error("cannot open lock file {path}: {source}")]
     Open {
         path: PathBuf,
@@ -53,9 +58,13 @@ impl PassLock {
                     .map(|text| text.trim().to_owned())
                     .filter(|text| !text.is_empty())
                     .unwrap_or_else(|| "holder unknown".to_owned());
+                let since_unix = holder
+                    .split_once(" since ")
+                    .and_then(|(_, since)| crate::clock::parse_rfc3339(since));
                 return Err(LockError::Busy {
                     database: database.to_path_buf(),
                     holder,
+                    since_unix,
                 });
             }
             Err(TryLockError::Error(source)) => return Err(LockError::Open { path, source }),
@@ -88,6 +97,11 @@ mod tests {
                 .contains(&format!("pid {}", std::process::id())),
             "{err}"
         );
+        let LockError::Busy { since_unix, .. } = err else {
+            panic!("not Busy: {err}");
+        };
+        let age = crate::clock::unix_now() - since_unix.expect("the holder line has a time");
+        assert!((0..60).contains(&age), "{age}");
         drop(first);
         PassLock::acquire(&database).expect("free again");
     }

@@ -167,13 +167,19 @@ fn run(cli: Cli) -> anyhow::Result<u8> {
             });
             // NOTE: From cron, a pass that outlasts the interval meets the
             // next one here. That is a normal pass still at work, not an
-            // error worth a mail every minute: the next run takes over.
+            // error worth a mail every minute. A pass that has held the lock
+            // for an hour is not normal: that is an error again.
             let pass = match pass {
-                Err(err) if matches!(err.downcast_ref(), Some(LockError::Busy { .. })) => {
+                Err(err) if busy_for_less_than(&err, STUCK_AFTER_SECS) => {
                     if !quiet {
                         write_stdout(&format!("{err}\n"))?;
                     }
                     return Ok(0);
+                }
+                Err(err) if matches!(err.downcast_ref(), Some(LockError::Busy { .. })) => {
+                    return Err(err.context(
+                        "that pass has held the lock for over an hour: check whether it is stuck",
+                    ));
                 }
                 pass => pass?,
             };
@@ -427,6 +433,22 @@ fn load_settings(config: Option<&Path>) -> anyhow::Result<config::Settings> {
 }
 
 /// Opens the log for the read commands: `--db`, else the config's store.
+/// How long another pass may hold the lock before a run that meets it
+/// reports an error instead of leaving the work to it.
+const STUCK_AFTER_SECS: i64 = 3600;
+
+/// Whether `err` is a busy pass lock taken less than `secs` ago (a lock
+/// whose holder line gives no time counts as just taken).
+fn busy_for_less_than(err: &anyhow::Error, secs: i64) -> bool {
+    match err.downcast_ref() {
+        Some(LockError::Busy { since_unix, .. }) => {
+            let since = since_unix.unwrap_or_else(deskbridge::clock::unix_now);
+            deskbridge::clock::unix_now().saturating_sub(since) < secs
+        }
+        _ => false,
+    }
+}
+
 fn open_log(db: Option<&Path>, config: Option<&Path>) -> anyhow::Result<Store> {
     Ok(Store::open_existing(&log_path(db, config)?)?)
 }

@@ -373,6 +373,27 @@ impl ImapSource {
         Ok(uids)
     }
 
+    /// Which of these UIDs the folder still holds (`UID SEARCH UID set`,
+    /// whose status, unlike a FETCH's, is checked).
+    pub async fn existing(&mut self, uids: &[u32]) -> Result<Vec<u32>> {
+        if uids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let set = uid_set(uids);
+        let fail = self.command_error(format!("search for UIDs {set}"));
+        let found = limit(
+            &self.addr,
+            self.timeout,
+            "UID SEARCH",
+            self.session.uid_search(format!("UID {set}")),
+        )
+        .await?
+        .map_err(fail)?;
+        let mut uids: Vec<u32> = found.into_iter().filter(|uid| uids.contains(uid)).collect();
+        uids.sort_unstable();
+        Ok(uids)
+    }
+
     /// The RFC822.SIZE of each of these UIDs, without fetching bodies, so
     /// batches can be bounded in bytes as well as in count.
     pub async fn sizes(&mut self, uids: &[u32]) -> Result<Vec<(u32, u64)>> {
@@ -454,25 +475,15 @@ impl ImapSource {
         .map_err(fail)?;
         let mut mails = Vec::with_capacity(uids.len());
         while let Some(item) = limit(&addr, timeout, "UID FETCH", stream.next()).await? {
-            let fetch = match item {
-                Ok(fetch) => fetch,
-                // NOTE: Some servers answer NO for a whole FETCH when one
-                // message cannot be read, after sending the others. Those
-                // are kept; the caller treats the missing UIDs as not
-                // returned (looked at again next pass), so one bad message
-                // does not hold up the rest of the folder.
-                Err(async_imap::error::Error::No(text)) if !mails.is_empty() => {
-                    tracing::warn!(server = %addr, uids = %set, reply = %text, "the server refused part of a fetch; keeping the messages it sent");
-                    break;
-                }
-                Err(source) => {
-                    return Err(SourceError::Command {
-                        addr: addr.clone(),
-                        operation: format!("fetch UIDs {set}"),
-                        source,
-                    });
-                }
-            };
+            // NOTE: async-imap ends this stream at the tagged reply without
+            // reading its status: a NO after part of the data (or none)
+            // looks like a complete answer. Callers compare what arrived
+            // with what they asked for, and ask `existing` about the rest.
+            let fetch = item.map_err(|source| SourceError::Command {
+                addr: addr.clone(),
+                operation: format!("fetch UIDs {set}"),
+                source,
+            })?;
             // NOTE: Untagged FETCH responses about flag changes made by other
             // clients can arrive here too; they carry no body.
             if let (Some(uid), Some(body)) = (fetch.uid, fetch.body().or_else(|| fetch.header())) {

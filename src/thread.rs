@@ -44,9 +44,9 @@ impl ThreadKeys {
 /// Ticket-token patterns: the built-in helpdesks and the config's own.
 #[derive(Debug, Clone)]
 pub struct TicketPatterns {
-    /// (token prefix, pattern); the token is the prefix plus the pattern's
-    /// capture groups joined.
-    text_patterns: Vec<(String, Regex)>,
+    /// (token prefix, pattern, searched in bodies too); the token is the
+    /// prefix plus the pattern's capture groups joined.
+    text_patterns: Vec<(String, Regex, Scope)>,
     zendesk_message_id: Regex,
 }
 
@@ -63,17 +63,30 @@ impl TicketPatterns {
             (
                 "zendesk".to_owned(),
                 Regex::new(r"\[([A-Z0-9]{6})-([A-Z0-9]{4})\]")?,
+                Scope::SubjectAndBody,
             ),
-            // Freshdesk's ticket number in the subject, e.g. [#1234].
-            ("freshdesk".to_owned(), Regex::new(r"\[#(\d{1,12})\]")?),
+            // Freshdesk's ticket number, e.g. [#1234], or with a configured
+            // prefix, [#Freshworks-1234]. Freshdesk looks for it in the
+            // subject only, and so do we: "[#2]" in a body is as likely a
+            // footnote as a ticket.
+            (
+                "freshdesk".to_owned(),
+                Regex::new(r"\[#(?:[A-Za-z][A-Za-z0-9_]*-)?(\d{1,12})\]")?,
+                Scope::Subject,
+            ),
             // Zammad's default ticket hook, e.g. [Ticket#31001].
             (
                 "zammad".to_owned(),
                 Regex::new(r"(?i)\[Ticket#(\d{1,20})\]")?,
+                Scope::SubjectAndBody,
             ),
         ];
         for pattern in custom {
-            text_patterns.push(("custom".to_owned(), Regex::new(pattern)?));
+            text_patterns.push((
+                "custom".to_owned(),
+                Regex::new(pattern)?,
+                Scope::SubjectAndBody,
+            ));
         }
         Ok(TicketPatterns {
             text_patterns,
@@ -83,8 +96,12 @@ impl TicketPatterns {
         })
     }
 
-    fn tokens_in_text(&self, text: &str, tokens: &mut Vec<String>) {
-        for (prefix, pattern) in &self.text_patterns {
+    fn tokens_in_text(&self, text: &str, scope: Scope, tokens: &mut Vec<String>) {
+        for (prefix, pattern, _) in self
+            .text_patterns
+            .iter()
+            .filter(|(_, _, searched)| scope == Scope::Subject || *searched == scope)
+        {
             for captures in pattern.captures_iter(text) {
                 let value: String = if captures.len() <= 1 {
                     captures
@@ -106,6 +123,13 @@ impl TicketPatterns {
             }
         }
     }
+}
+
+/// Where a ticket-token pattern is looked for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Scope {
+    Subject,
+    SubjectAndBody,
 }
 
 /// Bodies are searched for tokens only this far: tokens sit in the quoted
@@ -136,11 +160,11 @@ pub fn keys(
     let subject = message.subject().map(|subject| subject.trim().to_owned());
     let mut tokens = Vec::new();
     if let Some(subject) = &subject {
-        patterns.tokens_in_text(subject, &mut tokens);
+        patterns.tokens_in_text(subject, Scope::Subject, &mut tokens);
     }
     if let Some(body) = message.body_text(0) {
         let end = floor_char_boundary(&body, BODY_TOKEN_WINDOW);
-        patterns.tokens_in_text(&body[..end], &mut tokens);
+        patterns.tokens_in_text(&body[..end], Scope::SubjectAndBody, &mut tokens);
     }
     for id in &referenced_ids {
         if let Some(captures) = patterns.zendesk_message_id.captures(id)
@@ -308,7 +332,7 @@ mod tests {
     #[test]
     fn tokens_from_subject_body_and_zendesk_ids() {
         let keys = keys_of(
-            "From: a@b.test\nSubject: Re: [#4411] Printer [Ticket#31001]\nReferences: <L7VKGOM25K_5ffc9f6678dde_503f05c010585f_sprut@zendesk.com>\n\n> Your request [1G7EOR-0Q2J] was updated. See [CASE-77].\n",
+            "From: a@b.test\nSubject: Re: [#4411] Printer [Ticket#31001]\nReferences: <L7VKGOM25K_5ffc9f6678dde_503f05c010585f_sprut@zendesk.com>\n\n> Your request [1G7EOR-0Q2J] was updated. See [CASE-77] and footnote [#2].\n",
         );
         assert_eq!(
             keys.tokens,
@@ -321,6 +345,15 @@ mod tests {
             ]
         );
         assert_eq!(keys.referenced_ids.len(), 1);
+    }
+
+    #[test]
+    fn freshdesk_tokens_take_a_prefix_and_come_from_the_subject_only() {
+        let keys = keys_of("From: a@b.test\nSubject: Re: Printer [#Freshworks-1234]\n\nx\n");
+        assert_eq!(keys.tokens, ["freshdesk:1234"]);
+        let keys =
+            keys_of("From: a@b.test\nSubject: Printer\n\nAs noted [#1234] and [Ticket#9].\n");
+        assert_eq!(keys.tokens, ["zammad:9"]);
     }
 
     #[test]

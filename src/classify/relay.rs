@@ -65,6 +65,14 @@ pub fn detect(message: &Message<'_>, extra: &[(String, String)]) -> Option<Relay
         (Some(from), _) if domain_relay(from, extra).is_some() => {
             (domain_relay(from, extra).unwrap_or_default(), from.clone())
         }
+        // NOTE: addy.io sends a custom domain not verified for sending
+        // from its shared mailer address, with the customer's alias in
+        // Reply-To: that From stands for every such customer at once.
+        (Some(from), Some(reply_to))
+            if header_relay.as_deref() == Some("addy") && !reply_to.eq_ignore_ascii_case(from) =>
+        {
+            ("addy".to_owned(), reply_to.clone())
+        }
         (Some(from), _) if header_relay.is_some() => {
             (header_relay.clone().unwrap_or_default(), from.clone())
         }

@@ -275,9 +275,21 @@ fn inspect_name(name: &str, part: &MessagePart<'_>, scan: &mut Scan) {
             CryptoClass::Portal,
             portal("Forcepoint Email Encryption"),
         );
+    } else if name == "message.html"
+        && String::from_utf8_lossy(part.contents())
+            .to_ascii_lowercase()
+            .contains("one-time passcode")
+    {
+        scan.offer(
+            Reason::Portal,
+            CryptoClass::Portal,
+            portal("Microsoft 365 Message Encryption (legacy OME)"),
+        );
     } else if name.ends_with(".tdf.html") || name.ends_with(".tdf") {
         scan.offer(Reason::Portal, CryptoClass::Portal, portal("Virtru"));
-    } else if name.ends_with(".pgp") || name.ends_with(".gpg") {
+    } else if (name.ends_with(".pgp") || name.ends_with(".gpg"))
+        && !sniff::openpgp_key(part.contents())
+    {
         scan.offer(
             Reason::PgpEncrypted,
             CryptoClass::PgpEncrypted,
@@ -338,6 +350,15 @@ fn inspect_portal_text(text: &str, scan: &mut Scan) {
             "Mimecast Secure Messaging",
         ),
         ("switch.egress.com", "Egress"),
+        (
+            "has sent you a protected message",
+            "Microsoft 365 Message Encryption",
+        ),
+        (
+            "outlook.office365.com/encryption/",
+            "Microsoft 365 Message Encryption",
+        ),
+        ("zixmessage center", "Zix"),
         (
             "this email has been sent to you securely using egress",
             "Egress",

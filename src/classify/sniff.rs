@@ -92,6 +92,35 @@ pub(super) fn armor_bytes(bytes: &[u8]) -> Armor {
     armor(&String::from_utf8_lossy(bytes))
 }
 
+/// Whether an OpenPGP file holds a key (public or secret, binary or
+/// armored) rather than a message: a key is informational, and a `.gpg`
+/// name alone does not make it ciphertext.
+pub(super) fn openpgp_key(bytes: &[u8]) -> bool {
+    let head = &bytes[..bytes.len().min(512)];
+    let text = String::from_utf8_lossy(head);
+    let text = text.trim_start();
+    if text.starts_with("-----BEGIN PGP PUBLIC KEY BLOCK")
+        || text.starts_with("-----BEGIN PGP PRIVATE KEY BLOCK")
+    {
+        return true;
+    }
+    // NOTE: RFC 9580 §4.2: the first octet has bit 7 set; bit 6 chooses the
+    // new format (tag in bits 0-5) or the legacy one (tag in bits 2-5).
+    let Some(&first) = bytes.first() else {
+        return false;
+    };
+    if first & 0x80 == 0 {
+        return false;
+    }
+    let tag = if first & 0x40 != 0 {
+        first & 0x3f
+    } else {
+        (first >> 2) & 0x0f
+    };
+    // Secret key, public key, secret subkey, public subkey.
+    matches!(tag, 5 | 6 | 7 | 14)
+}
+
 /// Reduces HTML to text lines so armor split by `<br>` or wrapped in
 /// `<pre>` is seen line by line.
 pub(super) fn html_text(html: &str) -> String {

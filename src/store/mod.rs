@@ -492,14 +492,16 @@ impl Store {
     }
 
     /// The row of this mailbox with the same content, if any: the oldest
-    /// that has not failed, else the oldest failed one. A message that
-    /// failed, came back and was forwarded has both; the forwarded row is
-    /// the one that says what the helpdesk already has.
+    /// that has not failed, else the oldest failed one, and a row skipped
+    /// as a `duplicate` only when there is no other. A message that failed,
+    /// came back and was forwarded has both kinds; the forwarded row says
+    /// what the helpdesk already has. A duplicate row only points at
+    /// another, whose state is the one that counts.
     pub fn find_by_content(&self, mailbox: &str, sha256: &str) -> Result<Option<MessageRow>> {
         self.conn
             .query_row_cached(
                 &format!(
-                    "SELECT {MESSAGE_COLUMNS} FROM messages WHERE mailbox = ?1 AND sha256 = ?2 ORDER BY state = 'failed', id LIMIT 1"
+                    "SELECT {MESSAGE_COLUMNS} FROM messages WHERE mailbox = ?1 AND sha256 = ?2 ORDER BY reason IS 'duplicate', state = 'failed', id LIMIT 1"
                 ),
                 params![mailbox, sha256],
                 read_message,

@@ -574,12 +574,39 @@ struct Batch<'a> {
 
 impl Batch<'_> {
     /// Fetches one batch.
+    ///
+    /// A pending row from an earlier pass whose UID did not come back is
+    /// marked `vanished` when recorded; so first ask the server whether it
+    /// still holds that UID (a FETCH's NO goes unseen, see
+    /// [`ImapSource::fetch`]). If it does, the mailbox stops for this pass
+    /// and nothing of the batch is recorded: the row stays pending.
     async fn fetch(&self, source: &mut ImapSource, chunk: &[u32]) -> Result<Vec<RawMail>, Stop> {
         let mailbox = self.mailbox;
-        fetch_batch(source, chunk, self.sizes, self.oversized)
+        let context = || folder_context(mailbox);
+        let mails = fetch_batch(source, chunk, self.sizes, self.oversized)
             .await
-            .with_context(|| folder_context(mailbox))
-            .map_err(Stop::Mailbox)
+            .with_context(context)
+            .map_err(Stop::Mailbox)?;
+        let not_returned: Vec<u32> = chunk
+            .iter()
+            .copied()
+            .filter(|uid| {
+                self.carried.contains_key(uid) && !mails.iter().any(|mail| mail.uid == *uid)
+            })
+            .collect();
+        let still_there = source
+            .existing(&not_returned)
+            .await
+            .with_context(context)
+            .map_err(Stop::Mailbox)?;
+        if !still_there.is_empty() {
+            return Err(Stop::Mailbox(anyhow::anyhow!(
+                "{}: the IMAP server still lists UIDs {} but did not return them when fetched; they stay pending and are tried again next pass",
+                context(),
+                source::uid_set(&still_there)
+            )));
+        }
+        Ok(mails)
     }
 
     /// Examines and records a fetched batch. Given the pool (first batch),

@@ -126,8 +126,9 @@ fn examine_guarded(
 /// with the findings, in the same order.
 ///
 /// # Errors
-/// The examining thread panicked (a parser bug): the mailbox stops here
-/// and nothing of this batch is recorded.
+/// The blocking task itself failed (the runtime is shutting down, or a
+/// panic outside the per-message guard of [`examine_guarded`]): the
+/// mailbox stops here and nothing of this batch is recorded.
 pub(super) async fn examine_batch(
     examiner: Examiner,
     mails: Vec<RawMail>,
@@ -172,7 +173,8 @@ fn examine_in_parallel(examiner: &Examiner, mails: &[RawMail]) -> Vec<Examined> 
             .into_iter()
             .flat_map(|worker| match worker.join() {
                 Ok(examined) => examined,
-                // Same as a panic on the calling thread: the batch fails.
+                // Each message is guarded on its own; a panic here is outside
+                // that guard and fails the batch, as on the calling thread.
                 Err(panic) => std::panic::resume_unwind(panic),
             })
             .collect()
@@ -284,7 +286,7 @@ pub(super) async fn record_batch(
                 mailbox,
                 store,
                 (message_id, &facts.body_sha256),
-                (raw.uid, &mut *pass_copies),
+                pass_copies,
                 &mut classification,
             )?;
         }
@@ -299,6 +301,16 @@ pub(super) async fn record_batch(
                 &mut classification,
                 &mut batch_counts,
             )?;
+        }
+        // Later copies of a message that goes forward in this pass are
+        // skipped; of one held (rate-limited), they are judged on their own.
+        if let Some(facts) = &facts
+            && classification.decision.action == Action::Forward
+            && let Some(message_id) = &facts.message_id
+        {
+            pass_copies
+                .entry((message_id.clone(), facts.body_sha256.clone()))
+                .or_insert(raw.uid);
         }
         let decision = &classification.decision;
         info!(
@@ -402,7 +414,7 @@ fn skip_copy(
     mailbox: &MailboxSettings,
     store: &Store,
     (message_id, body_sha256): (&str, &str),
-    (uid, pass_copies): (u32, &mut PassCopies),
+    pass_copies: &PassCopies,
     classification: &mut Classification,
 ) -> Result<(), Stop> {
     for earlier in store.rows_with_message_id(message_id)? {
@@ -411,8 +423,9 @@ fn skip_copy(
             .iter()
             .find(|other| other.name == earlier.mailbox)
             .is_some_and(|other| other.forward_to.eq_ignore_ascii_case(&mailbox.forward_to));
-        // NOTE: Only a copy that reached the helpdesk counts: if the first
-        // is still pending it may yet fail, and this copy must not be lost.
+        // NOTE: From the log, only a copy that reached the helpdesk counts:
+        // one still pending from an earlier pass may yet fail, and this copy
+        // must not be lost. Copies within this pass are below.
         let delivered = earlier.state() == State::Forwarded;
         if same_helpdesk && delivered && earlier.body_sha256.as_deref() == Some(body_sha256) {
             classification.decision = Decision::skip(
@@ -425,24 +438,21 @@ fn skip_copy(
             return Ok(());
         }
     }
-    let key = (message_id.to_owned(), body_sha256.to_owned());
     // NOTE: A copy of a message taken for forwarding earlier in this pass
     // is skipped even while that one is still being sent (batches are
     // recorded while the one before is sent): forwarding both would give
-    // the helpdesk two tickets.
-    match pass_copies.get(&key) {
-        Some(first_uid) => {
-            classification.decision = Decision::skip(
-                Reason::DuplicateMessageId,
-                format!(
-                    "a copy of UID {first_uid}, taken for forwarding earlier in this pass (same Message-ID and body), which goes to {}",
-                    mailbox.forward_to
-                ),
-            );
-        }
-        None => {
-            pass_copies.insert(key, uid);
-        }
+    // the helpdesk two tickets. The copies differ only in headers such as
+    // To, with the same envelope and helpdesk, so should the first fail,
+    // this one would fail the same way; the first's failure is what the
+    // log shows, and the copy's row points at it.
+    if let Some(first_uid) = pass_copies.get(&(message_id.to_owned(), body_sha256.to_owned())) {
+        classification.decision = Decision::skip(
+            Reason::DuplicateMessageId,
+            format!(
+                "a copy of UID {first_uid}, taken for forwarding earlier in this pass (same Message-ID and body), which goes to {}",
+                mailbox.forward_to
+            ),
+        );
     }
     Ok(())
 }

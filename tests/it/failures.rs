@@ -10,6 +10,7 @@ use std::time::Duration;
 use deskbridge::lock::PassLock;
 use deskbridge::store::{MessageFilter, State, Store};
 use deskbridge::worker;
+use futures::StreamExt;
 
 use crate::helpers::{
     ConfigOptions, TestEnv, backlog, binary, message, read_folder, rows_in_state, run_pass,
@@ -453,6 +454,13 @@ async fn overlapping_pass_is_refused() {
     let quiet = cli(&["run", "--quiet"]);
     assert_eq!(quiet.status.code(), Some(0));
     assert!(quiet.stdout.is_empty() && quiet.stderr.is_empty());
+    // A holder for over an hour may be stuck: that is an error again.
+    let lock_file = format!("{}.lock", settings.store_path.display());
+    std::fs::write(&lock_file, "pid 1 since 2026-01-01T00:00:00Z\n").expect("age the lock");
+    let stuck = cli(&["run", "--quiet"]);
+    assert_eq!(stuck.status.code(), Some(2));
+    let said = String::from_utf8_lossy(&stuck.stderr);
+    assert!(said.contains("over an hour"), "{said}");
     drop(held);
     assert_eq!(
         read_folder(&env.stack, &env.helpdesk_user, "INBOX")
@@ -555,52 +563,49 @@ async fn cli_reads_the_log() {
     assert!(text.contains("forwarded 1, held 1"), "{text}");
 }
 
-/// A message removed behind the server's back between the listing and the
-/// fetch (another client expunging it in that instant): the rest of the
-/// batch is still fetched.
+/// A pending message (deferred last pass) that someone else deletes before
+/// the next pass is marked failed as `vanished`, after the server confirms
+/// it is gone; the other pending message of the batch is forwarded.
 #[tokio::test]
-async fn message_gone_between_listing_and_fetch() {
-    let env = TestEnv::new("gone");
+async fn pending_message_deleted_meanwhile_is_marked_vanished() {
+    let env = TestEnv::new("vanish");
     env.seed(&[
         &message("M <m@example.org>", "One", "gone.1@example.org", "one"),
         &message("M <m@example.org>", "Two", "gone.2@example.org", "two"),
-        &message("M <m@example.org>", "Three", "gone.3@example.org", "three"),
     ])
     .await;
     let settings = env.settings(&ConfigOptions::default());
-    let mut source = deskbridge::source::connect(&settings.mailboxes[0])
+    set_recipient_access(&env.stack, &env.helpdesk_user, Some("450 4.2.0 later"));
+    let report = run_pass(&settings).await.expect("pass runs");
+    set_recipient_access(&env.stack, &env.helpdesk_user, None);
+    assert_eq!(report.mailboxes[0].deferred, 2);
+
+    let mut session = crate::helpers::imap_login(&env.stack, &env.support_user).await;
+    session.select("INBOX").await.expect("select");
+    let found = session
+        .uid_search("HEADER Message-ID gone.1@example.org")
         .await
-        .expect("connect");
-    source.select().await.expect("select");
-    let uids = source.uids_from(1).await.expect("list");
-    assert_eq!(uids.len(), 3);
-    let (local, domain) = env.support_user.split_once('@').expect("user");
-    let maildir = env
-        .stack
-        .dir
-        .join("mail")
-        .join(domain)
-        .join(local)
-        .join("Maildir");
-    let mut removed = 0;
-    for sub in ["cur", "new"] {
-        for entry in std::fs::read_dir(maildir.join(sub)).expect("maildir") {
-            let path = entry.expect("entry").path();
-            let bytes = std::fs::read(&path).expect("read");
-            if String::from_utf8_lossy(&bytes).contains("gone.2@example.org") {
-                std::fs::remove_file(&path).expect("remove");
-                removed += 1;
-            }
-        }
-    }
-    assert_eq!(removed, 1);
-    let fetched: Vec<u32> = source
-        .fetch(&uids, 1 << 20)
+        .expect("search");
+    let uid = *found.iter().next().expect("the first message");
+    let stored: Vec<_> = session
+        .uid_store(uid.to_string(), "+FLAGS.SILENT (\\Deleted)")
         .await
-        .expect("the fetch succeeds without the vanished message")
-        .iter()
-        .map(|mail| mail.uid)
-        .collect();
-    assert_eq!(fetched, [uids[0], uids[2]]);
-    source.logout().await;
+        .expect("store")
+        .collect()
+        .await;
+    assert!(stored.iter().all(Result::is_ok));
+    let expunged: Vec<_> = session.expunge().await.expect("expunge").collect().await;
+    assert_eq!(expunged.len(), 1);
+    let _ = session.logout().await;
+
+    let report = run_pass(&settings).await.expect("second pass runs");
+    let mailbox = &report.mailboxes[0];
+    assert_eq!(mailbox.error, None);
+    assert_eq!((mailbox.forwarded, mailbox.failed), (1, 1));
+    assert_eq!(report.exit_code(), 1);
+    let failed = rows_in_state(&settings, State::Failed);
+    assert_eq!(failed.len(), 1);
+    assert_eq!(failed[0].uid, uid);
+    assert_eq!(failed[0].reason.as_deref(), Some("vanished"));
+    assert_eq!(wait_for_helpdesk(&env, 1).await.len(), 1);
 }
