@@ -317,7 +317,7 @@ pub fn load(path: &Path) -> Result<Settings, ConfigError> {
 pub fn parse(text: &str, path: &Path) -> Result<Settings, ConfigError> {
     let raw: RawConfig = toml::from_str(text).map_err(|err| ConfigError::Parse {
         path: path.to_path_buf(),
-        message: err.to_string().trim_end().replace('\n', " "),
+        message: parse_error_message(&err, text),
     })?;
     let invalid = |message: String| ConfigError::Invalid {
         path: path.to_path_buf(),
@@ -341,6 +341,25 @@ pub fn parse(text: &str, path: &Path) -> Result<Settings, ConfigError> {
             )));
         }
         mailboxes.push(mailbox);
+    }
+    // NOTE: A redirect into a polled mailbox comes back with deskbridge's
+    // own Resent-Message-ID and is skipped as own-redirect: the helpdesk
+    // would silently get nothing.
+    for mailbox in &mailboxes {
+        if let Some(polled) = mailboxes.iter().find(|other| {
+            other
+                .credentials
+                .username
+                .eq_ignore_ascii_case(&mailbox.forward_to)
+                || other
+                    .auto_reply_from
+                    .eq_ignore_ascii_case(&mailbox.forward_to)
+        }) {
+            return Err(invalid(format!(
+                "mailbox {}: forward_to {} is the address of mailbox {}, which deskbridge polls: set it to the helpdesk's intake address",
+                mailbox.name, mailbox.forward_to, polled.name
+            )));
+        }
     }
     let raw_policy = raw.policy.unwrap_or_default();
     for address in &raw_policy.helpdesk_addresses {
@@ -430,6 +449,7 @@ fn validate_smtp(raw: RawSmtp, base_dir: &Path) -> Result<SmtpSettings, String> 
         password_command: raw.password_command,
     };
     check_host("[smtp] host", &raw.host)?;
+    check_port("[smtp] port", raw.port)?;
     check_address("[smtp] envelope_from", &raw.envelope_from)?;
     let credentials = match raw.username {
         Some(username) => Some(Credentials {
@@ -446,7 +466,21 @@ fn validate_smtp(raw: RawSmtp, base_dir: &Path) -> Result<SmtpSettings, String> 
         }
     };
     let helo_name = match raw.helo_name {
-        Some(name) => name,
+        Some(name) => {
+            // NOTE: It goes into EHLO and into the Received line of every
+            // redirect: a line break there would forge headers.
+            let is_host_name = !name.is_empty()
+                && name
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '[' | ']' | ':'));
+            if !is_host_name {
+                return Err(format!(
+                    "[smtp] helo_name '{}' is not a host name",
+                    name.escape_debug()
+                ));
+            }
+            name
+        }
         None => system_hostname(),
     };
     let sessions = raw.sessions.unwrap_or(DEFAULT_SMTP_SESSIONS);
@@ -458,7 +492,7 @@ fn validate_smtp(raw: RawSmtp, base_dir: &Path) -> Result<SmtpSettings, String> 
         host: raw.host,
         port: raw.port,
         tls: raw.tls,
-        ca_file: raw.ca_file.map(|file| base_dir.join(file)),
+        ca_file: checked_ca_file("[smtp] ca_file", raw.ca_file, base_dir)?,
         credentials,
         envelope_from: raw.envelope_from,
         helo_name,
@@ -490,6 +524,7 @@ fn validate_mailbox(raw: RawMailbox, base_dir: &Path) -> Result<MailboxSettings,
         ));
     }
     check_host(&format!("{section} host"), &raw.host)?;
+    check_port(&format!("{section} port"), raw.port)?;
     check_address(&format!("{section} forward_to"), &raw.forward_to)?;
     let password = resolve_password(&section, &password, base_dir)?.ok_or_else(|| {
         format!("{section}: one of password_env, password_file or password_command is required")
@@ -530,7 +565,7 @@ fn validate_mailbox(raw: RawMailbox, base_dir: &Path) -> Result<MailboxSettings,
         host: raw.host,
         port: raw.port,
         tls: raw.tls,
-        ca_file: raw.ca_file.map(|file| base_dir.join(file)),
+        ca_file: checked_ca_file(&format!("{section} ca_file"), raw.ca_file, base_dir)?,
         credentials: Credentials {
             username: raw.username,
             password,
@@ -574,8 +609,19 @@ fn resolve_password(
         ));
     }
     if let Some(name) = &raw.password_env {
+        // NOTE: Checked before it is echoed: a password pasted here by
+        // mistake must not reach an error message.
+        let is_variable_name = name.starts_with(|c: char| c.is_ascii_alphabetic() || c == '_')
+            && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+        if !is_variable_name {
+            return Err(format!(
+                "{section}: password_env must be the name of an environment variable (letters, digits and _), not the password itself"
+            ));
+        }
         return match std::env::var(name) {
-            Ok(value) if !value.is_empty() => Ok(Some(Secret(value))),
+            Ok(value) if !value.is_empty() => {
+                one_line_secret(section, "password_env", value).map(Some)
+            }
             _ => Err(format!(
                 "{section}: password_env names {name}, which is not set or empty"
             )),
@@ -589,7 +635,8 @@ fn resolve_password(
                 file.display()
             )
         })?;
-        return Ok(Some(Secret(trim_line_end(text))));
+        warn_if_world_readable(&file);
+        return one_line_secret(section, "password_file", trim_line_end(text)).map(Some);
     }
     if let Some(command) = &raw.password_command {
         let output = run_with_timeout(command, PASSWORD_COMMAND_TIMEOUT)
@@ -603,7 +650,10 @@ fn resolve_password(
         }
         let text = String::from_utf8(output.stdout)
             .map_err(|_| format!("{section}: password_command printed non-UTF-8 output"))?;
-        return Ok(Some(Secret(trim_line_end(text))));
+        // NOTE: The first line, as isync's PassCmd takes it: `pass show`
+        // prints the password first and the entry's other lines after it.
+        let first_line = text.lines().next().unwrap_or_default().to_owned();
+        return one_line_secret(section, "password_command", first_line).map(Some);
     }
     Ok(None)
 }
@@ -619,7 +669,9 @@ fn run_with_timeout(command: &str, timeout: Duration) -> Result<std::process::Ou
         .arg(command)
         .stdin(std::process::Stdio::null())
         .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::null())
+        // Its complaints (a locked vault, a missing key) are what the
+        // person reading the error needs; the secret is on stdout.
+        .stderr(std::process::Stdio::inherit())
         .spawn()
         .map_err(|err| format!("cannot run it: {err}"))?;
     let started = std::time::Instant::now();
@@ -640,6 +692,55 @@ fn run_with_timeout(command: &str, timeout: Duration) -> Result<std::process::Ou
     child
         .wait_with_output()
         .map_err(|err| format!("cannot read its output: {err}"))
+}
+
+/// A password as given: not empty, and one line. A second line or a NUL
+/// would be cut or refused by the server only at login, on every pass.
+fn one_line_secret(section: &str, key: &str, value: String) -> Result<Secret, String> {
+    if value.is_empty() {
+        return Err(format!("{section}: {key} gives an empty password"));
+    }
+    if value.contains(['\r', '\n', '\0']) {
+        return Err(format!(
+            "{section}: {key} gives a password with a line break or NUL in it"
+        ));
+    }
+    Ok(Secret(value))
+}
+
+/// Warns when a password file can be read by every user of the machine,
+/// which mail tools such as fetchmail refuse outright.
+fn warn_if_world_readable(file: &Path) {
+    use std::os::unix::fs::PermissionsExt as _;
+    if let Ok(metadata) = std::fs::metadata(file)
+        && metadata.permissions().mode() & 0o004 != 0
+    {
+        tracing::warn!(
+            file = %file.display(),
+            "password_file is readable by every user of this machine; chmod 600 it"
+        );
+    }
+}
+
+/// A TOML error as its message and position, without the excerpt of the
+/// source line that toml adds: that line may hold a password someone put
+/// straight into the file.
+fn parse_error_message(err: &toml::de::Error, text: &str) -> String {
+    let mut message = err.message().trim_end().replace('\n', " ");
+    if message.contains("unknown field `password`") {
+        message.push_str(
+            " (give passwords with password_env, password_file or password_command, never in this file)",
+        );
+    }
+    match err.span() {
+        Some(span) => {
+            let before = text.get(..span.start).unwrap_or(text);
+            let line = before.matches('\n').count() + 1;
+            let column = before.len() - before.rfind('\n').map_or(0, |at| at + 1) + 1;
+            format!("line {line}, column {column}: {message}")
+        }
+        None => message,
+    }
 }
 
 /// Drops one trailing newline, as `echo` and editors leave one.
@@ -684,6 +785,28 @@ fn timeout_from(key: &str, secs: Option<u64>) -> Result<Duration, String> {
         return Err(format!("{key} must be between 1 and 3600"));
     }
     Ok(Duration::from_secs(secs))
+}
+
+fn check_port(key: &str, port: u16) -> Result<(), String> {
+    if port == 0 {
+        return Err(format!("{key} must be between 1 and 65535"));
+    }
+    Ok(())
+}
+
+/// Resolves a `ca_file` against the config's folder and reads it once, so
+/// `check-config` reports a missing or malformed file instead of every pass.
+fn checked_ca_file(
+    key: &str,
+    file: Option<PathBuf>,
+    base_dir: &Path,
+) -> Result<Option<PathBuf>, String> {
+    let Some(file) = file else {
+        return Ok(None);
+    };
+    let path = base_dir.join(file);
+    crate::tls::read_ca_file(&path).map_err(|err| format!("{key}: {err}"))?;
+    Ok(Some(path))
 }
 
 fn check_host(key: &str, host: &str) -> Result<(), String> {
@@ -794,6 +917,92 @@ mod tests {
         let err = parse_example(&text).expect_err("unset env").to_string();
         assert!(err.contains("DESKBRIDGE_TEST_UNSET_VARIABLE"), "{err}");
         assert!(err.contains("not set"), "{err}");
+    }
+
+    #[test]
+    fn a_password_in_the_file_is_never_echoed() {
+        let text = EXAMPLE.replace(
+            "password_env = \"SMTP_PASSWORD\"",
+            "password = \"hunter2-in-the-file\"",
+        );
+        assert_ne!(text, EXAMPLE);
+        let err = parse_example(&text).expect_err("unknown key").to_string();
+        assert!(!err.contains("hunter2"), "{err}");
+        assert!(
+            err.contains("password_env") && err.contains("line "),
+            "{err}"
+        );
+        let text = EXAMPLE.replace("\"SMTP_PASSWORD\"", "\"hunter2 pasted\"");
+        let err = parse_example(&text).expect_err("not a name").to_string();
+        assert!(!err.contains("hunter2"), "{err}");
+        assert!(err.contains("name of an environment variable"), "{err}");
+    }
+
+    #[test]
+    fn password_sources_give_one_line() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let file = dir.path().join("pw");
+        let with = |line: &str| {
+            EXAMPLE.replace(
+                "password_env = \"SMTP_PASSWORD\"",
+                &format!("{line}\nhelo_name = \"bridge.example.com\""),
+            )
+        };
+        std::fs::write(&file, "").expect("write");
+        let text = with(&format!("password_file = \"{}\"", file.display()));
+        let err = parse_example(&text).expect_err("empty").to_string();
+        assert!(err.contains("empty password"), "{err}");
+        std::fs::write(&file, "first\nsecond\n").expect("write");
+        let err = parse_example(&text).expect_err("two lines").to_string();
+        assert!(err.contains("line break"), "{err}");
+        std::fs::write(&file, "secret\n").expect("write");
+        parse_example(&text).expect("one line with its newline");
+        // A command's first line is the password, as `pass show` prints it.
+        let text = with("password_command = \"printf 'cmd-secret\\\\nurl: x\\\\n'\"");
+        let settings = parse_example(&text).expect("first line");
+        let credentials = settings.smtp.credentials.expect("credentials");
+        assert_eq!(credentials.password.expose(), "cmd-secret");
+    }
+
+    #[test]
+    fn forwarding_into_a_polled_mailbox_is_refused() {
+        let mailbox_user = EXAMPLE
+            .lines()
+            .skip_while(|line| !line.starts_with("[[mailbox]]"))
+            .find_map(|line| line.strip_prefix("username = "))
+            .expect("the example's mailbox username")
+            .trim_matches('"')
+            .to_owned();
+        let forward_line = EXAMPLE
+            .lines()
+            .find(|line| line.starts_with("forward_to = "))
+            .expect("the example's forward_to");
+        let text = EXAMPLE.replace(forward_line, &format!("forward_to = \"{mailbox_user}\""));
+        let err = parse_example(&text).expect_err("a loop").to_string();
+        assert!(err.contains("which deskbridge polls"), "{err}");
+    }
+
+    #[test]
+    fn ports_helo_names_and_ca_files_are_checked_up_front() {
+        let text = EXAMPLE.replace("port = 587", "port = 0");
+        let err = parse_example(&text).expect_err("port 0").to_string();
+        assert!(err.contains("port must be between 1 and 65535"), "{err}");
+        let text = EXAMPLE.replace(
+            "# helo_name = \"bridge.example.com\"",
+            "helo_name = \"bridge\\r\\nX-Forged: 1\"",
+        );
+        assert_ne!(text, EXAMPLE);
+        let err = parse_example(&text).expect_err("line break").to_string();
+        assert!(err.contains("is not a host name"), "{err}");
+        let text = EXAMPLE.replace(
+            "# ca_file = \"/etc/deskbridge/ca.pem\"",
+            "ca_file = \"/nonexistent/deskbridge-ca.pem\"",
+        );
+        assert_ne!(text, EXAMPLE);
+        let err = parse_example(&text)
+            .expect_err("missing CA file")
+            .to_string();
+        assert!(err.contains("/nonexistent/deskbridge-ca.pem"), "{err}");
     }
 
     #[test]

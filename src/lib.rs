@@ -38,7 +38,8 @@
 //! # Invariants
 //!
 //! 1. `mail`, `classify`, `thread`, `trace` and `notice` do no I/O, no async and no SQL, and
-//!    never panic on malformed mail.
+//!    never panic on malformed mail (were one to, `worker` holds that message alone as
+//!    unparseable).
 //! 2. Only `source` talks IMAP, only `sink` talks SMTP, only `store` opens
 //!    SQLite. Stages never import one another; only `worker` composes them.
 //! 3. Record before send: nothing is sent before its row exists in the

@@ -321,7 +321,7 @@ fn run(cli: Cli) -> anyhow::Result<u8> {
             let cutoff = deskbridge::clock::rfc3339(deskbridge::clock::unix_now() - age);
             let (messages, events) = store.prune(&cutoff)?;
             write_stdout(&format!(
-                "pruned messages first seen before {cutoff}: cleared subject, from, reply-to, date, detail, last error and SMTP reply of {messages} messages, removed {events} history events, cleared the subjects of threads idle since then; kept Message-IDs, references, threads, correspondents, states, reasons and hashes\n"
+                "pruned messages first seen before {cutoff}: cleared subject, from, reply-to, relay alias, reply token, date, detail, last error and SMTP reply of {messages} messages and removed {events} of their history events (held messages stay whole until released), forgot auto-replies sent before then, cleared the subjects of threads idle since then; kept Message-IDs, references, threads, correspondents with their addresses (threading needs them), states, reasons and hashes\n"
             ))?;
             Ok(0)
         }
@@ -470,7 +470,7 @@ fn log_path(db: Option<&Path>, config: Option<&Path>) -> anyhow::Result<PathBuf>
 
 fn write_stdout(text: &str) -> anyhow::Result<()> {
     let mut stdout = std::io::stdout().lock();
-    stdout.write_all(text.as_bytes())?;
+    stdout.write_all(report::terminal_safe(text).as_bytes())?;
     stdout.flush()?;
     Ok(())
 }
@@ -497,9 +497,12 @@ fn init_tracing(verbose: u8) {
         Ok(directive) => filter.add_directive(directive),
         Err(_) => filter,
     };
+    // NOTE: Colour only on a terminal: from cron and systemd, stderr ends
+    // up in mail and the journal, where escape codes are noise.
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_target(false)
         .init();
 }
@@ -519,7 +522,28 @@ fn spawn_signal_watch(stop: Arc<AtomicBool>) {
             _ = tokio::signal::ctrl_c() => (),
             () = terminate => (),
         }
-        tracing::warn!("signal received: finishing the message in flight, then stopping");
+        tracing::warn!(
+            "signal received: finishing the messages in flight, then stopping (a second signal exits at once)"
+        );
         stop.store(true, Ordering::Relaxed);
+        // NOTE: A second signal means "now": a step may wait out its
+        // timeout otherwise. Exiting here is a crash as far as the log is
+        // concerned, which record-before-send makes safe.
+        let again = async {
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(mut signal) => {
+                    signal.recv().await;
+                }
+                Err(_) => std::future::pending::<()>().await,
+            }
+        };
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => (),
+            () = again => (),
+        }
+        eprintln!(
+            "deskbridge: second signal: exiting now; pending messages are sent by the next pass"
+        );
+        std::process::exit(130);
     });
 }

@@ -36,6 +36,11 @@ pub fn pass_summary(report: &PassReport) -> String {
             }
         }
     }
+    if report.interrupted {
+        out.push_str(
+            "pass interrupted by a signal: nothing was lost; what is left is done by the next pass\n",
+        );
+    }
     out
 }
 
@@ -97,6 +102,26 @@ pub fn messages_table(rows: &[MessageRow]) -> String {
         );
     }
     out
+}
+
+/// Text as the CLI prints it: control characters other than line feed and
+/// tab, and the bidirectional overrides, become U+FFFD. Subjects, file
+/// names and addresses come from strangers' mail; printed raw, an escape
+/// sequence in one could rewrite the terminal (or a Trojan-Source style
+/// override reorder what a person reads). JSON already escapes controls.
+pub fn terminal_safe(text: &str) -> std::borrow::Cow<'_, str> {
+    let unsafe_char = |c: char| {
+        (c.is_control() && c != '\n' && c != '\t')
+            || matches!(c, '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}')
+    };
+    if !text.contains(unsafe_char) {
+        return std::borrow::Cow::Borrowed(text);
+    }
+    std::borrow::Cow::Owned(
+        text.chars()
+            .map(|c| if unsafe_char(c) { '\u{fffd}' } else { c })
+            .collect(),
+    )
 }
 
 /// One JSON object (no newline) for a message row.
@@ -281,4 +306,24 @@ fn clip(text: &str, width: usize) -> String {
     let mut clipped: String = text.chars().take(width.saturating_sub(1)).collect();
     clipped.push('…');
     clipped
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn escapes_and_overrides_never_reach_the_terminal() {
+        let hostile = "Invoice \u{1b}]52;c;ZXZpbA==\u{7}paid\u{202e}fdp.exe\n\tnext\r";
+        let shown = terminal_safe(hostile);
+        assert!(
+            !shown.contains(['\u{1b}', '\u{7}', '\u{202e}', '\r']),
+            "{shown:?}"
+        );
+        assert!(shown.contains("\n\tnext"), "{shown:?}");
+        assert!(matches!(
+            terminal_safe("plain text\n"),
+            std::borrow::Cow::Borrowed(_)
+        ));
+    }
 }

@@ -15,6 +15,8 @@ use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::str::FromStr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -25,6 +27,7 @@ use lettre::transport::smtp::client::{
 };
 use lettre::transport::smtp::commands::{Data, Ehlo, Mail, Rcpt, Rset};
 use lettre::transport::smtp::extension::{ClientId, Extension, MailBodyParameter, MailParameter};
+use lettre::transport::smtp::response::Severity;
 use rustls::pki_types::ServerName;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
@@ -91,7 +94,13 @@ pub enum SendError {
     /// The session broke (network, timeout, protocol): the outcome of this
     /// message is unknown to the server's reply, so it stays pending.
     #[error("SMTP session with {addr} broke: {message}")]
-    Broken { addr: String, message: String },
+    Broken {
+        addr: String,
+        message: String,
+        /// The break came while or after the content was sent, so the
+        /// server may have taken the message; before it, it cannot have.
+        content_sent: bool,
+    },
 }
 
 /// The message after the one being sent, whose envelope may go out with
@@ -194,7 +203,10 @@ pub async fn connect(settings: &SmtpSettings) -> Result<SmtpSink, SinkError> {
                 &addr,
                 timeout,
                 "the TLS handshake",
-                TlsConnector::from(config).connect(server_name, SmtpTcp(tcp)),
+                TlsConnector::from(config).connect(
+                    server_name,
+                    SmtpTcp::new(tcp, &Arc::new(AtomicBool::new(false))),
+                ),
             )
             .await?
             .map_err(|err| SinkError::Tls {
@@ -212,11 +224,15 @@ pub async fn connect(settings: &SmtpSettings) -> Result<SmtpSink, SinkError> {
             .map_err(session_error("greeting and EHLO"))?
         }
         TlsMode::Starttls => {
+            let plaintext = Arc::new(AtomicBool::new(true));
             let mut conn = limit(
                 &addr,
                 timeout,
                 "the greeting",
-                AsyncSmtpConnection::connect_with_transport(Box::new(SmtpTcp(tcp)), &helo),
+                AsyncSmtpConnection::connect_with_transport(
+                    Box::new(SmtpTcp::new(tcp, &plaintext)),
+                    &helo,
+                ),
             )
             .await?
             .map_err(session_error("greeting and EHLO"))?;
@@ -224,6 +240,8 @@ pub async fn connect(settings: &SmtpSettings) -> Result<SmtpSink, SinkError> {
                 return Err(SinkError::NoStarttls { addr });
             }
             let parameters = starttls_parameters(settings, &addr)?;
+            // NOTE: Still line by line through the TLS handshake: a reply
+            // to STARTTLS with injected lines after it must fail here.
             limit(&addr, timeout, "STARTTLS", conn.starttls(parameters, &helo))
                 .await?
                 .map_err(|err| SinkError::Tls {
@@ -231,6 +249,7 @@ pub async fn connect(settings: &SmtpSettings) -> Result<SmtpSink, SinkError> {
                     message: err.to_string(),
                     hint: tls::explain(&err),
                 })?;
+            plaintext.store(false, Ordering::Relaxed);
             conn
         }
     };
@@ -410,8 +429,11 @@ impl SmtpSink {
             return (Err(err), NextEnvelope::NotSent);
         }
         // NOTE: Allow the transfer itself time in proportion to its size
-        // (at least 1 MiB/s) on top of the per-command timeout.
-        let transfer = self.timeout + Duration::from_secs(content.len() as u64 / (1024 * 1024));
+        // (at least 1 MiB/s), and the reply after the final dot the 10
+        // minutes RFC 5321 §4.5.3.2.6 gives it: a content filter may take
+        // that long, and giving up early sends the message again.
+        let transfer = self.timeout.max(DATA_END_TIMEOUT)
+            + Duration::from_secs(content.len() as u64 / (1024 * 1024));
         let payload = (content.len() <= ONE_WRITE_MAX)
             .then(|| DataPayload::new(trace, &content))
             .flatten();
@@ -430,7 +452,9 @@ impl SmtpSink {
                     payload.0.push_str(&commands);
                 }
                 let response = self
-                    .step("message content", transfer, |conn| conn.command(payload))
+                    .step(CONTENT, (transfer, Severity::PositiveCompletion), |conn| {
+                        conn.command(payload)
+                    })
                     .await;
                 (response, next_sent)
             }
@@ -439,7 +463,7 @@ impl SmtpSink {
             None => {
                 let body = without_final_crlf(content);
                 let response = self
-                    .step("message content", transfer, |conn| {
+                    .step(CONTENT, (transfer, Severity::PositiveCompletion), |conn| {
                         conn.message_iter([trace, body.as_ref()].into_iter())
                     })
                     .await;
@@ -459,7 +483,7 @@ impl SmtpSink {
             return (result, NextEnvelope::Lost);
         }
         let mail = self
-            .step("MAIL FROM", self.timeout, |conn| conn.read_response())
+            .step("MAIL FROM", self.completion(), |conn| conn.read_response())
             .await;
         let next = match self.envelope_replies(mail).await {
             Ok(()) => {
@@ -484,15 +508,17 @@ impl SmtpSink {
         if self.pipelining {
             let commands = format!("{mail}{rcpt}{Data}");
             let mail = self
-                .step("MAIL FROM", self.timeout, |conn| conn.command(commands))
+                .step("MAIL FROM", self.completion(), |conn| {
+                    conn.command(commands)
+                })
                 .await;
             self.envelope_replies(mail).await
         } else {
-            self.step("MAIL FROM", self.timeout, |conn| conn.command(mail))
+            self.step("MAIL FROM", self.completion(), |conn| conn.command(mail))
                 .await?;
-            self.step("RCPT TO", self.timeout, |conn| conn.command(rcpt))
+            self.step("RCPT TO", self.completion(), |conn| conn.command(rcpt))
                 .await?;
-            self.step("DATA", self.timeout, |conn| conn.command(Data))
+            self.step("DATA", self.start_data(), |conn| conn.command(Data))
                 .await?;
             Ok(())
         }
@@ -519,13 +545,13 @@ impl SmtpSink {
             return Err(err);
         }
         let rcpt = self
-            .step("RCPT TO", self.timeout, |conn| conn.read_response())
+            .step("RCPT TO", self.completion(), |conn| conn.read_response())
             .await;
         if let Err(err @ SendError::Broken { .. }) = rcpt {
             return Err(err);
         }
         let data = self
-            .step("DATA", self.timeout, |conn| conn.read_response())
+            .step("DATA", self.start_data(), |conn| conn.read_response())
             .await;
         match (mail, rcpt, data) {
             (Ok(_), Ok(_), Ok(_)) => Ok(()),
@@ -534,6 +560,7 @@ impl SmtpSink {
             (Err(_), _, Ok(_)) | (_, Err(_), Ok(_)) => Err(SendError::Broken {
                 addr: self.addr.clone(),
                 message: "the server accepted DATA after refusing the envelope".to_owned(),
+                content_sent: false,
             }),
             (Err(err), _, Err(_)) | (Ok(_), Err(err), Err(_)) | (Ok(_), Ok(_), Err(err)) => {
                 Err(err)
@@ -546,7 +573,7 @@ impl SmtpSink {
     async fn step<'a, F, Fut>(
         &'a mut self,
         operation: &'static str,
-        timeout: Duration,
+        (timeout, expected): (Duration, Severity),
         action: F,
     ) -> Result<lettre::transport::smtp::response::Response, SendError>
     where
@@ -559,17 +586,30 @@ impl SmtpSink {
             > + 'a,
     {
         let addr = self.addr.clone();
+        let content_sent = operation == CONTENT;
         let outcome = tokio::time::timeout(timeout, action(&mut self.conn)).await;
         let result = match outcome {
             Err(_) => {
                 return Err(SendError::Broken {
                     addr,
                     message: format!("no answer within {} s to {operation}", timeout.as_secs()),
+                    content_sent,
                 });
             }
             Ok(result) => result,
         };
         match result {
+            // NOTE: lettre counts any 2xx or 3xx as success. A 354 to the
+            // content, or a 250 to DATA, means the replies no longer line
+            // up with the commands: only a dropped session is safe then.
+            Ok(response) if response.code().severity != expected => Err(SendError::Broken {
+                addr,
+                message: format!(
+                    "{operation}: unexpected reply {} (out of step with the server)",
+                    response.code()
+                ),
+                content_sent,
+            }),
             Ok(response) => Ok(response),
             Err(err) => {
                 let reply = format!("{operation}: {err}");
@@ -581,10 +621,21 @@ impl SmtpSink {
                     Err(SendError::Broken {
                         addr,
                         message: reply,
+                        content_sent,
                     })
                 }
             }
         }
+    }
+
+    /// A command's timeout, and the 2xx it must get.
+    fn completion(&self) -> (Duration, Severity) {
+        (self.timeout, Severity::PositiveCompletion)
+    }
+
+    /// DATA's timeout, and the 354 it must get.
+    fn start_data(&self) -> (Duration, Severity) {
+        (self.timeout, Severity::PositiveIntermediate)
     }
 
     /// Resets the SMTP transaction after a 4xx/5xx reply. Sends nothing
@@ -598,7 +649,7 @@ impl SmtpSink {
         if self.data_open {
             return Ok(());
         }
-        self.step("RSET", self.timeout, |conn| conn.command(Rset))
+        self.step("RSET", self.completion(), |conn| conn.command(Rset))
             .await
             .map(|_| ())
     }
@@ -613,6 +664,13 @@ impl SmtpSink {
         let _ = tokio::time::timeout(self.timeout, self.conn.quit()).await;
     }
 }
+
+/// The step that sends a message's content and reads the reply to it.
+const CONTENT: &str = "message content";
+
+/// How long the reply after a message's final dot may take (RFC 5321
+/// §4.5.3.2.6), unless `timeout_secs` is longer.
+const DATA_END_TIMEOUT: Duration = Duration::from_secs(600);
 
 fn format_reply(code: String, text: String) -> String {
     format!("{code} {text}").trim().to_owned()
@@ -722,8 +780,21 @@ async fn limit<T>(
 /// on the server's socket, the second write waits until the first is
 /// acknowledged, and a delayed ACK holds that for ~40 ms. Linux drops
 /// quick-ACK mode again on its own, so it is set before every read.
+///
+/// Before STARTTLS completes, reads stop at the end of each line (the
+/// second field): lettre reads through a buffer it keeps across the switch
+/// to TLS, so bytes a man in the middle appends to a plaintext reply would
+/// otherwise be read later as the server's replies inside TLS. Left in the
+/// socket, they break the TLS handshake instead.
 #[derive(Debug)]
-struct SmtpTcp(TcpStream);
+struct SmtpTcp(TcpStream, Arc<AtomicBool>);
+
+impl SmtpTcp {
+    /// A plain stream, read line by line until `plaintext` is cleared.
+    fn new(stream: TcpStream, plaintext: &Arc<AtomicBool>) -> SmtpTcp {
+        SmtpTcp(stream, Arc::clone(plaintext))
+    }
+}
 
 impl AsyncRead for SmtpTcp {
     fn poll_read(
@@ -731,13 +802,35 @@ impl AsyncRead for SmtpTcp {
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<std::io::Result<()>> {
-        let stream = &mut self.get_mut().0;
+        let SmtpTcp(stream, plaintext) = self.get_mut();
         #[cfg(target_os = "linux")]
         {
             // A failure only costs speed.
             let _ = stream.set_quickack(true);
         }
-        Pin::new(stream).poll_read(cx, buf)
+        if !plaintext.load(Ordering::Relaxed) {
+            return Pin::new(stream).poll_read(cx, buf);
+        }
+        let mut line = [0u8; 1024];
+        let mut peeked = ReadBuf::new(&mut line);
+        let available = match stream.poll_peek(cx, &mut peeked) {
+            Poll::Ready(Ok(count)) => count,
+            Poll::Ready(Err(err)) => return Poll::Ready(Err(err)),
+            Poll::Pending => return Poll::Pending,
+        };
+        let through_line_end = peeked.filled()[..available]
+            .iter()
+            .position(|byte| *byte == b'\n')
+            .map_or(available, |at| at + 1)
+            .min(buf.remaining());
+        let mut exact = ReadBuf::new(&mut line[..through_line_end]);
+        match Pin::new(stream).poll_read(cx, &mut exact) {
+            Poll::Ready(Ok(())) => {
+                buf.put_slice(exact.filled());
+                Poll::Ready(Ok(()))
+            }
+            other => other,
+        }
     }
 }
 

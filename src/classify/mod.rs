@@ -198,6 +198,14 @@ pub fn classify(raw: &[u8], rules: &Rules) -> Classification {
     classify_parsed(parsed.as_ref(), raw.len() as u64, rules)
 }
 
+/// What a loop finding becomes: skipped, or held when so configured.
+fn loop_decision(reason: Reason, detail: String, action: LoopAction) -> Decision {
+    match action {
+        LoopAction::Skip => Decision::skip(reason, detail),
+        LoopAction::Hold => Decision::hold(reason, detail),
+    }
+}
+
 /// Classifies a message the caller already parsed (`None`: mail-parser
 /// found nothing); `size` is its length in bytes.
 pub fn classify_parsed(
@@ -208,6 +216,18 @@ pub fn classify_parsed(
     if let Some(limit) = rules.max_message_bytes
         && limit < size
     {
+        // NOTE: A bounce or auto-reply too large to forward is a loop
+        // finding first: held as too-large, it would get the auto-reply
+        // that RFC 3834 §2 forbids sending to automatic mail.
+        if let Some(message) = parsed.filter(|message| has_header_block(message))
+            && let Some((reason, detail)) = loops::detect(message, rules)
+        {
+            return Classification {
+                decision: loop_decision(reason, detail, rules.loop_action),
+                class: CryptoClass::None,
+                relay: relay::detect(message, &rules.extra_relays),
+            };
+        }
         return Classification {
             decision: Decision::hold(
                 Reason::TooLarge,
@@ -239,12 +259,8 @@ pub fn classify_parsed(
         (None, None) => CryptoClass::None,
     };
     if let Some((reason, detail)) = loops::detect(message, rules) {
-        let decision = match rules.loop_action {
-            LoopAction::Skip => Decision::skip(reason, detail),
-            LoopAction::Hold => Decision::hold(reason, detail),
-        };
         return Classification {
-            decision,
+            decision: loop_decision(reason, detail, rules.loop_action),
             class,
             relay,
         };
@@ -286,6 +302,18 @@ mod tests {
     fn decide(raw: &str) -> Classification {
         let raw = raw.replace('\n', "\r\n");
         classify(raw.as_bytes(), &rules())
+    }
+
+    #[test]
+    fn a_bounce_too_large_to_forward_is_still_a_bounce() {
+        let headers = "Return-Path: <>\r\nFrom: MAILER-DAEMON@mx.example\r\nSubject: Undelivered Mail\r\n\r\n";
+        let header_only = crate::mail::parse(headers.as_bytes());
+        let result = classify_parsed(header_only.as_ref(), 30 * 1024 * 1024, &rules());
+        assert_eq!(result.decision.action, Action::Skip);
+        assert_eq!(result.decision.reason, Some(Reason::Bounce));
+        let ordinary = crate::mail::parse(b"From: a@b.test\r\nSubject: big\r\n\r\n");
+        let result = classify_parsed(ordinary.as_ref(), 30 * 1024 * 1024, &rules());
+        assert_eq!(result.decision.reason, Some(Reason::TooLarge));
     }
 
     #[test]

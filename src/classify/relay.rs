@@ -62,16 +62,19 @@ pub fn detect(message: &Message<'_>, extra: &[(String, String)]) -> Option<Relay
     let header_relay = header_marker(message);
 
     let (name, alias) = match (&from, &reply_to) {
-        (Some(from), _) if domain_relay(from, extra).is_some() => {
-            (domain_relay(from, extra).unwrap_or_default(), from.clone())
-        }
         // NOTE: addy.io sends a custom domain not verified for sending
-        // from its shared mailer address, with the customer's alias in
-        // Reply-To: that From stands for every such customer at once.
+        // from its shared mailer address (on an addy domain or not), with
+        // the customer's alias in Reply-To: that From stands for every such
+        // customer at once, so the alias must be the Reply-To.
         (Some(from), Some(reply_to))
-            if header_relay.as_deref() == Some("addy") && !reply_to.eq_ignore_ascii_case(from) =>
+            if !reply_to.eq_ignore_ascii_case(from)
+                && (header_relay.as_deref() == Some("addy")
+                    || domain_relay(from, extra).as_deref() == Some("addy")) =>
         {
             ("addy".to_owned(), reply_to.clone())
+        }
+        (Some(from), _) if domain_relay(from, extra).is_some() => {
+            (domain_relay(from, extra).unwrap_or_default(), from.clone())
         }
         (Some(from), _) if header_relay.is_some() => {
             (header_relay.clone().unwrap_or_default(), from.clone())
@@ -164,7 +167,11 @@ mod tests {
     fn reply_to_is_the_token_and_headers_mark_custom_domains() {
         let found =
             relay_of("From: mailer@anonaddy.me\nReply-To: alias+token@anonaddy.me").expect("addy");
-        assert_eq!(found.reply_token, "alias+token@anonaddy.me");
+        assert_eq!(
+            (found.alias.as_str(), found.reply_token.as_str()),
+            ("alias+token@anonaddy.me", "alias+token@anonaddy.me"),
+            "the shared mailer address is not the customer"
+        );
         let custom =
             relay_of("From: me@my-own-domain.example\nX-SimpleLogin-Type: Reply").expect("sl");
         assert_eq!(custom.name, "simplelogin");

@@ -33,6 +33,10 @@ const MIGRATIONS: &[(&str, &str)] = &[
         "0005_index_unfinished",
         include_str!("../../migrations/0005_index_unfinished.sql"),
     ),
+    (
+        "0006_index_log_listing",
+        include_str!("../../migrations/0006_index_log_listing.sql"),
+    ),
 ];
 
 mod journal;
@@ -153,6 +157,9 @@ pub struct NewMessage {
     /// Whether this mailbox may add In-Reply-To/References on redirect.
     pub repair_enabled: bool,
     pub body_sha256: Option<String>,
+    /// The helpdesk address the mailbox forwards to, lowercased: ticket
+    /// tokens and relay subjects match only threads of the same helpdesk.
+    pub forward_to: String,
 }
 
 /// One row of the `messages` table.
@@ -361,25 +368,43 @@ impl Store {
     }
 
     fn migrate(&self) -> Result<()> {
-        let applied: i64 = self
-            .conn
-            .query_row_cached("PRAGMA user_version", [], |row| row.get(0))
-            .map_err(|source| self.query_error("read the schema version", source))?;
         let known = MIGRATIONS.len() as i64;
-        if known < applied {
-            return Err(StoreError::TooNew {
-                path: self.path.clone(),
-                found: applied,
-                known,
-            });
+        if self.schema_version()? == known {
+            return Ok(());
         }
-        for (index, (name, sql)) in MIGRATIONS.iter().enumerate().skip(applied as usize) {
-            let batch = format!(
-                "BEGIN IMMEDIATE; {sql}; PRAGMA user_version = {}; COMMIT;",
-                index + 1
-            );
-            if let Err(source) = self.conn.execute_batch(&batch) {
+        loop {
+            // NOTE: The version is read again inside the write transaction:
+            // a read command and a pass of a newer deskbridge that open an
+            // older log together must not both apply the same migration.
+            self.conn
+                .execute_batch("BEGIN IMMEDIATE")
+                .map_err(|source| self.query_error("start a schema upgrade", source))?;
+            let rollback = || {
                 let _ = self.conn.execute_batch("ROLLBACK");
+            };
+            let applied = self.schema_version().inspect_err(|_| rollback())?;
+            if known < applied {
+                rollback();
+                return Err(StoreError::TooNew {
+                    path: self.path.clone(),
+                    found: applied,
+                    known,
+                });
+            }
+            let Some((name, sql)) = usize::try_from(applied)
+                .ok()
+                .and_then(|index| MIGRATIONS.get(index))
+            else {
+                rollback();
+                return Ok(());
+            };
+            let step = format!("{sql}; PRAGMA user_version = {};", applied + 1);
+            if let Err(source) = self
+                .conn
+                .execute_batch(&step)
+                .and_then(|()| self.conn.execute_batch("COMMIT"))
+            {
+                rollback();
                 return Err(StoreError::Migrate {
                     path: self.path.clone(),
                     name,
@@ -387,7 +412,13 @@ impl Store {
                 });
             }
         }
-        Ok(())
+    }
+
+    /// The schema version recorded in the file (`PRAGMA user_version`).
+    fn schema_version(&self) -> Result<i64> {
+        self.conn
+            .query_row_cached("PRAGMA user_version", [], |row| row.get(0))
+            .map_err(|source| self.query_error("read the schema version", source))
     }
 
     fn query_error(&self, action: &'static str, source: rusqlite::Error) -> StoreError {
@@ -660,11 +691,12 @@ impl Store {
         Ok(0 < removed)
     }
 
-    /// Whether deskbridge auto-replied to `address` since `since`.
+    /// Whether deskbridge auto-replied to `address` (in any letter case)
+    /// since `since`.
     pub fn auto_replied_since(&self, address: &str, since: &str) -> Result<bool> {
         self.conn
             .query_row(
-                "SELECT COUNT(*) FROM auto_replies WHERE address = ?1 AND last_sent_at >= ?2",
+                "SELECT COUNT(*) FROM auto_replies WHERE lower(address) = lower(?1) AND last_sent_at >= ?2",
                 params![address, since],
                 |row| row.get::<_, i64>(0),
             )
@@ -672,16 +704,25 @@ impl Store {
             .map_err(|source| self.query_error("look up auto-replies", source))
     }
 
-    /// Records an auto-reply to `address` about message `id`.
-    pub fn record_auto_reply(&self, id: i64, address: &str, reply: &str) -> Result<()> {
+    /// Claims the auto-reply to `address` before it is sent: should the
+    /// send break after the server took it, the next held message from the
+    /// same sender must not get a second one (one lost is better than one
+    /// too many for an auto-reply, RFC 3834 §2).
+    pub fn claim_auto_reply(&self, address: &str) -> Result<()> {
         let now = clock::rfc3339(clock::unix_now());
         self.conn
             .execute_cached(
-                "INSERT INTO auto_replies (address, last_sent_at) VALUES (?1, ?2)
+                "INSERT INTO auto_replies (address, last_sent_at) VALUES (lower(?1), ?2)
                  ON CONFLICT (address) DO UPDATE SET last_sent_at = ?2",
                 params![address, now],
             )
             .map_err(|source| self.query_error("record an auto-reply", source))?;
+        Ok(())
+    }
+
+    /// Records that the auto-reply to `address` about message `id` went.
+    pub fn record_auto_reply(&self, id: i64, address: &str, reply: &str) -> Result<()> {
+        let now = clock::rfc3339(clock::unix_now());
         self.conn
             .execute_cached(
                 "UPDATE messages SET auto_replied_at = ?2, updated_at = ?2 WHERE id = ?1",
@@ -719,24 +760,31 @@ impl Store {
         self.add_event(id, "notice-sent", reply)
     }
 
-    /// Marks a held message forwarded after a person released it.
-    pub fn mark_released(&self, id: i64, smtp_reply: &str) -> Result<()> {
+    /// Marks a held message forwarded after a person released it, with
+    /// its thread's held count and history, in one transaction.
+    pub fn mark_released(&mut self, id: i64, smtp_reply: &str) -> Result<()> {
         let now = clock::rfc3339(clock::unix_now());
-        self.conn
-            .execute_cached(
-                "UPDATE messages SET state = 'forwarded', smtp_reply = ?2, last_error = NULL,
-                    forwarded_at = ?3, updated_at = ?3 WHERE id = ?1",
-                params![id, smtp_reply, now],
-            )
-            .map_err(|source| self.query_error("mark a released message forwarded", source))?;
-        self.conn
-            .execute_cached(
-                "UPDATE threads SET held_count = MAX(held_count - 1, 0)
-                 WHERE id = (SELECT thread_id FROM messages WHERE id = ?1)",
-                [id],
-            )
-            .map_err(|source| self.query_error("update the thread's held count", source))?;
-        self.add_event(id, "released", smtp_reply)
+        let path = self.path.clone();
+        let fail = |source| StoreError::Query {
+            path: path.clone(),
+            action: "mark a released message forwarded",
+            source,
+        };
+        let tx = self.conn.transaction().map_err(fail)?;
+        tx.execute_cached(
+            "UPDATE messages SET state = 'forwarded', smtp_reply = ?2, last_error = NULL,
+                forwarded_at = ?3, updated_at = ?3 WHERE id = ?1",
+            params![id, smtp_reply, now],
+        )
+        .map_err(fail)?;
+        tx.execute_cached(
+            "UPDATE threads SET held_count = MAX(held_count - 1, 0)
+             WHERE id = (SELECT thread_id FROM messages WHERE id = ?1)",
+            [id],
+        )
+        .map_err(fail)?;
+        insert_event(&tx, id, &now, "released", Some(smtp_reply)).map_err(fail)?;
+        tx.commit().map_err(fail)
     }
 
     /// Threads, most recently active first.
@@ -787,21 +835,30 @@ impl Store {
             source,
         };
         let tx = self.conn.transaction().map_err(fail)?;
+        // NOTE: Held messages are left whole: they wait for a person, who
+        // needs to see what they are, and `release` lifts a rate-limit
+        // block by their sender. Their originals sit in the held folder.
         let events = tx
             .execute_cached(
-                "DELETE FROM events WHERE message IN (SELECT id FROM messages WHERE first_seen_at < ?1)",
+                "DELETE FROM events WHERE message IN
+                    (SELECT id FROM messages WHERE first_seen_at < ?1 AND state != 'held')",
                 [cutoff],
             )
             .map_err(fail)?;
         let messages = tx
             .execute_cached(
                 "UPDATE messages SET subject = NULL, from_addr = NULL, reply_to = NULL, date = NULL,
-                    detail = NULL, last_error = NULL, smtp_reply = NULL
-                 WHERE first_seen_at < ?1 AND (subject IS NOT NULL OR from_addr IS NOT NULL
+                    detail = NULL, last_error = NULL, smtp_reply = NULL, relay_alias = NULL,
+                    reply_token = NULL
+                 WHERE first_seen_at < ?1 AND state != 'held'
+                    AND (subject IS NOT NULL OR from_addr IS NOT NULL
                     OR reply_to IS NOT NULL OR date IS NOT NULL OR detail IS NOT NULL
-                    OR last_error IS NOT NULL OR smtp_reply IS NOT NULL)",
+                    OR last_error IS NOT NULL OR smtp_reply IS NOT NULL
+                    OR relay_alias IS NOT NULL OR reply_token IS NOT NULL)",
                 [cutoff],
             )
+            .map_err(fail)?;
+        tx.execute_cached("DELETE FROM auto_replies WHERE last_sent_at < ?1", [cutoff])
             .map_err(fail)?;
         tx.execute_cached(
             "UPDATE threads SET subject = NULL, subject_key = NULL
@@ -1023,6 +1080,7 @@ pub(super) fn record_in(
                         now: &now,
                         relay_window_since,
                         forwarding: state == State::Pending,
+                        forward_to: &message.forward_to,
                         repair_enabled: message.repair_enabled,
                         held: state == State::Held,
                     };
@@ -1094,6 +1152,7 @@ mod tests {
             thread: None,
             repair_enabled: true,
             body_sha256: None,
+            forward_to: "intake@helpdesk.test".to_owned(),
         }
     }
 
@@ -1282,6 +1341,43 @@ mod tests {
     }
 
     #[test]
+    fn ticket_tokens_thread_only_within_one_helpdesk() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (mut store, _journal) = open_with_journal(dir.path());
+        store.begin_pass("support").expect("begin");
+        let patterns = crate::thread::TicketPatterns::new(&[]).expect("patterns");
+        let with_token = |uid: u32, forward_to: &str| {
+            let raw = format!(
+                "From: c{uid}@example.org\r\nSubject: Re: Printer [#1234]\r\nMessage-ID: <t{uid}@x.test>\r\n\r\nx\r\n"
+            );
+            let message = crate::mail::parse(raw.as_bytes()).expect("parses");
+            let mut row = new_message(uid, None);
+            row.thread = Some(crate::thread::keys(&message, None, &patterns));
+            row.forward_to = forward_to.to_owned();
+            row
+        };
+        let rows = [
+            with_token(1, "intake@a.freshdesk.test"),
+            with_token(2, "intake@a.freshdesk.test"),
+            with_token(3, "intake@b.freshdesk.test"),
+        ];
+        store.record_batch(&rows, None, "").expect("record");
+        let threads: Vec<(Option<i64>, Option<String>)> = (1..=3)
+            .map(|uid| {
+                let row = store
+                    .find_by_uid("support", 9, uid)
+                    .expect("read")
+                    .expect("row");
+                (row.thread_id, row.thread_key)
+            })
+            .collect();
+        assert_eq!(threads[1].0, threads[0].0, "same helpdesk, same ticket");
+        assert_eq!(threads[1].1.as_deref(), Some("ticket-token"));
+        assert_ne!(threads[2].0, threads[0].0, "another helpdesk's #1234");
+        assert_eq!(threads[2].1.as_deref(), Some("new"));
+    }
+
+    #[test]
     fn prune_clears_content_but_keeps_threading_fields() {
         let dir = tempfile::tempdir().expect("tempdir");
         let (mut store, journal) = open_with_journal(dir.path());
@@ -1289,6 +1385,11 @@ mod tests {
         message.summary.subject = Some("Secret plans".to_owned());
         message.summary.from = Some("a@example.org".to_owned());
         message.summary.references = Some("r1@x.test".to_owned());
+        message.relay = Some(crate::classify::RelayMatch {
+            name: "firefox".to_owned(),
+            alias: "k3x9@mozmail.com".to_owned(),
+            reply_token: "k3x9@mozmail.com".to_owned(),
+        });
         message.thread = Some(crate::thread::ThreadKeys {
             own_id: Some("m1@x.test".to_owned()),
             subject: Some("Secret plans".to_owned()),
@@ -1306,6 +1407,7 @@ mod tests {
             (&row.subject, &row.from, &row.smtp_reply),
             (&None, &None, &None)
         );
+        assert_eq!((&row.relay_alias, &row.reply_token), (&None, &None));
         assert_eq!(row.message_id.as_deref(), Some("m1@x.test"));
         assert_eq!(row.references.as_deref(), Some("r1@x.test"));
         assert_eq!(row.state(), State::Forwarded);
@@ -1333,6 +1435,14 @@ mod tests {
             "idempotent"
         );
         assert_eq!(store.prune("2000-01-01T00:00:00Z").expect("none"), (0, 0));
+
+        // A held message waits for a person: pruning leaves it whole.
+        let mut held = new_message(2, Some(State::Held));
+        held.summary.from = Some("b@example.org".to_owned());
+        let held_id = store.record_batch(&[held], None, "").expect("record")[0].0;
+        store.prune("9999-01-01T00:00:00Z").expect("prune");
+        let row = store.message(held_id).expect("read").expect("row");
+        assert_eq!(row.from.as_deref(), Some("b@example.org"));
     }
 
     #[test]

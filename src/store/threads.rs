@@ -31,6 +31,8 @@ pub struct AttachContext<'a> {
     pub relay_window_since: &'a str,
     /// The message will be forwarded (repairs only matter then).
     pub forwarding: bool,
+    /// Its mailbox's helpdesk address, lowercased.
+    pub forward_to: &'a str,
     pub repair_enabled: bool,
     pub held: bool,
 }
@@ -46,15 +48,16 @@ pub(super) fn attach(
         Some(found) => found,
         None => {
             conn.execute_cached(
-                "INSERT INTO threads (mailbox, subject, subject_key, correspondent, relay, created_at, last_activity_at)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?6)",
+                "INSERT INTO threads (mailbox, subject, subject_key, correspondent, relay, created_at, last_activity_at, forward_to)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?6, ?7)",
                 params![
                     context.mailbox,
                     keys.subject,
                     keys.subject_key,
                     correspondent,
                     keys.relay,
-                    context.now
+                    context.now,
+                    context.forward_to
                 ],
             )?;
             (conn.last_insert_rowid(), "new")
@@ -114,10 +117,18 @@ fn find_thread(
             return Ok(Some((thread, "references")));
         }
     }
-    let mut by_token =
-        conn.prepare_cached("SELECT MIN(thread) FROM thread_tokens WHERE token = ?1")?;
+    // NOTE: A ticket token and a relay subject only mean something within
+    // one helpdesk ([#1234] at one Freshdesk account is another ticket at
+    // the next); a Message-ID is the same message wherever it went.
+    let mut by_token = conn.prepare_cached(
+        "SELECT MIN(tokens.thread) FROM thread_tokens tokens
+         JOIN threads ON threads.id = tokens.thread
+         WHERE tokens.token = ?1 AND (threads.forward_to IS NULL OR threads.forward_to = ?2)",
+    )?;
     for token in &keys.tokens {
-        if let Some(thread) = by_token.query_row([token], |row| row.get::<_, Option<i64>>(0))? {
+        if let Some(thread) = by_token.query_row(params![token, context.forward_to], |row| {
+            row.get::<_, Option<i64>>(0)
+        })? {
             return Ok(Some((thread, "ticket-token")));
         }
     }
@@ -129,8 +140,14 @@ fn find_thread(
             .query_row(
                 "SELECT id FROM threads
                  WHERE correspondent = ?1 AND subject_key = ?2 AND last_activity_at >= ?3
+                     AND (forward_to IS NULL OR forward_to = ?4)
                  ORDER BY last_activity_at DESC LIMIT 1",
-                params![correspondent, subject_key, context.relay_window_since],
+                params![
+                    correspondent,
+                    subject_key,
+                    context.relay_window_since,
+                    context.forward_to
+                ],
                 |row| row.get::<_, i64>(0),
             )
             .optional()?;

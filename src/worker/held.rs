@@ -111,6 +111,9 @@ pub(super) async fn follow_up_held(
             }
         }
         for (kind, recipient, text, null_sender) in outgoing {
+            if kind == "auto-reply" {
+                store.claim_auto_reply(&recipient)?;
+            }
             let session = match pool.one(&settings.smtp).await {
                 Ok(session) => session,
                 Err(err) => {

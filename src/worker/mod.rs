@@ -34,6 +34,8 @@ use send::SinkPool;
 #[derive(Debug, Default, Clone)]
 pub struct PassReport {
     pub mailboxes: Vec<MailboxReport>,
+    /// A signal stopped the pass early: the rest is left for the next one.
+    pub interrupted: bool,
 }
 
 /// What one pass did in one mailbox.
@@ -77,15 +79,17 @@ impl MailboxReport {
 
 impl PassReport {
     /// 2 when a mailbox could not be processed, 1 when some messages
-    /// failed, 0 otherwise. Held mail is normal and exits 0.
+    /// failed or a signal stopped the pass early, 0 otherwise. Held mail is
+    /// normal and exits 0.
     pub fn exit_code(&self) -> u8 {
         if self.mailboxes.iter().any(|report| report.error.is_some()) {
             return 2;
         }
-        if self
-            .mailboxes
-            .iter()
-            .any(|report| 0 < report.failed || 0 < report.settle_errors)
+        if self.interrupted
+            || self
+                .mailboxes
+                .iter()
+                .any(|report| 0 < report.failed || 0 < report.settle_errors)
         {
             return 1;
         }
@@ -161,7 +165,9 @@ pub async fn run_once(settings: &Settings, stop: &AtomicBool) -> anyhow::Result<
         .await;
         match outcome {
             Ok(()) => {
-                let outcome = if 0 < mailbox_report.failed {
+                let outcome = if stop.load(Ordering::Relaxed) {
+                    "interrupted by a signal".to_owned()
+                } else if 0 < mailbox_report.failed {
                     format!("partial: {} failed", mailbox_report.failed)
                 } else {
                     "ok".to_owned()
@@ -182,6 +188,7 @@ pub async fn run_once(settings: &Settings, stop: &AtomicBool) -> anyhow::Result<
         report.mailboxes.push(mailbox_report);
     }
     pool.quit().await;
+    report.interrupted = stop.load(Ordering::Relaxed);
     Ok(report)
 }
 

@@ -579,6 +579,7 @@ fn new_message(
         thread,
         repair_enabled: mailbox.repair_threading,
         body_sha256,
+        forward_to: mailbox.forward_to.to_ascii_lowercase(),
         mailbox: mailbox.name.clone(),
         uidvalidity,
         uid: raw.uid,

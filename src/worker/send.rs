@@ -366,11 +366,23 @@ impl Worker<'_> {
                 return session.reset().await.is_ok();
             }
             Err(err @ SendError::Broken { .. }) => {
+                let content_sent = matches!(
+                    err,
+                    SendError::Broken {
+                        content_sent: true,
+                        ..
+                    }
+                );
                 let message = err.to_string();
                 let age = clock::unix_now() - item.first_seen_unix;
                 // NOTE: A session that breaks mid-message may have delivered
                 // it; retrying forever could flood the helpdesk with copies.
-                let outcome = if MAX_BROKEN_ATTEMPTS <= item.attempts + 1
+                // One that broke before the content (a session the server
+                // closed while idle) cannot have: that was no attempt.
+                if !content_sent {
+                    self.journal.not_attempted(vec![item.row_id]);
+                }
+                let outcome = if (content_sent && MAX_BROKEN_ATTEMPTS <= item.attempts + 1)
                     || self.settings.smtp.give_up_after.as_secs() as i64 <= age
                 {
                     self.journal.failed(

@@ -453,7 +453,11 @@ async fn overlapping_pass_is_refused() {
     );
     let quiet = cli(&["run", "--quiet"]);
     assert_eq!(quiet.status.code(), Some(0));
-    assert!(quiet.stdout.is_empty() && quiet.stderr.is_empty());
+    assert!(
+        quiet.stdout.is_empty() && quiet.stderr.is_empty(),
+        "{}",
+        String::from_utf8_lossy(&quiet.stderr)
+    );
     // A holder for over an hour may be stuck: that is an error again.
     let lock_file = format!("{}.lock", settings.store_path.display());
     std::fs::write(&lock_file, "pid 1 since 2026-01-01T00:00:00Z\n").expect("age the lock");
@@ -608,4 +612,79 @@ async fn pending_message_deleted_meanwhile_is_marked_vanished() {
     assert_eq!(failed[0].uid, uid);
     assert_eq!(failed[0].reason.as_deref(), Some("vanished"));
     assert_eq!(wait_for_helpdesk(&env, 1).await.len(), 1);
+}
+
+/// Lines a man in the middle appends to the plaintext reply to STARTTLS
+/// must not be read later as the server's replies inside TLS (they would
+/// shift every reply by one, and a message could be marked forwarded on
+/// DATA's 354): deskbridge leaves them in the socket, where they break the
+/// TLS handshake.
+#[tokio::test]
+async fn starttls_reply_injection_breaks_the_handshake() {
+    use rustls::pki_types::pem::PemObject as _;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    use tokio::io::{AsyncBufReadExt as _, AsyncWriteExt as _, BufReader};
+
+    let env = TestEnv::new("inject");
+    let certs: Vec<CertificateDer<'static>> =
+        CertificateDer::pem_file_iter(env.stack.dir.join("tls/server.pem"))
+            .expect("server certificate")
+            .collect::<Result<_, _>>()
+            .expect("server certificate");
+    let key = PrivateKeyDer::from_pem_file(env.stack.dir.join("tls/server.key")).expect("key");
+    let server_config = rustls::ServerConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .expect("protocol versions")
+    .with_no_client_auth()
+    .with_single_cert(certs, key)
+    .expect("server config");
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(server_config));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let port = listener.local_addr().expect("addr").port();
+    let server = tokio::spawn(async move {
+        let (tcp, _) = listener.accept().await.expect("accept");
+        let mut plain = BufReader::new(tcp);
+        let mut line = String::new();
+        plain.write_all(b"220 fake ESMTP\r\n").await.expect("greet");
+        while plain.read_line(&mut line).await.is_ok_and(|read| 0 < read) {
+            let command = std::mem::take(&mut line).to_ascii_uppercase();
+            if command.starts_with("EHLO") {
+                let reply = b"250-fake\r\n250-PIPELINING\r\n250 STARTTLS\r\n";
+                plain.write_all(reply).await.expect("ehlo");
+            } else if command.starts_with("STARTTLS") {
+                // The attacker's line rides on the same segment.
+                let reply = b"220 2.0.0 go ahead\r\n250 injected\r\n";
+                plain.write_all(reply).await.expect("starttls");
+                break;
+            }
+        }
+        let Ok(tls) = acceptor.accept(plain.into_inner()).await else {
+            return;
+        };
+        let mut secure = BufReader::new(tls);
+        while secure.read_line(&mut line).await.is_ok_and(|read| 0 < read) {
+            let command = std::mem::take(&mut line).to_ascii_uppercase();
+            let reply: &[u8] = if command.starts_with("EHLO") {
+                b"250-fake\r\n250 PIPELINING\r\n"
+            } else {
+                b"221 bye\r\n"
+            };
+            if secure.write_all(reply).await.is_err() {
+                return;
+            }
+        }
+    });
+    let mut settings = env.settings(&ConfigOptions::default());
+    settings.smtp.port = port;
+    settings.smtp.credentials = None;
+    let err = deskbridge::sink::connect(&settings.smtp)
+        .await
+        .expect_err("the injected line must not become a reply");
+    let message = err.to_string();
+    assert!(message.contains("TLS with SMTP server"), "{message}");
+    let _ = server.await;
 }

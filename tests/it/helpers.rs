@@ -100,8 +100,14 @@ impl TestEnv {
                 % 1_000_000_000
         );
         let dir = tempfile::tempdir().expect("tempdir");
-        std::fs::write(dir.path().join("password"), format!("{}\n", stack.password))
+        let password_file = dir.path().join("password");
+        std::fs::write(&password_file, format!("{}\n", stack.password))
             .expect("write password file");
+        std::fs::set_permissions(
+            &password_file,
+            std::os::unix::fs::PermissionsExt::from_mode(0o600),
+        )
+        .expect("chmod 600 the password file");
         TestEnv {
             support_user: format!("{unique}@support.test"),
             helpdesk_user: format!("{unique}@helpdesk.test"),
