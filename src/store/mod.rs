@@ -1378,6 +1378,34 @@ mod tests {
     }
 
     #[test]
+    fn an_auto_reply_is_claimed_before_sending_in_any_letter_case() {
+        let store = Store::open_in_memory().expect("open");
+        let since = "2000-01-01T00:00:00Z";
+        assert!(
+            !store
+                .auto_replied_since("Alice@Example.org", since)
+                .expect("read")
+        );
+        store.claim_auto_reply("Alice@Example.org").expect("claim");
+        // Claimed, not yet sent: the sender's turn is taken all the same.
+        assert!(
+            store
+                .auto_replied_since("alice@example.org", since)
+                .expect("read")
+        );
+        assert!(
+            store
+                .auto_replied_since("ALICE@EXAMPLE.ORG", since)
+                .expect("read")
+        );
+        assert!(
+            !store
+                .auto_replied_since("bob@example.org", since)
+                .expect("read")
+        );
+    }
+
+    #[test]
     fn prune_clears_content_but_keeps_threading_fields() {
         let dir = tempfile::tempdir().expect("tempdir");
         let (mut store, journal) = open_with_journal(dir.path());

@@ -13,8 +13,9 @@ use deskbridge::worker;
 use futures::StreamExt;
 
 use crate::helpers::{
-    ConfigOptions, TestEnv, backlog, binary, message, read_folder, rows_in_state, run_pass,
-    second_mailbox, set_recipient_access, sorted_originals, split_delivered, wait_for_helpdesk,
+    ConfigOptions, TestEnv, backlog, binary, fake_smtp, message, read_folder, rows_in_state,
+    run_pass, second_mailbox, set_recipient_access, sorted_originals, split_delivered,
+    wait_for_helpdesk,
 };
 
 /// A CA that did not sign the IMAP server's certificate fails the TLS
@@ -349,6 +350,8 @@ async fn stop_mid_pass_loses_and_duplicates_nothing() {
         .await
         .expect("stopped pass runs");
     watcher.abort();
+    assert!(first.interrupted);
+    assert_eq!(first.exit_code(), 1, "a stopped pass is not a clean one");
     let first = &first.mailboxes[0];
     // What the stopped pass fetched was forwarded or left pending; what it
     // did not fetch waits for the next pass.
@@ -621,63 +624,15 @@ async fn pending_message_deleted_meanwhile_is_marked_vanished() {
 /// TLS handshake.
 #[tokio::test]
 async fn starttls_reply_injection_breaks_the_handshake() {
-    use rustls::pki_types::pem::PemObject as _;
-    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
-    use tokio::io::{AsyncBufReadExt as _, AsyncWriteExt as _, BufReader};
-
     let env = TestEnv::new("inject");
-    let certs: Vec<CertificateDer<'static>> =
-        CertificateDer::pem_file_iter(env.stack.dir.join("tls/server.pem"))
-            .expect("server certificate")
-            .collect::<Result<_, _>>()
-            .expect("server certificate");
-    let key = PrivateKeyDer::from_pem_file(env.stack.dir.join("tls/server.key")).expect("key");
-    let server_config = rustls::ServerConfig::builder_with_provider(Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()
-    .expect("protocol versions")
-    .with_no_client_auth()
-    .with_single_cert(certs, key)
-    .expect("server config");
-    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(server_config));
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
-    let port = listener.local_addr().expect("addr").port();
-    let server = tokio::spawn(async move {
-        let (tcp, _) = listener.accept().await.expect("accept");
-        let mut plain = BufReader::new(tcp);
-        let mut line = String::new();
-        plain.write_all(b"220 fake ESMTP\r\n").await.expect("greet");
-        while plain.read_line(&mut line).await.is_ok_and(|read| 0 < read) {
-            let command = std::mem::take(&mut line).to_ascii_uppercase();
-            if command.starts_with("EHLO") {
-                let reply = b"250-fake\r\n250-PIPELINING\r\n250 STARTTLS\r\n";
-                plain.write_all(reply).await.expect("ehlo");
-            } else if command.starts_with("STARTTLS") {
-                // The attacker's line rides on the same segment.
-                let reply = b"220 2.0.0 go ahead\r\n250 injected\r\n";
-                plain.write_all(reply).await.expect("starttls");
-                break;
-            }
-        }
-        let Ok(tls) = acceptor.accept(plain.into_inner()).await else {
-            return;
-        };
-        let mut secure = BufReader::new(tls);
-        while secure.read_line(&mut line).await.is_ok_and(|read| 0 < read) {
-            let command = std::mem::take(&mut line).to_ascii_uppercase();
-            let reply: &[u8] = if command.starts_with("EHLO") {
-                b"250-fake\r\n250 PIPELINING\r\n"
-            } else {
-                b"221 bye\r\n"
-            };
-            if secure.write_all(reply).await.is_err() {
-                return;
-            }
-        }
-    });
+    let port = fake_smtp(&env.stack, b"250 injected\r\n", |command| {
+        Some(if command.starts_with("EHLO") {
+            b"250-fake\r\n250 PIPELINING\r\n"
+        } else {
+            b"221 bye\r\n"
+        })
+    })
+    .await;
     let mut settings = env.settings(&ConfigOptions::default());
     settings.smtp.port = port;
     settings.smtp.credentials = None;
@@ -686,5 +641,40 @@ async fn starttls_reply_injection_breaks_the_handshake() {
         .expect_err("the injected line must not become a reply");
     let message = err.to_string();
     assert!(message.contains("TLS with SMTP server"), "{message}");
-    let _ = server.await;
+}
+
+/// A session the server drops before any of the content was sent (as a
+/// server does with a session idle past its timeout) cannot have delivered
+/// the message: it stays pending, and the attempt does not count towards
+/// giving up.
+#[tokio::test]
+async fn a_break_before_the_content_is_not_an_attempt() {
+    let env = TestEnv::new("earlybreak");
+    env.seed(&[&message(
+        "N <n@example.org>",
+        "Early",
+        "early.1@example.org",
+        "n",
+    )])
+    .await;
+    let port = fake_smtp(&env.stack, b"", |command| {
+        if command.starts_with("EHLO") {
+            Some(b"250-fake\r\n250 PIPELINING\r\n")
+        } else {
+            None
+        }
+    })
+    .await;
+    let mut settings = env.settings(&ConfigOptions::default());
+    settings.smtp.port = port;
+    settings.smtp.credentials = None;
+    let report = run_pass(&settings).await.expect("pass runs");
+    let mailbox = &report.mailboxes[0];
+    assert_eq!((mailbox.forwarded, mailbox.deferred), (0, 1), "{mailbox:?}");
+    let row = rows_in_state(&settings, State::Pending)
+        .pop()
+        .expect("still pending");
+    assert_eq!(row.attempts, 0, "no content went out: no attempt");
+    let error = row.last_error.unwrap_or_default();
+    assert!(error.contains("broke"), "{error}");
 }

@@ -422,3 +422,79 @@ pub fn backlog(tag: &str, count: usize) -> Vec<Vec<u8>> {
 pub fn binary() -> &'static Path {
     Path::new(env!("CARGO_BIN_EXE_deskbridge"))
 }
+
+/// A fake SMTP server on loopback for failures Postfix will not stage: it
+/// greets, offers STARTTLS, answers STARTTLS with `220` followed by
+/// `after_starttls` in the same write, then speaks TLS with the stack's
+/// certificate, answering each command line with `answer` (None: it drops
+/// the connection). Returns its port; it serves until the test ends.
+pub async fn fake_smtp(
+    stack: &Stack,
+    after_starttls: &'static [u8],
+    answer: fn(&str) -> Option<&'static [u8]>,
+) -> u16 {
+    use rustls::pki_types::pem::PemObject as _;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    use tokio::io::{AsyncBufReadExt as _, AsyncWriteExt as _, BufReader};
+
+    let certs: Vec<CertificateDer<'static>> =
+        CertificateDer::pem_file_iter(stack.dir.join("tls/server.pem"))
+            .expect("server certificate")
+            .collect::<Result<_, _>>()
+            .expect("server certificate");
+    let key = PrivateKeyDer::from_pem_file(stack.dir.join("tls/server.key")).expect("key");
+    let server_config = rustls::ServerConfig::builder_with_provider(std::sync::Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .expect("protocol versions")
+    .with_no_client_auth()
+    .with_single_cert(certs, key)
+    .expect("server config");
+    let acceptor = tokio_rustls::TlsAcceptor::from(std::sync::Arc::new(server_config));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let port = listener.local_addr().expect("addr").port();
+    tokio::spawn(async move {
+        while let Ok((tcp, _)) = listener.accept().await {
+            let acceptor = acceptor.clone();
+            tokio::spawn(async move {
+                let mut plain = BufReader::new(tcp);
+                let mut line = String::new();
+                if plain.write_all(b"220 fake ESMTP\r\n").await.is_err() {
+                    return;
+                }
+                while plain.read_line(&mut line).await.is_ok_and(|read| 0 < read) {
+                    let command = std::mem::take(&mut line).to_ascii_uppercase();
+                    if command.starts_with("EHLO") {
+                        let reply = b"250-fake\r\n250-PIPELINING\r\n250 STARTTLS\r\n";
+                        if plain.write_all(reply).await.is_err() {
+                            return;
+                        }
+                    } else if command.starts_with("STARTTLS") {
+                        let reply = [b"220 2.0.0 go ahead\r\n".as_slice(), after_starttls].concat();
+                        if plain.write_all(&reply).await.is_err() {
+                            return;
+                        }
+                        break;
+                    }
+                }
+                let Ok(tls) = acceptor.accept(plain.into_inner()).await else {
+                    return;
+                };
+                let mut secure = BufReader::new(tls);
+                while secure.read_line(&mut line).await.is_ok_and(|read| 0 < read) {
+                    let command = std::mem::take(&mut line).to_ascii_uppercase();
+                    let Some(reply) = answer(&command) else {
+                        return;
+                    };
+                    if secure.write_all(reply).await.is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    port
+}
