@@ -3,6 +3,10 @@
 # Logging, arithmetic, mailbox paths, and getting the stack and a deskbridge
 # binary ready. The sourcing script sets $repo first.
 
+# Numbers are printed with a decimal point whatever the locale, and the
+# servers' commands are found in the sbin folders.
+export LC_ALL=C
+PATH="$PATH:/usr/sbin:/sbin"
 say() { echo "bench: $*" >&2; }
 now() { date +%s.%N; }
 # calc EXPR: floating-point arithmetic (awk), e.g. calc "$b - $a".

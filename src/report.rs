@@ -19,7 +19,7 @@ pub fn pass_summary(report: &PassReport) -> String {
             None => {
                 let _ = writeln!(
                     out,
-                    "{}: fetched {}, forwarded {}, held {}, skipped {}, failed {}, deferred {}{}",
+                    "{}: fetched {}, forwarded {}, held {}, skipped {}, failed {}, deferred {}{}{}",
                     mailbox.name,
                     mailbox.fetched,
                     mailbox.forwarded,
@@ -29,6 +29,14 @@ pub fn pass_summary(report: &PassReport) -> String {
                     mailbox.deferred,
                     if 0 < mailbox.settle_errors {
                         format!(", {} settle errors", mailbox.settle_errors)
+                    } else {
+                        String::new()
+                    },
+                    if 0 < mailbox.unfetched {
+                        format!(
+                            ", {} refused by the IMAP server (left in the folder; see the warnings)",
+                            mailbox.unfetched
+                        )
                     } else {
                         String::new()
                     }

@@ -12,7 +12,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_imap::Session;
-use futures::StreamExt;
+use async_imap::imap_proto::{AttributeValue, MailboxDatum, Response, Status};
 use rustls::pki_types::ServerName;
 use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
@@ -70,6 +70,20 @@ pub enum SourceError {
         "IMAP server {addr}: folder {folder} reports no UIDVALIDITY, so UIDs cannot be tracked"
     )]
     NoUidValidity { addr: String, folder: String },
+}
+
+impl SourceError {
+    /// The server answered the command with NO or BAD: it is up, and the
+    /// session can go on, but it would not do this.
+    pub fn is_refusal(&self) -> bool {
+        matches!(
+            self,
+            SourceError::Command {
+                source: async_imap::error::Error::No(_) | async_imap::error::Error::Bad(_),
+                ..
+            }
+        )
+    }
 }
 
 /// Result alias for IMAP operations.
@@ -297,17 +311,24 @@ impl ImapSource {
     }
 
     async fn read_delimiter(&mut self) -> Result<Option<String>> {
-        let addr = self.addr.clone();
-        let fail = self.command_error("list the hierarchy delimiter".to_owned());
-        let names = limit(&addr, self.timeout, "LIST", async {
-            let stream = self.session.list(Some(""), Some("\"\"")).await?;
-            drain(stream).await
-        })
-        .await?
-        .map_err(fail)?;
-        Ok(names
-            .iter()
-            .find_map(|name| name.delimiter().map(str::to_owned)))
+        let mut delimiter = None;
+        let timeout = self.timeout;
+        self.run_checked(
+            "LIST \"\" \"\"",
+            ("LIST", timeout),
+            "list the hierarchy delimiter".to_owned(),
+            |response| {
+                if let Response::MailboxData(MailboxDatum::List {
+                    delimiter: Some(found),
+                    ..
+                }) = response
+                {
+                    delimiter.get_or_insert_with(|| found.to_string());
+                }
+            },
+        )
+        .await?;
+        Ok(delimiter)
     }
 
     /// Maps a `/`-separated folder path onto the server's delimiter.
@@ -357,82 +378,140 @@ impl ImapSource {
 
     /// UIDs at or above `first`, ascending.
     pub async fn uids_from(&mut self, first: u32) -> Result<Vec<u32>> {
-        let fail = self.command_error(format!("search for UIDs from {first}"));
-        let found = limit(
-            &self.addr,
-            self.timeout,
-            "UID SEARCH",
-            self.session.uid_search(format!("UID {first}:*")),
-        )
-        .await?
-        .map_err(fail)?;
+        let found = self
+            .search(
+                &format!("UID {first}:*"),
+                format!("search for UIDs from {first}"),
+            )
+            .await?;
         // NOTE: `N:*` matches the highest UID even when it is below N
         // (RFC 3501 §6.4.8), so filter.
-        let mut uids: Vec<u32> = found.into_iter().filter(|uid| first <= *uid).collect();
-        uids.sort_unstable();
-        Ok(uids)
+        Ok(found.into_iter().filter(|uid| first <= *uid).collect())
     }
 
-    /// Which of these UIDs the folder still holds (`UID SEARCH UID set`,
-    /// whose status, unlike a FETCH's, is checked).
+    /// Which of these UIDs the folder still holds.
     pub async fn existing(&mut self, uids: &[u32]) -> Result<Vec<u32>> {
-        if uids.is_empty() {
-            return Ok(Vec::new());
+        let mut found = Vec::new();
+        for group in uids.chunks(UIDS_PER_COMMAND) {
+            let set = uid_set(group);
+            let listed = self
+                .search(&format!("UID {set}"), format!("search for UIDs {set}"))
+                .await?;
+            found.extend(listed.into_iter().filter(|uid| group.contains(uid)));
         }
-        let set = uid_set(uids);
-        let fail = self.command_error(format!("search for UIDs {set}"));
-        let found = limit(
-            &self.addr,
-            self.timeout,
-            "UID SEARCH",
-            self.session.uid_search(format!("UID {set}")),
-        )
-        .await?
-        .map_err(fail)?;
-        let mut uids: Vec<u32> = found.into_iter().filter(|uid| uids.contains(uid)).collect();
-        uids.sort_unstable();
-        Ok(uids)
+        found.sort_unstable();
+        Ok(found)
     }
 
     /// The RFC822.SIZE of each of these UIDs, without fetching bodies, so
-    /// batches can be bounded in bytes as well as in count.
+    /// batches can be bounded in bytes as well as in count. Asked in groups,
+    /// so neither the command line nor the answer grows with the folder.
     pub async fn sizes(&mut self, uids: &[u32]) -> Result<Vec<(u32, u64)>> {
-        if uids.is_empty() {
-            return Ok(Vec::new());
+        let mut sizes = Vec::with_capacity(uids.len());
+        for group in uids.chunks(UIDS_PER_COMMAND) {
+            let set = uid_set(group);
+            let timeout = self.timeout;
+            self.run_checked(
+                &format!("UID FETCH {set} (UID RFC822.SIZE)"),
+                ("UID FETCH", timeout),
+                format!("fetch sizes of UIDs {set}"),
+                |response| {
+                    if let Response::Fetch(_, attributes) = response {
+                        let uid = attributes.iter().find_map(|attribute| match attribute {
+                            AttributeValue::Uid(uid) => Some(*uid),
+                            _ => None,
+                        });
+                        let size = attributes.iter().find_map(|attribute| match attribute {
+                            AttributeValue::Rfc822Size(size) => Some(u64::from(*size)),
+                            _ => None,
+                        });
+                        if let (Some(uid), Some(size)) = (uid, size) {
+                            sizes.push((uid, size));
+                        }
+                    }
+                },
+            )
+            .await?;
         }
-        let set = uid_set(uids);
-        let addr = self.addr.clone();
-        let timeout = self.timeout;
-        let fail = self.command_error(format!("fetch sizes of UIDs {set}"));
-        let fetches = limit(&addr, timeout, "UID FETCH", async {
-            let stream = self.session.uid_fetch(&set, "(UID RFC822.SIZE)").await?;
-            drain(stream).await
-        })
-        .await?
-        .map_err(fail)?;
-        Ok(fetches
-            .iter()
-            .filter_map(|fetch| Some((fetch.uid?, u64::from(fetch.size?))))
-            .collect())
+        Ok(sizes)
     }
 
     /// UIDs in the selected folder whose Message-ID header is `message_id`
     /// (without angle brackets).
     pub async fn uids_with_message_id(&mut self, message_id: &str) -> Result<Vec<u32>> {
         let quoted = format!("\"<{}>\"", message_id.replace(['\\', '"'], ""));
-        let fail = self.command_error(format!("search for Message-ID <{message_id}>"));
-        let found = limit(
-            &self.addr,
-            self.timeout,
-            "UID SEARCH",
-            self.session
-                .uid_search(format!("HEADER Message-ID {quoted}")),
+        self.search(
+            &format!("HEADER Message-ID {quoted}"),
+            format!("search for Message-ID <{message_id}>"),
         )
-        .await?
-        .map_err(fail)?;
-        let mut uids: Vec<u32> = found.into_iter().collect();
+        .await
+    }
+
+    /// `UID SEARCH criteria`, ascending.
+    async fn search(&mut self, criteria: &str, description: String) -> Result<Vec<u32>> {
+        let mut uids = Vec::new();
+        let timeout = self.timeout;
+        self.run_checked(
+            &format!("UID SEARCH {criteria}"),
+            ("UID SEARCH", timeout),
+            description,
+            |response| {
+                if let Response::MailboxData(MailboxDatum::Search(found)) = response {
+                    uids.extend_from_slice(found);
+                }
+            },
+        )
+        .await?;
         uids.sort_unstable();
+        uids.dedup();
         Ok(uids)
+    }
+
+    /// Runs one command, hands each untagged response to `each`, and
+    /// fails unless the command's own tagged reply is OK.
+    ///
+    /// NOTE: async-imap's SEARCH, FETCH and STORE end at the tagged reply
+    /// without reading its status: a NO or BAD (a degraded server, a
+    /// message it cannot read, a read-only folder) looked like success with
+    /// fewer results. Those commands all go through here instead.
+    async fn run_checked(
+        &mut self,
+        command: &str,
+        (operation, timeout): (&'static str, Duration),
+        description: String,
+        mut each: impl FnMut(&Response<'_>),
+    ) -> Result<()> {
+        let addr = self.addr.clone();
+        let fail = |source| SourceError::Command {
+            addr: addr.clone(),
+            operation: description.clone(),
+            source,
+        };
+        let tag = limit(&addr, timeout, operation, self.session.run_command(command))
+            .await?
+            .map_err(fail)?;
+        loop {
+            let response = limit(&addr, timeout, operation, self.session.read_response())
+                .await?
+                .map_err(|io| fail(async_imap::error::Error::Io(io)))?
+                .ok_or_else(|| fail(async_imap::error::Error::ConnectionLost))?;
+            match response.parsed() {
+                Response::Done {
+                    tag: done,
+                    status,
+                    information,
+                    ..
+                } if *done == tag => {
+                    let text = information.as_deref().unwrap_or_default().to_owned();
+                    return match status {
+                        Status::Ok => Ok(()),
+                        Status::No => Err(fail(async_imap::error::Error::No(text))),
+                        _ => Err(fail(async_imap::error::Error::Bad(text))),
+                    };
+                }
+                other => each(other),
+            }
+        }
     }
 
     /// Fetches the full bytes of these UIDs in one command. UIDs that no
@@ -463,37 +542,40 @@ impl ImapSource {
             return Ok(Vec::new());
         }
         let set = uid_set(uids);
-        let addr = self.addr.clone();
-        let fail = self.command_error(format!("fetch UIDs {set}"));
-        let mut stream = limit(
-            &addr,
-            timeout,
-            "UID FETCH",
-            self.session.uid_fetch(&set, items),
-        )
-        .await?
-        .map_err(fail)?;
         let mut mails = Vec::with_capacity(uids.len());
-        while let Some(item) = limit(&addr, timeout, "UID FETCH", stream.next()).await? {
-            // NOTE: async-imap ends this stream at the tagged reply without
-            // reading its status: a NO after part of the data (or none)
-            // looks like a complete answer. Callers compare what arrived
-            // with what they asked for, and ask `existing` about the rest.
-            let fetch = item.map_err(|source| SourceError::Command {
-                addr: addr.clone(),
-                operation: format!("fetch UIDs {set}"),
-                source,
-            })?;
-            // NOTE: Untagged FETCH responses about flag changes made by other
-            // clients can arrive here too; they carry no body.
-            if let (Some(uid), Some(body)) = (fetch.uid, fetch.body().or_else(|| fetch.header())) {
-                mails.push(RawMail {
-                    uid,
-                    size: fetch.size.map_or(body.len() as u64, u64::from),
-                    bytes: body.to_vec(),
-                });
-            }
-        }
+        self.run_checked(
+            &format!("UID FETCH {set} {items}"),
+            ("UID FETCH", timeout),
+            format!("fetch UIDs {set}"),
+            |response| {
+                // NOTE: Untagged FETCH responses about flag changes made by
+                // other clients can arrive here too; they carry no body.
+                let Response::Fetch(_, attributes) = response else {
+                    return;
+                };
+                let mut uid = None;
+                let mut size = None;
+                let mut body = None;
+                for attribute in attributes {
+                    match attribute {
+                        AttributeValue::Uid(value) => uid = Some(*value),
+                        AttributeValue::Rfc822Size(value) => size = Some(u64::from(*value)),
+                        AttributeValue::BodySection {
+                            data: Some(data), ..
+                        } => body = Some(data.to_vec()),
+                        _ => (),
+                    }
+                }
+                if let (Some(uid), Some(bytes)) = (uid, body) {
+                    mails.push(RawMail {
+                        uid,
+                        size: size.unwrap_or(bytes.len() as u64),
+                        bytes,
+                    });
+                }
+            },
+        )
+        .await?;
         Ok(mails)
     }
 
@@ -503,22 +585,26 @@ impl ImapSource {
     /// # Errors
     /// A refused STORE, CREATE or MOVE.
     pub async fn settle(&mut self, uids: &[u32], settlement: &Settlement) -> Result<()> {
+        for group in uids.chunks(UIDS_PER_COMMAND) {
+            self.settle_group(group, settlement).await?;
+        }
+        Ok(())
+    }
+
+    async fn settle_group(&mut self, uids: &[u32], settlement: &Settlement) -> Result<()> {
         if uids.is_empty() {
             return Ok(());
         }
         let set = uid_set(uids);
         let addr = self.addr.clone();
         let timeout = self.timeout;
-        let fail = self.command_error(format!("set flags {} on UIDs {set}", settlement.flags));
-        limit(&addr, timeout, "UID STORE", async {
-            let stream = self
-                .session
-                .uid_store(&set, format!("+FLAGS.SILENT ({})", settlement.flags))
-                .await?;
-            drain(stream).await
-        })
-        .await?
-        .map_err(fail)?;
+        self.run_checked(
+            &format!("UID STORE {set} +FLAGS.SILENT ({})", settlement.flags),
+            ("UID STORE", timeout),
+            format!("set flags {} on UIDs {set}", settlement.flags),
+            |_| (),
+        )
+        .await?;
         let Some(path) = &settlement.move_to else {
             return Ok(());
         };
@@ -540,22 +626,31 @@ impl ImapSource {
         // EXPUNGE (UIDPLUS) removes only these messages; without it the
         // originals stay marked \Deleted for the user's client to expunge,
         // because a plain EXPUNGE would also remove other clients' deletions.
-        let can_uid_expunge = self.can_uid_expunge;
-        limit(&addr, timeout, "UID COPY", async {
-            self.session.uid_copy(&set, &folder).await?;
-            let stream = self
-                .session
-                .uid_store(&set, "+FLAGS.SILENT (\\Deleted)")
-                .await?;
-            drain(stream).await?;
-            if can_uid_expunge {
-                let stream = self.session.uid_expunge(&set).await?;
-                drain(stream).await?;
-            }
-            Ok(())
-        })
+        limit(
+            &addr,
+            timeout,
+            "UID COPY",
+            self.session.uid_copy(&set, &folder),
+        )
         .await?
-        .map_err(fail)
+        .map_err(fail)?;
+        self.run_checked(
+            &format!("UID STORE {set} +FLAGS.SILENT (\\Deleted)"),
+            ("UID STORE", timeout),
+            format!("mark UIDs {set} deleted after copying them to {folder}"),
+            |_| (),
+        )
+        .await?;
+        if self.can_uid_expunge {
+            self.run_checked(
+                &format!("UID EXPUNGE {set}"),
+                ("UID EXPUNGE", timeout),
+                format!("expunge UIDs {set} after copying them to {folder}"),
+                |_| (),
+            )
+            .await?;
+        }
+        Ok(())
     }
 
     async fn ensure_folder(&mut self, folder: &str) -> Result<()> {
@@ -565,14 +660,17 @@ impl ImapSource {
         let addr = self.addr.clone();
         let timeout = self.timeout;
         let quoted = format!("\"{}\"", folder.replace('\\', "\\\\").replace('"', "\\\""));
-        let fail = self.command_error(format!("look up folder {folder}"));
-        let existing = limit(&addr, timeout, "LIST", async {
-            let stream = self.session.list(Some(""), Some(&quoted)).await?;
-            drain(stream).await
-        })
-        .await?
-        .map_err(fail)?;
-        if existing.is_empty() {
+        let mut exists = false;
+        self.run_checked(
+            &format!("LIST \"\" {quoted}"),
+            ("LIST", timeout),
+            format!("look up folder {folder}"),
+            |response| {
+                exists |= matches!(response, Response::MailboxData(MailboxDatum::List { .. }));
+            },
+        )
+        .await?;
+        if !exists {
             let fail = self.command_error(format!("create folder {folder}"));
             limit(&addr, timeout, "CREATE", self.session.create(folder))
                 .await?
@@ -588,13 +686,10 @@ impl ImapSource {
     }
 }
 
-/// Reads a response stream to its end, failing on the first bad item.
-async fn drain<T>(
-    stream: impl futures::Stream<Item = async_imap::error::Result<T>>,
-) -> async_imap::error::Result<Vec<T>> {
-    let items: Vec<_> = stream.collect().await;
-    items.into_iter().collect()
-}
+/// UIDs per SEARCH, FETCH of sizes, or STORE: a set of scattered UIDs
+/// must stay well inside servers' command-line limits (RFC 7162 §4 asks
+/// clients to keep to about 8 KB).
+const UIDS_PER_COMMAND: usize = 500;
 
 /// Runs one network step under the timeout.
 async fn limit<T>(

@@ -5,6 +5,7 @@
 //! the log. Each state change is its own short transaction, so the file on
 //! disk always tells the truth about what was sent.
 
+use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 
 use rusqlite::{Connection, OptionalExtension, Row, params};
@@ -520,6 +521,25 @@ impl Store {
             )
             .optional()
             .map_err(|source| self.query_error("look up a message by UID", source))
+    }
+
+    /// UIDs at or above `first` already logged for this folder identity.
+    pub fn logged_uids_from(
+        &self,
+        mailbox: &str,
+        uidvalidity: u32,
+        first: u32,
+    ) -> Result<HashSet<u32>> {
+        let mut statement = self
+            .conn
+            .prepare_cached(
+                "SELECT uid FROM messages WHERE mailbox = ?1 AND uidvalidity = ?2 AND uid >= ?3",
+            )
+            .map_err(|source| self.query_error("list logged UIDs", source))?;
+        statement
+            .query_map(params![mailbox, uidvalidity, first], |row| row.get(0))
+            .and_then(|rows| rows.collect())
+            .map_err(|source| self.query_error("list logged UIDs", source))
     }
 
     /// The row of this mailbox with the same content, if any: the oldest

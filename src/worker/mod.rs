@@ -52,6 +52,9 @@ pub struct MailboxReport {
     pub deferred: u32,
     /// Batches whose IMAP settle failed; retried on the next pass.
     pub settle_errors: u32,
+    /// Messages the IMAP server listed but refused to return; they stay in
+    /// the folder (pending ones stay pending) for the next pass.
+    pub unfetched: u32,
     /// Why the mailbox could not be processed (TLS, login, SMTP session),
     /// with the full cause chain.
     pub error: Option<String>,
@@ -70,6 +73,7 @@ impl MailboxReport {
         self.failed += other.failed;
         self.deferred += other.deferred;
         self.settle_errors += other.settle_errors;
+        self.unfetched += other.unfetched;
         self.checkpoint_ceiling = match (self.checkpoint_ceiling, other.checkpoint_ceiling) {
             (Some(mine), Some(theirs)) => Some(mine.min(theirs)),
             (mine, theirs) => mine.or(theirs),
@@ -89,7 +93,7 @@ impl PassReport {
             || self
                 .mailboxes
                 .iter()
-                .any(|report| 0 < report.failed || 0 < report.settle_errors)
+                .any(|report| 0 < report.failed || 0 < report.settle_errors || 0 < report.unfetched)
         {
             return 1;
         }
@@ -306,7 +310,7 @@ async fn work_mailbox(
         .uid_next
         .is_none_or(|uid_next| last_uid.saturating_add(1) < uid_next)
         && 0 < folder.exists;
-    let new_uids = if has_new {
+    let mut new_uids = if has_new {
         source
             .uids_from(last_uid.saturating_add(1))
             .await
@@ -315,6 +319,13 @@ async fn work_mailbox(
     } else {
         Vec::new()
     };
+    // NOTE: Above the checkpoint, the log may already hold messages: the
+    // checkpoint stays below a message the server would not return, and
+    // the messages after it were logged meanwhile. Their work (pending,
+    // unsettled) is carried above; fetching them again would cost a full
+    // download of everything behind that one message on every pass.
+    let logged = store.logged_uids_from(&mailbox.name, uidvalidity, last_uid.saturating_add(1))?;
+    new_uids.retain(|uid| !logged.contains(uid));
     let mut work: Vec<u32> = carried.keys().copied().chain(new_uids).collect();
     work.sort_unstable();
     work.dedup();
@@ -370,6 +381,8 @@ async fn work_mailbox(
         examiner: &examiner,
         journal,
         copies: std::cell::Cell::default(),
+        refused: std::cell::RefCell::default(),
+        gone: std::cell::RefCell::default(),
     };
     let Some(first_chunk) = chunks.first() else {
         return Ok(());
@@ -577,28 +590,54 @@ struct Batch<'a> {
     /// Copies seen so far in this pass; taken out while a batch is
     /// recorded (batches are recorded one at a time).
     copies: std::cell::Cell<record::PassCopies>,
+    /// UIDs the server still lists but refused to return in this pass.
+    refused: std::cell::RefCell<HashSet<u32>>,
+    /// UIDs asked for that the folder no longer holds (expunged meanwhile).
+    gone: std::cell::RefCell<HashSet<u32>>,
 }
 
 impl Batch<'_> {
     /// Fetches one batch.
     ///
-    /// A pending row from an earlier pass whose UID did not come back is
-    /// marked `vanished` when recorded; so first ask the server whether it
-    /// still holds that UID (a FETCH's NO goes unseen, see
-    /// [`ImapSource::fetch`]). If it does, the mailbox stops for this pass
-    /// and nothing of the batch is recorded: the row stays pending.
+    /// A server may refuse a whole FETCH for one message it cannot read:
+    /// then the batch is fetched one message at a time, and what it still
+    /// refuses is left where it is for the next pass (counted in the
+    /// report), so one bad message does not hold up the folder. A pending
+    /// row from an earlier pass whose UID did not come back is marked
+    /// `vanished` when recorded, so the server is first asked whether it
+    /// still holds that UID; if it does, that row stays pending too.
     async fn fetch(&self, source: &mut ImapSource, chunk: &[u32]) -> Result<Vec<RawMail>, Stop> {
         let mailbox = self.mailbox;
         let context = || folder_context(mailbox);
-        let mails = fetch_batch(source, chunk, self.sizes, self.oversized)
-            .await
-            .with_context(context)
-            .map_err(Stop::Mailbox)?;
+        let mails = match fetch_batch(source, chunk, self.sizes, self.oversized).await {
+            Ok(mails) => mails,
+            Err(err) if err.is_refusal() => {
+                warn!(mailbox = %mailbox.name, uids = %source::uid_set(chunk), error.message = %err, "the IMAP server refused a fetch; fetching those messages one at a time");
+                let mut mails = Vec::with_capacity(chunk.len());
+                for uid in chunk {
+                    match fetch_batch(source, &[*uid], self.sizes, self.oversized).await {
+                        Ok(found) => mails.extend(found),
+                        Err(err) if err.is_refusal() => {
+                            warn!(mailbox = %mailbox.name, uid, error.message = %err, "the IMAP server refused to return this message; it stays in the folder and is tried again next pass");
+                            self.refused.borrow_mut().insert(*uid);
+                        }
+                        Err(err) => {
+                            return Err(Stop::Mailbox(anyhow::Error::new(err).context(context())));
+                        }
+                    }
+                }
+                mails
+            }
+            Err(err) => return Err(Stop::Mailbox(anyhow::Error::new(err).context(context()))),
+        };
+        // NOTE: A UID asked for but not returned was either expunged
+        // meanwhile (by another client) or is one the server will not give
+        // out. Only the server can tell which.
         let not_returned: Vec<u32> = chunk
             .iter()
             .copied()
             .filter(|uid| {
-                self.carried.contains_key(uid) && !mails.iter().any(|mail| mail.uid == *uid)
+                !self.refused.borrow().contains(uid) && !mails.iter().any(|mail| mail.uid == *uid)
             })
             .collect();
         let still_there = source
@@ -607,12 +646,15 @@ impl Batch<'_> {
             .with_context(context)
             .map_err(Stop::Mailbox)?;
         if !still_there.is_empty() {
-            return Err(Stop::Mailbox(anyhow::anyhow!(
-                "{}: the IMAP server still lists UIDs {} but did not return them when fetched; they stay pending and are tried again next pass",
-                context(),
-                source::uid_set(&still_there)
-            )));
+            warn!(mailbox = %mailbox.name, uids = %source::uid_set(&still_there), "the IMAP server lists these messages but did not return them; they stay in the folder (pending ones pending) and are tried again next pass");
         }
+        self.gone.borrow_mut().extend(
+            not_returned
+                .iter()
+                .filter(|uid| !still_there.contains(uid))
+                .copied(),
+        );
+        self.refused.borrow_mut().extend(still_there);
         Ok(mails)
     }
 
@@ -626,16 +668,26 @@ impl Batch<'_> {
         mails: Vec<RawMail>,
         report: &mut MailboxReport,
     ) -> Result<Option<(Vec<RawMail>, Vec<Item>)>, Stop> {
-        fail_vanished(store, self.mailbox, self.carried, chunk, &mails, report)?;
+        let refused = self.refused.borrow().clone();
+        report.unfetched += chunk.iter().filter(|uid| refused.contains(uid)).count() as u32;
+        fail_vanished(
+            store,
+            self.mailbox,
+            (self.carried, &refused),
+            chunk,
+            &mails,
+            report,
+        )?;
         let (mails, examined) = record::examine_batch(self.examiner.clone(), mails).await?;
         let mut copies = self.copies.take();
+        let gone = self.gone.borrow().clone();
         let items = record::record_batch(
             self.settings,
             self.mailbox,
             (store, self.journal),
             pool,
             (&mails, examined),
-            (self.carried, &mut copies),
+            (self.carried, &mut copies, &gone),
             self.uidvalidity,
             chunk,
             report,
@@ -650,13 +702,14 @@ impl Batch<'_> {
 fn fail_vanished(
     store: &Store,
     mailbox: &MailboxSettings,
-    carried: &HashMap<u32, MessageRow>,
+    (carried, refused): (&HashMap<u32, MessageRow>, &HashSet<u32>),
     chunk: &[u32],
     mails: &[RawMail],
     report: &mut MailboxReport,
 ) -> Result<(), Stop> {
     for uid in chunk {
         if let Some(row) = carried.get(uid)
+            && !refused.contains(uid)
             && !mails.iter().any(|mail| mail.uid == *uid)
         {
             store.mark_failed(

@@ -8,7 +8,7 @@
 //!   checks against the log; then one transaction per batch, committed
 //!   on the journal's writer thread.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use anyhow::Context as _;
 use tracing::{info, warn};
@@ -197,7 +197,7 @@ pub(super) async fn record_batch(
     (store, journal): (&Store, &Journal),
     pool: Option<&mut SinkPool>,
     (mails, examined): (&[RawMail], Vec<Examined>),
-    (carried, pass_copies): (&HashMap<u32, MessageRow>, &mut PassCopies),
+    (carried, pass_copies, gone): (&HashMap<u32, MessageRow>, &mut PassCopies, &HashSet<u32>),
     uidvalidity: u32,
     chunk: &[u32],
     report: &mut MailboxReport,
@@ -339,12 +339,17 @@ pub(super) async fn record_batch(
             .map_err(Stop::Mailbox)?;
     }
 
-    // NOTE: A new UID the server listed but did not return (a race with an
-    // expunge, or a server fault) must not be stepped over for good.
+    // NOTE: A new UID the server still lists but did not return (a message
+    // it cannot read) must not be stepped over for good; one it no longer
+    // holds (expunged meanwhile) may be.
     let missing = chunk
         .iter()
         .copied()
-        .filter(|uid| !carried.contains_key(uid) && !mails.iter().any(|mail| mail.uid == *uid))
+        .filter(|uid| {
+            !carried.contains_key(uid)
+                && !gone.contains(uid)
+                && !mails.iter().any(|mail| mail.uid == *uid)
+        })
         .min();
     if let Some(uid) = missing {
         warn!(mailbox = %mailbox.name, uid, "listed by SEARCH but not returned by FETCH; will look again next pass");

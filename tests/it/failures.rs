@@ -13,9 +13,9 @@ use deskbridge::worker;
 use futures::StreamExt;
 
 use crate::helpers::{
-    ConfigOptions, TestEnv, backlog, binary, fake_smtp, message, read_folder, rows_in_state,
-    run_pass, second_mailbox, set_recipient_access, sorted_originals, split_delivered,
-    wait_for_helpdesk,
+    ConfigOptions, TestEnv, backlog, binary, fake_imap, fake_smtp, message, read_folder,
+    rows_in_state, run_pass, second_mailbox, set_recipient_access, sorted_originals,
+    split_delivered, wait_for_helpdesk,
 };
 
 /// A CA that did not sign the IMAP server's certificate fails the TLS
@@ -677,4 +677,104 @@ async fn a_break_before_the_content_is_not_an_attempt() {
     assert_eq!(row.attempts, 0, "no content went out: no attempt");
     let error = row.last_error.unwrap_or_default();
     assert!(error.contains("broke"), "{error}");
+}
+
+/// A message that disappears between the listing and the fetch (here its
+/// Maildir file becomes a directory, which Dovecot then treats as
+/// expunged) does not pin the checkpoint: the server says it is gone.
+#[tokio::test]
+async fn a_message_gone_before_its_fetch_does_not_pin_the_checkpoint() {
+    let env = TestEnv::new("gone");
+    env.seed(&[
+        &message("R <r@example.org>", "One", "gone.1@example.org", "one"),
+        &message("R <r@example.org>", "Two", "gone.2@example.org", "two"),
+        &message("R <r@example.org>", "Three", "gone.3@example.org", "three"),
+    ])
+    .await;
+    let (local, domain) = env.support_user.split_once('@').expect("user");
+    let maildir = env
+        .stack
+        .dir
+        .join("mail")
+        .join(domain)
+        .join(local)
+        .join("Maildir");
+    let mut broken = 0;
+    for sub in ["cur", "new"] {
+        for entry in std::fs::read_dir(maildir.join(sub)).expect("maildir") {
+            let path = entry.expect("entry").path();
+            let bytes = std::fs::read(&path).expect("read");
+            if String::from_utf8_lossy(&bytes).contains("gone.2@example.org") {
+                std::fs::remove_file(&path).expect("remove");
+                std::fs::create_dir(&path).expect("a directory in its place");
+                broken += 1;
+            }
+        }
+    }
+    assert_eq!(broken, 1);
+    let settings = env.settings(&ConfigOptions::default());
+    let report = run_pass(&settings).await.expect("pass runs");
+    let mailbox = &report.mailboxes[0];
+    assert_eq!(
+        (mailbox.forwarded, mailbox.unfetched),
+        (2, 0),
+        "{mailbox:?}"
+    );
+    assert_eq!(report.exit_code(), 0);
+    let checkpoint = Store::open(&settings.store_path)
+        .expect("open log")
+        .checkpoint("support")
+        .expect("read")
+        .expect("checkpoint");
+    assert_eq!(checkpoint.last_uid, 3, "past the message that is gone");
+}
+
+/// A message the IMAP server will not return (it answers the FETCH with
+/// NO, as Gmail and Exchange do for one they cannot read) is left in the
+/// folder and reported with exit 1; the rest of the batch is forwarded,
+/// and the next pass asks again for that one message only.
+#[tokio::test]
+async fn a_message_the_server_refuses_holds_up_nothing_else() {
+    let env = TestEnv::new("refused");
+    let messages = vec![
+        message("R <r@example.org>", "One", "refused.1@example.org", "one"),
+        message("R <r@example.org>", "Two", "refused.2@example.org", "two"),
+        message(
+            "R <r@example.org>",
+            "Three",
+            "refused.3@example.org",
+            "three",
+        ),
+    ];
+    let port = fake_imap(&env.stack, messages, 2).await;
+    let settings = env.settings(&ConfigOptions {
+        imap_port: Some(port),
+        ..ConfigOptions::default()
+    });
+    let report = run_pass(&settings).await.expect("pass runs");
+    let mailbox = &report.mailboxes[0];
+    assert_eq!(mailbox.error, None);
+    assert_eq!(
+        (mailbox.forwarded, mailbox.unfetched),
+        (2, 1),
+        "{mailbox:?}"
+    );
+    assert_eq!(report.exit_code(), 1);
+    let delivered = wait_for_helpdesk(&env, 2).await;
+    assert_eq!(delivered.len(), 2);
+    let checkpoint = Store::open(&settings.store_path)
+        .expect("open log")
+        .checkpoint("support")
+        .expect("read")
+        .expect("checkpoint");
+    assert_eq!(checkpoint.last_uid, 1, "held below the refused message");
+
+    let again = run_pass(&settings).await.expect("second pass runs");
+    let mailbox = &again.mailboxes[0];
+    assert_eq!(
+        (mailbox.fetched, mailbox.forwarded, mailbox.unfetched),
+        (0, 0, 1),
+        "only the refused message is asked for again: {mailbox:?}"
+    );
+    assert_eq!(wait_for_helpdesk(&env, 2).await.len(), 2);
 }

@@ -433,25 +433,9 @@ pub async fn fake_smtp(
     after_starttls: &'static [u8],
     answer: fn(&str) -> Option<&'static [u8]>,
 ) -> u16 {
-    use rustls::pki_types::pem::PemObject as _;
-    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
     use tokio::io::{AsyncBufReadExt as _, AsyncWriteExt as _, BufReader};
 
-    let certs: Vec<CertificateDer<'static>> =
-        CertificateDer::pem_file_iter(stack.dir.join("tls/server.pem"))
-            .expect("server certificate")
-            .collect::<Result<_, _>>()
-            .expect("server certificate");
-    let key = PrivateKeyDer::from_pem_file(stack.dir.join("tls/server.key")).expect("key");
-    let server_config = rustls::ServerConfig::builder_with_provider(std::sync::Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()
-    .expect("protocol versions")
-    .with_no_client_auth()
-    .with_single_cert(certs, key)
-    .expect("server config");
-    let acceptor = tokio_rustls::TlsAcceptor::from(std::sync::Arc::new(server_config));
+    let acceptor = stack_tls_acceptor(stack);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
         .expect("bind");
@@ -497,4 +481,153 @@ pub async fn fake_smtp(
         }
     });
     port
+}
+
+/// A TLS acceptor with the stack's server certificate, for fake servers.
+fn stack_tls_acceptor(stack: &Stack) -> tokio_rustls::TlsAcceptor {
+    use rustls::pki_types::pem::PemObject as _;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+
+    let certs: Vec<CertificateDer<'static>> =
+        CertificateDer::pem_file_iter(stack.dir.join("tls/server.pem"))
+            .expect("server certificate")
+            .collect::<Result<_, _>>()
+            .expect("server certificate");
+    let key = PrivateKeyDer::from_pem_file(stack.dir.join("tls/server.key")).expect("key");
+    let server_config = rustls::ServerConfig::builder_with_provider(std::sync::Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .expect("protocol versions")
+    .with_no_client_auth()
+    .with_single_cert(certs, key)
+    .expect("server config");
+    tokio_rustls::TlsAcceptor::from(std::sync::Arc::new(server_config))
+}
+
+/// A fake IMAP server (implicit TLS, the stack's certificate) holding
+/// `messages` as UIDs 1, 2, ... of INBOX, which answers a UID FETCH of
+/// bodies that includes UID `refused` with the other messages and then a
+/// tagged NO, as servers do for a message they cannot read. Everything
+/// else it accepts. Returns its port; it serves until the test ends.
+pub async fn fake_imap(stack: &Stack, messages: Vec<Vec<u8>>, refused: u32) -> u16 {
+    use tokio::io::{AsyncBufReadExt as _, AsyncWriteExt as _, BufReader};
+
+    let acceptor = stack_tls_acceptor(stack);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let port = listener.local_addr().expect("addr").port();
+    let messages = std::sync::Arc::new(messages);
+    tokio::spawn(async move {
+        while let Ok((tcp, _)) = listener.accept().await {
+            let acceptor = acceptor.clone();
+            let messages = std::sync::Arc::clone(&messages);
+            tokio::spawn(async move {
+                let Ok(tls) = acceptor.accept(tcp).await else {
+                    return;
+                };
+                let mut conn = BufReader::new(tls);
+                let count = messages.len() as u32;
+                let mut out = b"* OK fake IMAP ready\r\n".to_vec();
+                let mut line = String::new();
+                loop {
+                    if conn.write_all(&out).await.is_err() {
+                        return;
+                    }
+                    out.clear();
+                    line.clear();
+                    if !conn.read_line(&mut line).await.is_ok_and(|read| 0 < read) {
+                        return;
+                    }
+                    let mut words = line.trim_end().splitn(3, ' ');
+                    let tag = words.next().unwrap_or("*").to_owned();
+                    let command = words.next().unwrap_or("").to_ascii_uppercase();
+                    let rest = words.next().unwrap_or("").to_owned();
+                    let ok = format!("{tag} OK done\r\n");
+                    let reply: Vec<u8> = match command.as_str() {
+                        "LOGIN" => format!("{tag} OK [CAPABILITY IMAP4rev1 MOVE UIDPLUS] in\r\n").into(),
+                        "LIST" => format!("* LIST () \"/\" \"\"\r\n{ok}").into(),
+                        "SELECT" => format!(
+                            "* {count} EXISTS\r\n* OK [UIDVALIDITY 7] v\r\n* OK [UIDNEXT {}] n\r\n{tag} OK [READ-WRITE] selected\r\n",
+                            count + 1
+                        )
+                        .into(),
+                        "LOGOUT" => format!("* BYE bye\r\n{ok}").into(),
+                        "UID" => {
+                            let mut parts = rest.splitn(3, ' ');
+                            let verb = parts.next().unwrap_or("").to_ascii_uppercase();
+                            let set = parts.next().unwrap_or("").to_owned();
+                            let items = parts.next().unwrap_or("").to_ascii_uppercase();
+                            let wanted: Vec<u32> =
+                                (1..=count).filter(|uid| in_uid_set(&set, *uid, count)).collect();
+                            match verb.as_str() {
+                                "SEARCH" => {
+                                    // `UID SEARCH UID <set>`: the set is the third word.
+                                    let asked = items.trim_start_matches("UID ").to_owned();
+                                    let found: Vec<String> = (1..=count)
+                                        .filter(|uid| set != "UID" || in_uid_set(&asked, *uid, count))
+                                        .map(|uid| uid.to_string())
+                                        .collect();
+                                    format!("* SEARCH {}\r\n{ok}", found.join(" ")).into()
+                                }
+                                "FETCH" if items.contains("BODY") => {
+                                    let mut reply = Vec::new();
+                                    for uid in &wanted {
+                                        if *uid == refused {
+                                            continue;
+                                        }
+                                        let body = &messages[*uid as usize - 1];
+                                        reply.extend(
+                                            format!("* {uid} FETCH (UID {uid} RFC822.SIZE {} BODY[] {{{}}}\r\n", body.len(), body.len())
+                                                .into_bytes(),
+                                        );
+                                        reply.extend_from_slice(body);
+                                        reply.extend(b")\r\n");
+                                    }
+                                    if wanted.contains(&refused) {
+                                        reply.extend(format!("{tag} NO [SERVERBUG] cannot read a message\r\n").into_bytes());
+                                    } else {
+                                        reply.extend(ok.into_bytes());
+                                    }
+                                    reply
+                                }
+                                "FETCH" => {
+                                    let mut reply = String::new();
+                                    for uid in &wanted {
+                                        let size = messages[*uid as usize - 1].len();
+                                        reply.push_str(&format!("* {uid} FETCH (UID {uid} RFC822.SIZE {size})\r\n"));
+                                    }
+                                    reply.push_str(&ok);
+                                    reply.into()
+                                }
+                                _ => ok.into(),
+                            }
+                        }
+                        _ => ok.into(),
+                    };
+                    out = reply;
+                }
+            });
+        }
+    });
+    port
+}
+
+/// Whether `uid` is in an IMAP sequence set such as `1:3,7` (`*` is `max`).
+fn in_uid_set(set: &str, uid: u32, max: u32) -> bool {
+    let value = |text: &str| {
+        if text == "*" {
+            Some(max)
+        } else {
+            text.parse().ok()
+        }
+    };
+    set.split(',').any(|part| match part.split_once(':') {
+        Some((low, high)) => match (value(low), value(high)) {
+            (Some(low), Some(high)) => (low.min(high)..=low.max(high)).contains(&uid),
+            _ => false,
+        },
+        None => value(part) == Some(uid),
+    })
 }
