@@ -847,6 +847,15 @@ fn check_folder(key: &str, folder: &str) -> Result<(), String> {
     {
         return Err(format!("{key} '{folder}' is not a valid folder path"));
     }
+    // NOTE: IMAP names outside ASCII travel in modified UTF-7 (RFC 3501
+    // §5.1.3), which deskbridge does not encode: sent as UTF-8, a folder
+    // that exists would not be found, or one would be made with a garbled
+    // name. Better said now than on every pass.
+    if !folder.is_ascii() {
+        return Err(format!(
+            "{key} '{folder}': folder names outside ASCII are not supported; choose an ASCII name"
+        ));
+    }
     Ok(())
 }
 
@@ -1058,6 +1067,17 @@ mod tests {
                 );
             }
         }
+    }
+
+    #[test]
+    fn folder_names_outside_ascii_are_refused_up_front() {
+        let text = EXAMPLE.replace(
+            "folder = \"INBOX\"",
+            "folder = \"Eingang/Kunden-Übersicht\"",
+        );
+        assert_ne!(text, EXAMPLE);
+        let err = parse_example(&text).expect_err("non-ASCII").to_string();
+        assert!(err.contains("outside ASCII"), "{err}");
     }
 
     #[test]

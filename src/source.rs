@@ -96,6 +96,9 @@ pub struct FolderState {
     /// The UID the next new message will get, when the server says.
     pub uid_next: Option<u32>,
     pub exists: u32,
+    /// Whether the folder keeps keywords deskbridge sets, such as
+    /// `$Forwarded`: PERMANENTFLAGS lists `\*`, or says nothing.
+    pub keeps_keywords: bool,
 }
 
 /// One fetched message.
@@ -369,10 +372,19 @@ impl ImapSource {
                 folder,
             });
         };
+        // NOTE: A server that lists PERMANENTFLAGS without `\*` accepts a
+        // STORE of a new keyword with OK and then does not keep it
+        // (Exchange Online does this).
+        let keeps_keywords = mailbox.permanent_flags.is_empty()
+            || mailbox
+                .permanent_flags
+                .iter()
+                .any(|flag| matches!(flag, async_imap::types::Flag::MayCreate));
         Ok(FolderState {
             uidvalidity,
             uid_next: mailbox.uid_next,
             exists: mailbox.exists,
+            keeps_keywords,
         })
     }
 

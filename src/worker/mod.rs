@@ -243,6 +243,18 @@ async fn work_mailbox(
         .with_context(mailbox_context)
         .map_err(Stop::Mailbox)?;
     let uidvalidity = folder.uidvalidity;
+    if !folder.keeps_keywords
+        && (mailbox.after_forward != crate::config::AfterForward::Move
+            || mailbox.after_hold != crate::config::AfterHold::Move)
+    {
+        // Nothing is lost (the log decides what was sent), but a person
+        // looking at the mailbox would see no mark of what was done.
+        warn!(
+            mailbox = %mailbox.name,
+            folder = %mailbox.folder,
+            "the IMAP server does not keep new keywords in this folder (no \\* in PERMANENTFLAGS), so $Forwarded and $DeskbridgeHeld will not show; set after_forward = \"move\" and after_hold = \"move\" to sort mail into folders instead"
+        );
+    }
     let last_uid = match store.checkpoint(&mailbox.name)? {
         Some(checkpoint) if checkpoint.uidvalidity == uidvalidity => checkpoint.last_uid,
         Some(checkpoint) => {
