@@ -25,14 +25,16 @@ die() {
     exit 1
 }
 
-# The stack's Dovecot master, if the pid file names a running Dovecot. The
-# pid file survives reboots in /var/tmp, when its number may belong to any
-# process: that one must never be signalled.
+# The stack's Dovecot master, if the pid file names the Dovecot started with
+# the stack's config. The pid file survives reboots in /var/tmp, when its
+# number may belong to any process (the system's own Dovecot included): that
+# one must never be signalled.
 stack_dovecot_pid() {
     local pid_file="$STACK_DIR/run/dovecot/master.pid" pid
     [ -f "$pid_file" ] || return 1
     pid="$(cat "$pid_file")"
-    [ -n "$pid" ] && [ "$(readlink "/proc/$pid/exe" 2>/dev/null)" = /usr/sbin/dovecot ] || return 1
+    [ -n "$pid" ] && tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null | grep -qF -- "$STACK_DOVECOT_CONF" \
+        || return 1
     echo "$pid"
 }
 

@@ -351,9 +351,6 @@ pub fn parse(text: &str, path: &Path) -> Result<Settings, ConfigError> {
                 .credentials
                 .username
                 .eq_ignore_ascii_case(&mailbox.forward_to)
-                || other
-                    .auto_reply_from
-                    .eq_ignore_ascii_case(&mailbox.forward_to)
         }) {
             return Err(invalid(format!(
                 "mailbox {}: forward_to {} is the address of mailbox {}, which deskbridge polls: set it to the helpdesk's intake address",

@@ -544,6 +544,10 @@ fn spawn_signal_watch(stop: Arc<AtomicBool>) {
         eprintln!(
             "deskbridge: second signal: exiting now; pending messages are sent by the next pass"
         );
+        // NOTE: A moment for the journal's writer thread, which commits
+        // what arrived within 5 ms: a 250 already received must reach the
+        // log, or that message would be sent again.
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
         std::process::exit(130);
     });
 }

@@ -421,31 +421,49 @@ impl ImapSource {
     pub async fn sizes(&mut self, uids: &[u32]) -> Result<Vec<(u32, u64)>> {
         let mut sizes = Vec::with_capacity(uids.len());
         for group in uids.chunks(UIDS_PER_COMMAND) {
-            let set = uid_set(group);
-            let timeout = self.timeout;
-            self.run_checked(
-                &format!("UID FETCH {set} (UID RFC822.SIZE)"),
-                ("UID FETCH", timeout),
-                format!("fetch sizes of UIDs {set}"),
-                |response| {
-                    if let Response::Fetch(_, attributes) = response {
-                        let uid = attributes.iter().find_map(|attribute| match attribute {
-                            AttributeValue::Uid(uid) => Some(*uid),
-                            _ => None,
-                        });
-                        let size = attributes.iter().find_map(|attribute| match attribute {
-                            AttributeValue::Rfc822Size(size) => Some(u64::from(*size)),
-                            _ => None,
-                        });
-                        if let (Some(uid), Some(size)) = (uid, size) {
-                            sizes.push((uid, size));
+            match self.sizes_of(group, &mut sizes).await {
+                // NOTE: A server may refuse even the size of a message it
+                // cannot read. Asked one by one, the others get theirs; that
+                // one's stays unknown, and its own fetch will say more.
+                Err(err) if err.is_refusal() => {
+                    for uid in group.iter().filter(|_| 1 < group.len()) {
+                        match self.sizes_of(&[*uid], &mut sizes).await {
+                            Err(err) if err.is_refusal() => (),
+                            other => other?,
                         }
                     }
-                },
-            )
-            .await?;
+                }
+                other => other?,
+            }
         }
         Ok(sizes)
+    }
+
+    /// One `UID FETCH (UID RFC822.SIZE)`, adding what it returns to `sizes`.
+    async fn sizes_of(&mut self, uids: &[u32], sizes: &mut Vec<(u32, u64)>) -> Result<()> {
+        let set = uid_set(uids);
+        let timeout = self.timeout;
+        self.run_checked(
+            &format!("UID FETCH {set} (UID RFC822.SIZE)"),
+            ("UID FETCH", timeout),
+            format!("fetch sizes of UIDs {set}"),
+            |response| {
+                if let Response::Fetch(_, attributes) = response {
+                    let uid = attributes.iter().find_map(|attribute| match attribute {
+                        AttributeValue::Uid(uid) => Some(*uid),
+                        _ => None,
+                    });
+                    let size = attributes.iter().find_map(|attribute| match attribute {
+                        AttributeValue::Rfc822Size(size) => Some(u64::from(*size)),
+                        _ => None,
+                    });
+                    if let (Some(uid), Some(size)) = (uid, size) {
+                        sizes.push((uid, size));
+                    }
+                }
+            },
+        )
+        .await
     }
 
     /// UIDs in the selected folder whose Message-ID header is `message_id`
@@ -550,11 +568,22 @@ impl ImapSource {
         items: &str,
         timeout: Duration,
     ) -> Result<Vec<RawMail>> {
-        if uids.is_empty() {
-            return Ok(Vec::new());
-        }
-        let set = uid_set(uids);
         let mut mails = Vec::with_capacity(uids.len());
+        for group in uids.chunks(UIDS_PER_COMMAND) {
+            self.fetch_group(group, items, timeout, &mut mails).await?;
+        }
+        Ok(mails)
+    }
+
+    /// One `UID FETCH set items`, adding the messages it returns to `mails`.
+    async fn fetch_group(
+        &mut self,
+        uids: &[u32],
+        items: &str,
+        timeout: Duration,
+        mails: &mut Vec<RawMail>,
+    ) -> Result<()> {
+        let set = uid_set(uids);
         self.run_checked(
             &format!("UID FETCH {set} {items}"),
             ("UID FETCH", timeout),
@@ -587,8 +616,7 @@ impl ImapSource {
                 }
             },
         )
-        .await?;
-        Ok(mails)
+        .await
     }
 
     /// The one place deskbridge changes the mailbox: adds flags to these
@@ -610,16 +638,26 @@ impl ImapSource {
         let set = uid_set(uids);
         let addr = self.addr.clone();
         let timeout = self.timeout;
-        self.run_checked(
-            &format!("UID STORE {set} +FLAGS.SILENT ({})", settlement.flags),
-            ("UID STORE", timeout),
-            format!("set flags {} on UIDs {set}", settlement.flags),
-            |_| (),
-        )
-        .await?;
+        let flagged = self
+            .run_checked(
+                &format!("UID STORE {set} +FLAGS.SILENT ({})", settlement.flags),
+                ("UID STORE", timeout),
+                format!("set flags {} on UIDs {set}", settlement.flags),
+                |_| (),
+            )
+            .await;
         let Some(path) = &settlement.move_to else {
-            return Ok(());
+            return flagged;
         };
+        // NOTE: When the messages are to be moved, the move is what shows
+        // where they went: a server that refuses the keywords must not
+        // keep them in place.
+        match flagged {
+            Err(err) if err.is_refusal() => {
+                tracing::warn!(server = %addr, uids = %set, error.message = %err, "the flags were refused; moving the messages anyway");
+            }
+            other => other?,
+        }
         let folder = self.server_folder(path);
         self.ensure_folder(&folder).await?;
         let fail = self.command_error(format!("move UIDs {set} to {folder}"));
@@ -646,23 +684,34 @@ impl ImapSource {
         )
         .await?
         .map_err(fail)?;
-        self.run_checked(
-            &format!("UID STORE {set} +FLAGS.SILENT (\\Deleted)"),
-            ("UID STORE", timeout),
-            format!("mark UIDs {set} deleted after copying them to {folder}"),
-            |_| (),
-        )
-        .await?;
-        if self.can_uid_expunge {
-            self.run_checked(
-                &format!("UID EXPUNGE {set}"),
-                ("UID EXPUNGE", timeout),
-                format!("expunge UIDs {set} after copying them to {folder}"),
+        // NOTE: Once the copy is made, the messages are settled: failing
+        // here would copy them again on every pass. An original that cannot
+        // be removed (no delete right) is left for a person, and said so.
+        let mut removed = self
+            .run_checked(
+                &format!("UID STORE {set} +FLAGS.SILENT (\\Deleted)"),
+                ("UID STORE", timeout),
+                format!("mark UIDs {set} deleted after copying them to {folder}"),
                 |_| (),
             )
-            .await?;
+            .await;
+        if removed.is_ok() && self.can_uid_expunge {
+            removed = self
+                .run_checked(
+                    &format!("UID EXPUNGE {set}"),
+                    ("UID EXPUNGE", timeout),
+                    format!("expunge UIDs {set} after copying them to {folder}"),
+                    |_| (),
+                )
+                .await;
         }
-        Ok(())
+        match removed {
+            Err(err) if err.is_refusal() => {
+                tracing::warn!(server = %addr, uids = %set, folder = %folder, error.message = %err, "copied, but the originals could not be removed; delete them by hand");
+                Ok(())
+            }
+            other => other,
+        }
     }
 
     async fn ensure_folder(&mut self, folder: &str) -> Result<()> {

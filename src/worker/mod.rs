@@ -629,9 +629,10 @@ impl Batch<'_> {
                 for uid in chunk {
                     match fetch_batch(source, &[*uid], self.sizes, self.oversized).await {
                         Ok(found) => mails.extend(found),
+                        // Below, the server says whether it still holds it:
+                        // RFC 2180 §4.1.2 servers refuse one expunged meanwhile.
                         Err(err) if err.is_refusal() => {
-                            warn!(mailbox = %mailbox.name, uid, error.message = %err, "the IMAP server refused to return this message; it stays in the folder and is tried again next pass");
-                            self.refused.borrow_mut().insert(*uid);
+                            warn!(mailbox = %mailbox.name, uid, error.message = %err, "the IMAP server refused to return this message");
                         }
                         Err(err) => {
                             return Err(Stop::Mailbox(anyhow::Error::new(err).context(context())));

@@ -506,10 +506,10 @@ fn stack_tls_acceptor(stack: &Stack) -> tokio_rustls::TlsAcceptor {
 }
 
 /// A fake IMAP server (implicit TLS, the stack's certificate) holding
-/// `messages` as UIDs 1, 2, ... of INBOX, which answers a UID FETCH of
-/// bodies that includes UID `refused` with the other messages and then a
-/// tagged NO, as servers do for a message they cannot read. Everything
-/// else it accepts. Returns its port; it serves until the test ends.
+/// `messages` as UIDs 1, 2, ... of INBOX, which answers a UID FETCH (of
+/// bodies or of sizes) that includes UID `refused` with the other messages
+/// and then a tagged NO, as servers do for a message they cannot read.
+/// Everything else it accepts. Returns its port; it serves until the test ends.
 pub async fn fake_imap(stack: &Stack, messages: Vec<Vec<u8>>, refused: u32) -> u16 {
     use tokio::io::{AsyncBufReadExt as _, AsyncWriteExt as _, BufReader};
 
@@ -594,11 +594,15 @@ pub async fn fake_imap(stack: &Stack, messages: Vec<Vec<u8>>, refused: u32) -> u
                                 }
                                 "FETCH" => {
                                     let mut reply = String::new();
-                                    for uid in &wanted {
+                                    for uid in wanted.iter().filter(|uid| **uid != refused) {
                                         let size = messages[*uid as usize - 1].len();
                                         reply.push_str(&format!("* {uid} FETCH (UID {uid} RFC822.SIZE {size})\r\n"));
                                     }
-                                    reply.push_str(&ok);
+                                    if wanted.contains(&refused) {
+                                        reply.push_str(&format!("{tag} NO cannot read a message\r\n"));
+                                    } else {
+                                        reply.push_str(&ok);
+                                    }
                                     reply.into()
                                 }
                                 _ => ok.into(),
