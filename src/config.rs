@@ -661,9 +661,13 @@ const PASSWORD_COMMAND_TIMEOUT: Duration = Duration::from_secs(30);
 /// Runs `sh -c command`, killing it after `timeout` (a vault prompt that
 /// waits for a person would otherwise hang every scheduled pass).
 fn run_with_timeout(command: &str, timeout: Duration) -> Result<std::process::Output, String> {
+    use std::os::unix::process::CommandExt as _;
     let mut child = std::process::Command::new("sh")
         .arg("-c")
         .arg(command)
+        // Its own process group, so a timeout ends the whole pipeline
+        // (`gpg -d f | head -1`), not only the shell.
+        .process_group(0)
         .stdin(std::process::Stdio::null())
         .stdout(std::process::Stdio::piped())
         // Its complaints (a locked vault, a missing key) are what the
@@ -679,6 +683,14 @@ fn run_with_timeout(command: &str, timeout: Duration) -> Result<std::process::Ou
                 std::thread::sleep(Duration::from_millis(20));
             }
             Ok(None) => {
+                // NOTE: bash's own kill, which takes a process group (dash's
+                // does not, and a kill binary may not be installed; bash is
+                // an essential package on Debian).
+                let _ = std::process::Command::new("bash")
+                    .arg("-c")
+                    .arg(format!("kill -KILL -- -{}", child.id()))
+                    .stderr(std::process::Stdio::null())
+                    .status();
                 let _ = child.kill();
                 let _ = child.wait();
                 return Err(format!("no answer within {} s; killed", timeout.as_secs()));
@@ -1075,6 +1087,29 @@ mod tests {
         assert_ne!(text, EXAMPLE);
         let err = parse_example(&text).expect_err("non-ASCII").to_string();
         assert!(err.contains("outside ASCII"), "{err}");
+    }
+
+    #[test]
+    fn a_password_command_that_hangs_is_killed_with_its_children() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let pid_file = dir.path().join("child.pid");
+        let command = format!("sleep 30 & echo $! > {}; wait", pid_file.display());
+        let started = std::time::Instant::now();
+        let err = run_with_timeout(&command, Duration::from_secs(1)).expect_err("timed out");
+        assert!(err.contains("no answer within 1 s"), "{err}");
+        assert!(started.elapsed() < Duration::from_secs(10));
+        let child: u32 = std::fs::read_to_string(&pid_file)
+            .expect("the background child wrote its pid")
+            .trim()
+            .parse()
+            .expect("a pid");
+        // Killed with the group; reaped by init, it leaves /proc soon after.
+        let gone = (0..50).any(|_| {
+            std::thread::sleep(Duration::from_millis(20));
+            std::fs::read_to_string(format!("/proc/{child}/stat"))
+                .map_or(true, |stat| stat.contains(") Z "))
+        });
+        assert!(gone, "the pipeline's child {child} outlived the timeout");
     }
 
     #[test]
