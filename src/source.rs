@@ -86,6 +86,20 @@ impl SourceError {
     }
 }
 
+impl SourceError {
+    /// The connection itself is gone (the server closed it, or it broke):
+    /// a new session may still work, a timeout is not this.
+    pub fn is_connection_lost(&self) -> bool {
+        matches!(
+            self,
+            SourceError::Command {
+                source: async_imap::error::Error::ConnectionLost | async_imap::error::Error::Io(_),
+                ..
+            }
+        )
+    }
+}
+
 /// Result alias for IMAP operations.
 pub type Result<T> = std::result::Result<T, SourceError>;
 

@@ -623,9 +623,16 @@ impl Batch<'_> {
         let context = || folder_context(mailbox);
         let mails = match fetch_batch(source, chunk, self.sizes, self.oversized).await {
             Ok(mails) => mails,
-            Err(err) if err.is_refusal() => {
-                warn!(mailbox = %mailbox.name, uids = %source::uid_set(chunk), error.message = %err, "the IMAP server refused a fetch; fetching those messages one at a time");
+            // NOTE: Dovecot drops the connection (BYE) on a message it
+            // cannot read, where other servers answer NO: either way, the
+            // batch is fetched again one message at a time.
+            Err(err) if err.is_refusal() || err.is_connection_lost() => {
+                warn!(mailbox = %mailbox.name, uids = %source::uid_set(chunk), error.message = %err, "the IMAP server would not return this batch; fetching its messages one at a time");
+                if err.is_connection_lost() {
+                    self.reconnect(source).await?;
+                }
                 let mut mails = Vec::with_capacity(chunk.len());
+                let mut losses = 0;
                 for uid in chunk {
                     match fetch_batch(source, &[*uid], self.sizes, self.oversized).await {
                         Ok(found) => mails.extend(found),
@@ -633,6 +640,13 @@ impl Batch<'_> {
                         // RFC 2180 §4.1.2 servers refuse one expunged meanwhile.
                         Err(err) if err.is_refusal() => {
                             warn!(mailbox = %mailbox.name, uid, error.message = %err, "the IMAP server refused to return this message");
+                        }
+                        // A server that drops every session is down, not
+                        // choosy about one message: stop after a few.
+                        Err(err) if err.is_connection_lost() && losses < MAX_LOST_PER_BATCH => {
+                            losses += 1;
+                            warn!(mailbox = %mailbox.name, uid, error.message = %err, "the IMAP server dropped the connection on this message");
+                            self.reconnect(source).await?;
                         }
                         Err(err) => {
                             return Err(Stop::Mailbox(anyhow::Error::new(err).context(context())));
@@ -669,6 +683,29 @@ impl Batch<'_> {
         );
         self.refused.borrow_mut().extend(still_there);
         Ok(mails)
+    }
+
+    /// Replaces a session the server dropped with a new one on the same
+    /// folder, which must still have the same UIDVALIDITY.
+    async fn reconnect(&self, source: &mut ImapSource) -> Result<(), Stop> {
+        let mailbox = self.mailbox;
+        let mut fresh = source::connect(mailbox)
+            .await
+            .with_context(|| format!("mailbox {} (reconnecting)", mailbox.name))
+            .map_err(Stop::Mailbox)?;
+        let folder = fresh
+            .select()
+            .await
+            .with_context(|| folder_context(mailbox))
+            .map_err(Stop::Mailbox)?;
+        if folder.uidvalidity != self.uidvalidity {
+            return Err(Stop::Mailbox(anyhow::anyhow!(
+                "{}: UIDVALIDITY changed during the pass; the next pass rescans the folder",
+                folder_context(mailbox)
+            )));
+        }
+        *source = fresh;
+        Ok(())
     }
 
     /// Examines and records a fetched batch. Given the pool (first batch),
@@ -758,6 +795,10 @@ async fn fetch_batch(
         .unwrap_or(0);
     source.fetch(batch, largest).await
 }
+
+/// Connections the server may drop while one batch is fetched message by
+/// message before the mailbox stops for the pass.
+const MAX_LOST_PER_BATCH: u32 = 3;
 
 /// The first batch of a pass holds at most this many messages; each
 /// following one may hold twice as many as the one before, up to

@@ -778,3 +778,98 @@ async fn a_message_the_server_refuses_holds_up_nothing_else() {
     );
     assert_eq!(wait_for_helpdesk(&env, 2).await.len(), 2);
 }
+
+/// A message file Dovecot cannot read: it drops the connection (BYE) on
+/// the FETCH instead of answering NO. deskbridge reconnects, fetches the
+/// batch one message at a time, forwards the others and reports that one
+/// (exit 1), which stays in the folder for the next pass.
+#[tokio::test]
+async fn a_message_dovecot_cannot_read_holds_up_nothing_else() {
+    let env = TestEnv::new("unreadable");
+    env.seed(&[
+        &message(
+            "U <u@example.org>",
+            "One",
+            "unreadable.1@example.org",
+            "one",
+        ),
+        &message(
+            "U <u@example.org>",
+            "Two",
+            "unreadable.2@example.org",
+            "two",
+        ),
+        &message(
+            "U <u@example.org>",
+            "Three",
+            "unreadable.3@example.org",
+            "three",
+        ),
+    ])
+    .await;
+    let (local, domain) = env.support_user.split_once('@').expect("user");
+    let maildir = env
+        .stack
+        .dir
+        .join("mail")
+        .join(domain)
+        .join(local)
+        .join("Maildir");
+    let mut locked = 0;
+    for sub in ["cur", "new"] {
+        for entry in std::fs::read_dir(maildir.join(sub)).expect("maildir") {
+            let path = entry.expect("entry").path();
+            let bytes = std::fs::read(&path).expect("read");
+            if String::from_utf8_lossy(&bytes).contains("unreadable.2@example.org") {
+                // Dovecot's mail processes run as `mail`, which may not read it.
+                std::fs::set_permissions(
+                    &path,
+                    std::os::unix::fs::PermissionsExt::from_mode(0o000),
+                )
+                .expect("chmod 000");
+                locked += 1;
+            }
+        }
+    }
+    assert_eq!(locked, 1);
+    let settings = env.settings(&ConfigOptions::default());
+    let report = run_pass(&settings).await.expect("pass runs");
+    let mailbox = &report.mailboxes[0];
+    assert_eq!(mailbox.error, None);
+    assert_eq!(
+        (mailbox.forwarded, mailbox.unfetched),
+        (2, 1),
+        "{mailbox:?}"
+    );
+    assert_eq!(report.exit_code(), 1);
+    assert_eq!(wait_for_helpdesk(&env, 2).await.len(), 2);
+
+    // Readable again (Dovecot may have renamed the file meanwhile): the
+    // next pass forwards it.
+    let mut unlocked = 0;
+    for sub in ["cur", "new"] {
+        for entry in std::fs::read_dir(maildir.join(sub)).expect("maildir") {
+            let path = entry.expect("entry").path();
+            let mode = std::os::unix::fs::PermissionsExt::mode(
+                &std::fs::metadata(&path).expect("stat").permissions(),
+            );
+            if mode & 0o777 == 0 {
+                std::fs::set_permissions(
+                    &path,
+                    std::os::unix::fs::PermissionsExt::from_mode(0o600),
+                )
+                .expect("chmod back");
+                unlocked += 1;
+            }
+        }
+    }
+    assert_eq!(unlocked, 1);
+    let again = run_pass(&settings).await.expect("second pass runs");
+    let mailbox = &again.mailboxes[0];
+    assert_eq!(
+        (mailbox.fetched, mailbox.forwarded, mailbox.unfetched),
+        (1, 1, 0),
+        "{mailbox:?}"
+    );
+    assert_eq!(wait_for_helpdesk(&env, 3).await.len(), 3);
+}
