@@ -661,13 +661,30 @@ const PASSWORD_COMMAND_TIMEOUT: Duration = Duration::from_secs(30);
 /// Runs `sh -c command`, killing it after `timeout` (a vault prompt that
 /// waits for a person would otherwise hang every scheduled pass).
 fn run_with_timeout(command: &str, timeout: Duration) -> Result<std::process::Output, String> {
+    use std::io::IsTerminal as _;
+    // NOTE: Its own process group, so a timeout ends the whole pipeline
+    // (`gpg -d f | head -1`), not only the shell. Not when run by hand from
+    // a terminal: a background group would be stopped if the command asks
+    // there (`age -d`), and Ctrl-C reaches the foreground group anyway.
+    run_in_group(command, timeout, !std::io::stdin().is_terminal())
+}
+
+/// [`run_with_timeout`], with the choice of a process group made.
+fn run_in_group(
+    command: &str,
+    timeout: Duration,
+    own_group: bool,
+) -> Result<std::process::Output, String> {
     use std::os::unix::process::CommandExt as _;
-    let mut child = std::process::Command::new("sh")
-        .arg("-c")
-        .arg(command)
-        // Its own process group, so a timeout ends the whole pipeline
-        // (`gpg -d f | head -1`), not only the shell.
-        .process_group(0)
+    let mut command = {
+        let mut shell = std::process::Command::new("sh");
+        shell.arg("-c").arg(command);
+        shell
+    };
+    if own_group {
+        command.process_group(0);
+    }
+    let mut child = command
         .stdin(std::process::Stdio::null())
         .stdout(std::process::Stdio::piped())
         // Its complaints (a locked vault, a missing key) are what the
@@ -686,11 +703,13 @@ fn run_with_timeout(command: &str, timeout: Duration) -> Result<std::process::Ou
                 // NOTE: bash's own kill, which takes a process group (dash's
                 // does not, and a kill binary may not be installed; bash is
                 // an essential package on Debian).
-                let _ = std::process::Command::new("bash")
-                    .arg("-c")
-                    .arg(format!("kill -KILL -- -{}", child.id()))
-                    .stderr(std::process::Stdio::null())
-                    .status();
+                if own_group {
+                    let _ = std::process::Command::new("bash")
+                        .arg("-c")
+                        .arg(format!("kill -KILL -- -{}", child.id()))
+                        .stderr(std::process::Stdio::null())
+                        .status();
+                }
                 let _ = child.kill();
                 let _ = child.wait();
                 return Err(format!("no answer within {} s; killed", timeout.as_secs()));
@@ -1095,9 +1114,9 @@ mod tests {
         let pid_file = dir.path().join("child.pid");
         let command = format!("sleep 30 & echo $! > {}; wait", pid_file.display());
         let started = std::time::Instant::now();
-        let err = run_with_timeout(&command, Duration::from_secs(1)).expect_err("timed out");
-        assert!(err.contains("no answer within 1 s"), "{err}");
-        assert!(started.elapsed() < Duration::from_secs(10));
+        let err = run_in_group(&command, Duration::from_secs(3), true).expect_err("timed out");
+        assert!(err.contains("no answer within 3 s"), "{err}");
+        assert!(started.elapsed() < Duration::from_secs(15));
         let child: u32 = std::fs::read_to_string(&pid_file)
             .expect("the background child wrote its pid")
             .trim()

@@ -719,13 +719,10 @@ impl ImapSource {
                 )
                 .await;
         }
-        match removed {
-            Err(err) if err.is_refusal() => {
-                tracing::warn!(server = %addr, uids = %set, folder = %folder, error.message = %err, "copied, but the originals could not be removed; delete them by hand");
-                Ok(())
-            }
-            other => other,
+        if let Err(err) = removed {
+            tracing::warn!(server = %addr, uids = %set, folder = %folder, error.message = %err, "copied, but the originals could not be removed; delete them by hand");
         }
+        Ok(())
     }
 
     async fn ensure_folder(&mut self, folder: &str) -> Result<()> {

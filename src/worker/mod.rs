@@ -358,11 +358,39 @@ async fn work_mailbox(
         }
     };
     let (sizes, ()) = futures::join!(source.sizes(&work), warm_up);
-    let sizes: HashMap<u32, u64> = sizes
-        .with_context(mailbox_context)
-        .map_err(Stop::Mailbox)?
-        .into_iter()
-        .collect();
+    let sizes: HashMap<u32, u64> = match sizes {
+        Ok(sizes) => sizes,
+        // NOTE: Dovecot reads a message file for its size when its name
+        // does not carry it, and drops the connection if it cannot: asked
+        // one by one, the others get theirs, that one's stays unknown.
+        Err(err) if err.is_connection_lost() => {
+            warn!(mailbox = %mailbox.name, error.message = %err, "the IMAP server dropped the connection while listing sizes; asking one message at a time");
+            reconnect(source, mailbox, uidvalidity).await?;
+            let mut sizes = Vec::with_capacity(work.len());
+            let mut losses_in_a_row = 0;
+            for uid in &work {
+                match source.sizes(&[*uid]).await {
+                    Ok(found) => {
+                        losses_in_a_row = 0;
+                        sizes.extend(found);
+                    }
+                    Err(err) if err.is_connection_lost() && losses_in_a_row < MAX_LOST_IN_A_ROW => {
+                        losses_in_a_row += 1;
+                        reconnect(source, mailbox, uidvalidity).await?;
+                    }
+                    Err(err) => {
+                        return Err(Stop::Mailbox(
+                            anyhow::Error::new(err).context(mailbox_context()),
+                        ));
+                    }
+                }
+            }
+            sizes
+        }
+        Err(err) => return Err(Stop::Mailbox(anyhow::Error::new(err).context(mailbox_context()))),
+    }
+    .into_iter()
+    .collect();
     // NOTE: New messages over max_message_mb are held as too-large from
     // their header alone: their bodies are never fetched or parsed.
     let oversized: HashSet<u32> = work
@@ -629,24 +657,30 @@ impl Batch<'_> {
             Err(err) if err.is_refusal() || err.is_connection_lost() => {
                 warn!(mailbox = %mailbox.name, uids = %source::uid_set(chunk), error.message = %err, "the IMAP server would not return this batch; fetching its messages one at a time");
                 if err.is_connection_lost() {
-                    self.reconnect(source).await?;
+                    reconnect(source, mailbox, self.uidvalidity).await?;
                 }
                 let mut mails = Vec::with_capacity(chunk.len());
-                let mut losses = 0;
+                let mut losses_in_a_row = 0;
                 for uid in chunk {
                     match fetch_batch(source, &[*uid], self.sizes, self.oversized).await {
-                        Ok(found) => mails.extend(found),
+                        Ok(found) => {
+                            losses_in_a_row = 0;
+                            mails.extend(found);
+                        }
                         // Below, the server says whether it still holds it:
                         // RFC 2180 §4.1.2 servers refuse one expunged meanwhile.
                         Err(err) if err.is_refusal() => {
                             warn!(mailbox = %mailbox.name, uid, error.message = %err, "the IMAP server refused to return this message");
                         }
                         // A server that drops every session is down, not
-                        // choosy about one message: stop after a few.
-                        Err(err) if err.is_connection_lost() && losses < MAX_LOST_PER_BATCH => {
-                            losses += 1;
+                        // choosy about one message: stop after a few drops
+                        // in a row (several unreadable files are fine).
+                        Err(err)
+                            if err.is_connection_lost() && losses_in_a_row < MAX_LOST_IN_A_ROW =>
+                        {
+                            losses_in_a_row += 1;
                             warn!(mailbox = %mailbox.name, uid, error.message = %err, "the IMAP server dropped the connection on this message");
-                            self.reconnect(source).await?;
+                            reconnect(source, mailbox, self.uidvalidity).await?;
                         }
                         Err(err) => {
                             return Err(Stop::Mailbox(anyhow::Error::new(err).context(context())));
@@ -683,29 +717,6 @@ impl Batch<'_> {
         );
         self.refused.borrow_mut().extend(still_there);
         Ok(mails)
-    }
-
-    /// Replaces a session the server dropped with a new one on the same
-    /// folder, which must still have the same UIDVALIDITY.
-    async fn reconnect(&self, source: &mut ImapSource) -> Result<(), Stop> {
-        let mailbox = self.mailbox;
-        let mut fresh = source::connect(mailbox)
-            .await
-            .with_context(|| format!("mailbox {} (reconnecting)", mailbox.name))
-            .map_err(Stop::Mailbox)?;
-        let folder = fresh
-            .select()
-            .await
-            .with_context(|| folder_context(mailbox))
-            .map_err(Stop::Mailbox)?;
-        if folder.uidvalidity != self.uidvalidity {
-            return Err(Stop::Mailbox(anyhow::anyhow!(
-                "{}: UIDVALIDITY changed during the pass; the next pass rescans the folder",
-                folder_context(mailbox)
-            )));
-        }
-        *source = fresh;
-        Ok(())
     }
 
     /// Examines and records a fetched batch. Given the pool (first batch),
@@ -796,9 +807,35 @@ async fn fetch_batch(
     source.fetch(batch, largest).await
 }
 
-/// Connections the server may drop while one batch is fetched message by
-/// message before the mailbox stops for the pass.
-const MAX_LOST_PER_BATCH: u32 = 3;
+/// Connections the server may drop in a row, while messages are asked for
+/// one at a time, before the mailbox stops for the pass.
+const MAX_LOST_IN_A_ROW: u32 = 3;
+
+/// Replaces a session the server dropped with a new one on the same
+/// folder, which must still have the same UIDVALIDITY.
+async fn reconnect(
+    source: &mut ImapSource,
+    mailbox: &MailboxSettings,
+    uidvalidity: u32,
+) -> Result<(), Stop> {
+    let mut fresh = source::connect(mailbox)
+        .await
+        .with_context(|| format!("mailbox {} (reconnecting)", mailbox.name))
+        .map_err(Stop::Mailbox)?;
+    let folder = fresh
+        .select()
+        .await
+        .with_context(|| folder_context(mailbox))
+        .map_err(Stop::Mailbox)?;
+    if folder.uidvalidity != uidvalidity {
+        return Err(Stop::Mailbox(anyhow::anyhow!(
+            "{}: UIDVALIDITY changed during the pass; the next pass rescans the folder",
+            folder_context(mailbox)
+        )));
+    }
+    *source = fresh;
+    Ok(())
+}
 
 /// The first batch of a pass holds at most this many messages; each
 /// following one may hold twice as many as the one before, up to

@@ -873,3 +873,65 @@ async fn a_message_dovecot_cannot_read_holds_up_nothing_else() {
     );
     assert_eq!(wait_for_helpdesk(&env, 3).await.len(), 3);
 }
+
+/// The same, for a message file whose name does not carry its size (mail
+/// delivered by other tools than Dovecot): Dovecot must read the file to
+/// answer RFC822.SIZE, and drops the connection while sizes are listed.
+/// deskbridge asks one message at a time, and the rest goes on.
+#[tokio::test]
+async fn a_message_whose_size_dovecot_cannot_read_holds_up_nothing_else() {
+    let env = TestEnv::new("sizeless");
+    env.seed(&[
+        &message("V <v@example.org>", "One", "sizeless.1@example.org", "one"),
+        &message("V <v@example.org>", "Two", "sizeless.2@example.org", "two"),
+        &message(
+            "V <v@example.org>",
+            "Three",
+            "sizeless.3@example.org",
+            "three",
+        ),
+    ])
+    .await;
+    let (local, domain) = env.support_user.split_once('@').expect("user");
+    let maildir = env
+        .stack
+        .dir
+        .join("mail")
+        .join(domain)
+        .join(local)
+        .join("Maildir");
+    let mut renamed = 0;
+    for sub in ["cur", "new"] {
+        for entry in std::fs::read_dir(maildir.join(sub)).expect("maildir") {
+            let path = entry.expect("entry").path();
+            let bytes = std::fs::read(&path).expect("read");
+            if String::from_utf8_lossy(&bytes).contains("sizeless.2@example.org") {
+                // A name without ",S=…,W=…", as other delivery tools write.
+                let name = path
+                    .file_name()
+                    .and_then(|name| name.to_str())
+                    .expect("file name");
+                let base = name.split(',').next().expect("base name");
+                let bare = maildir.join("new").join(format!("{base}x"));
+                std::fs::rename(&path, &bare).expect("rename");
+                std::fs::set_permissions(
+                    &bare,
+                    std::os::unix::fs::PermissionsExt::from_mode(0o000),
+                )
+                .expect("chmod 000");
+                renamed += 1;
+            }
+        }
+    }
+    assert_eq!(renamed, 1);
+    let settings = env.settings(&ConfigOptions::default());
+    let report = run_pass(&settings).await.expect("pass runs");
+    let mailbox = &report.mailboxes[0];
+    assert_eq!(mailbox.error, None);
+    assert_eq!(
+        (mailbox.forwarded, mailbox.unfetched),
+        (2, 1),
+        "{mailbox:?}"
+    );
+    assert_eq!(wait_for_helpdesk(&env, 2).await.len(), 2);
+}
