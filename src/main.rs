@@ -507,21 +507,26 @@ fn init_tracing(verbose: u8) {
         .init();
 }
 
+/// Returns when SIGINT or SIGTERM arrives.
+async fn interrupted() {
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => (),
+        () = terminate => (),
+    }
+}
+
 /// Sets `stop` on SIGINT or SIGTERM so the pass ends between messages.
 fn spawn_signal_watch(stop: Arc<AtomicBool>) {
     tokio::spawn(async move {
-        let terminate = async {
-            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-                Ok(mut signal) => {
-                    signal.recv().await;
-                }
-                Err(_) => std::future::pending::<()>().await,
-            }
-        };
-        tokio::select! {
-            _ = tokio::signal::ctrl_c() => (),
-            () = terminate => (),
-        }
+        interrupted().await;
         tracing::warn!(
             "signal received: finishing the messages in flight, then stopping (a second signal exits at once)"
         );
@@ -529,18 +534,7 @@ fn spawn_signal_watch(stop: Arc<AtomicBool>) {
         // NOTE: A second signal means "now": a step may wait out its
         // timeout otherwise. Exiting here is a crash as far as the log is
         // concerned, which record-before-send makes safe.
-        let again = async {
-            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-                Ok(mut signal) => {
-                    signal.recv().await;
-                }
-                Err(_) => std::future::pending::<()>().await,
-            }
-        };
-        tokio::select! {
-            _ = tokio::signal::ctrl_c() => (),
-            () = again => (),
-        }
+        interrupted().await;
         eprintln!(
             "deskbridge: second signal: exiting now; pending messages are sent by the next pass"
         );

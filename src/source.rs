@@ -84,9 +84,7 @@ impl SourceError {
             }
         )
     }
-}
 
-impl SourceError {
     /// The connection itself is gone (the server closed it, or it broke):
     /// a new session may still work, a timeout is not this.
     pub fn is_connection_lost(&self) -> bool {

@@ -366,26 +366,10 @@ async fn work_mailbox(
         Err(err) if err.is_connection_lost() => {
             warn!(mailbox = %mailbox.name, error.message = %err, "the IMAP server dropped the connection while listing sizes; asking one message at a time");
             reconnect(source, mailbox, uidvalidity).await?;
-            let mut sizes = Vec::with_capacity(work.len());
-            let mut losses_in_a_row = 0;
-            for uid in &work {
-                match source.sizes(&[*uid]).await {
-                    Ok(found) => {
-                        losses_in_a_row = 0;
-                        sizes.extend(found);
-                    }
-                    Err(err) if err.is_connection_lost() && losses_in_a_row < MAX_LOST_IN_A_ROW => {
-                        losses_in_a_row += 1;
-                        reconnect(source, mailbox, uidvalidity).await?;
-                    }
-                    Err(err) => {
-                        return Err(Stop::Mailbox(
-                            anyhow::Error::new(err).context(mailbox_context()),
-                        ));
-                    }
-                }
-            }
-            sizes
+            one_at_a_time(source, (mailbox, uidvalidity), &work, async |source, uid| {
+                source.sizes(&[uid]).await
+            })
+            .await?
         }
         Err(err) => return Err(Stop::Mailbox(anyhow::Error::new(err).context(mailbox_context()))),
     }
@@ -659,35 +643,15 @@ impl Batch<'_> {
                 if err.is_connection_lost() {
                     reconnect(source, mailbox, self.uidvalidity).await?;
                 }
-                let mut mails = Vec::with_capacity(chunk.len());
-                let mut losses_in_a_row = 0;
-                for uid in chunk {
-                    match fetch_batch(source, &[*uid], self.sizes, self.oversized).await {
-                        Ok(found) => {
-                            losses_in_a_row = 0;
-                            mails.extend(found);
-                        }
-                        // Below, the server says whether it still holds it:
-                        // RFC 2180 §4.1.2 servers refuse one expunged meanwhile.
-                        Err(err) if err.is_refusal() => {
-                            warn!(mailbox = %mailbox.name, uid, error.message = %err, "the IMAP server refused to return this message");
-                        }
-                        // A server that drops every session is down, not
-                        // choosy about one message: stop after a few drops
-                        // in a row (several unreadable files are fine).
-                        Err(err)
-                            if err.is_connection_lost() && losses_in_a_row < MAX_LOST_IN_A_ROW =>
-                        {
-                            losses_in_a_row += 1;
-                            warn!(mailbox = %mailbox.name, uid, error.message = %err, "the IMAP server dropped the connection on this message");
-                            reconnect(source, mailbox, self.uidvalidity).await?;
-                        }
-                        Err(err) => {
-                            return Err(Stop::Mailbox(anyhow::Error::new(err).context(context())));
-                        }
-                    }
-                }
-                mails
+                one_at_a_time(
+                    source,
+                    (mailbox, self.uidvalidity),
+                    chunk,
+                    async |source, uid| {
+                        fetch_batch(source, &[uid], self.sizes, self.oversized).await
+                    },
+                )
+                .await?
             }
             Err(err) => return Err(Stop::Mailbox(anyhow::Error::new(err).context(context()))),
         };
@@ -810,6 +774,47 @@ async fn fetch_batch(
 /// Connections the server may drop in a row, while messages are asked for
 /// one at a time, before the mailbox stops for the pass.
 const MAX_LOST_IN_A_ROW: u32 = 3;
+
+/// Asks the server about each of `uids` on its own, after it refused or
+/// dropped the command for all of them: what it answers is gathered; a
+/// message it refuses is left out (the caller asks whether it still holds
+/// it); a dropped connection is replaced, up to [`MAX_LOST_IN_A_ROW`] in a
+/// row.
+async fn one_at_a_time<T>(
+    source: &mut ImapSource,
+    (mailbox, uidvalidity): (&MailboxSettings, u32),
+    uids: &[u32],
+    mut ask: impl AsyncFnMut(&mut ImapSource, u32) -> source::Result<Vec<T>>,
+) -> Result<Vec<T>, Stop> {
+    let mut answers = Vec::with_capacity(uids.len());
+    let mut losses_in_a_row = 0;
+    for uid in uids.iter().copied() {
+        match ask(source, uid).await {
+            Ok(found) => {
+                losses_in_a_row = 0;
+                answers.extend(found);
+            }
+            // RFC 2180 §4.1.2 servers also refuse one expunged meanwhile.
+            Err(err) if err.is_refusal() => {
+                warn!(mailbox = %mailbox.name, uid, error.message = %err, "the IMAP server refused this message");
+            }
+            // NOTE: A server that drops every session is down, not choosy
+            // about one message: stop after a few drops in a row (several
+            // unreadable files are fine).
+            Err(err) if err.is_connection_lost() && losses_in_a_row < MAX_LOST_IN_A_ROW => {
+                losses_in_a_row += 1;
+                warn!(mailbox = %mailbox.name, uid, error.message = %err, "the IMAP server dropped the connection on this message");
+                reconnect(source, mailbox, uidvalidity).await?;
+            }
+            Err(err) => {
+                return Err(Stop::Mailbox(
+                    anyhow::Error::new(err).context(folder_context(mailbox)),
+                ));
+            }
+        }
+    }
+    Ok(answers)
+}
 
 /// Replaces a session the server dropped with a new one on the same
 /// folder, which must still have the same UIDVALIDITY.

@@ -691,27 +691,9 @@ async fn a_message_gone_before_its_fetch_does_not_pin_the_checkpoint() {
         &message("R <r@example.org>", "Three", "gone.3@example.org", "three"),
     ])
     .await;
-    let (local, domain) = env.support_user.split_once('@').expect("user");
-    let maildir = env
-        .stack
-        .dir
-        .join("mail")
-        .join(domain)
-        .join(local)
-        .join("Maildir");
-    let mut broken = 0;
-    for sub in ["cur", "new"] {
-        for entry in std::fs::read_dir(maildir.join(sub)).expect("maildir") {
-            let path = entry.expect("entry").path();
-            let bytes = std::fs::read(&path).expect("read");
-            if String::from_utf8_lossy(&bytes).contains("gone.2@example.org") {
-                std::fs::remove_file(&path).expect("remove");
-                std::fs::create_dir(&path).expect("a directory in its place");
-                broken += 1;
-            }
-        }
-    }
-    assert_eq!(broken, 1);
+    let path = env.support_file_with("gone.2@example.org");
+    std::fs::remove_file(&path).expect("remove");
+    std::fs::create_dir(&path).expect("a directory in its place");
     let settings = env.settings(&ConfigOptions::default());
     let report = run_pass(&settings).await.expect("pass runs");
     let mailbox = &report.mailboxes[0];
@@ -807,31 +789,12 @@ async fn a_message_dovecot_cannot_read_holds_up_nothing_else() {
         ),
     ])
     .await;
-    let (local, domain) = env.support_user.split_once('@').expect("user");
-    let maildir = env
-        .stack
-        .dir
-        .join("mail")
-        .join(domain)
-        .join(local)
-        .join("Maildir");
-    let mut locked = 0;
-    for sub in ["cur", "new"] {
-        for entry in std::fs::read_dir(maildir.join(sub)).expect("maildir") {
-            let path = entry.expect("entry").path();
-            let bytes = std::fs::read(&path).expect("read");
-            if String::from_utf8_lossy(&bytes).contains("unreadable.2@example.org") {
-                // Dovecot's mail processes run as `mail`, which may not read it.
-                std::fs::set_permissions(
-                    &path,
-                    std::os::unix::fs::PermissionsExt::from_mode(0o000),
-                )
-                .expect("chmod 000");
-                locked += 1;
-            }
-        }
-    }
-    assert_eq!(locked, 1);
+    // Dovecot's mail processes run as `mail`, which may not read it.
+    std::fs::set_permissions(
+        env.support_file_with("unreadable.2@example.org"),
+        std::os::unix::fs::PermissionsExt::from_mode(0o000),
+    )
+    .expect("chmod 000");
     let settings = env.settings(&ConfigOptions::default());
     let report = run_pass(&settings).await.expect("pass runs");
     let mailbox = &report.mailboxes[0];
@@ -846,24 +809,22 @@ async fn a_message_dovecot_cannot_read_holds_up_nothing_else() {
 
     // Readable again (Dovecot may have renamed the file meanwhile): the
     // next pass forwards it.
-    let mut unlocked = 0;
-    for sub in ["cur", "new"] {
-        for entry in std::fs::read_dir(maildir.join(sub)).expect("maildir") {
-            let path = entry.expect("entry").path();
+    let locked: Vec<_> = env
+        .support_files()
+        .into_iter()
+        .filter(|path| {
             let mode = std::os::unix::fs::PermissionsExt::mode(
-                &std::fs::metadata(&path).expect("stat").permissions(),
+                &std::fs::metadata(path).expect("stat").permissions(),
             );
-            if mode & 0o777 == 0 {
-                std::fs::set_permissions(
-                    &path,
-                    std::os::unix::fs::PermissionsExt::from_mode(0o600),
-                )
-                .expect("chmod back");
-                unlocked += 1;
-            }
-        }
-    }
-    assert_eq!(unlocked, 1);
+            mode & 0o777 == 0
+        })
+        .collect();
+    assert_eq!(locked.len(), 1);
+    std::fs::set_permissions(
+        &locked[0],
+        std::os::unix::fs::PermissionsExt::from_mode(0o600),
+    )
+    .expect("chmod back");
     let again = run_pass(&settings).await.expect("second pass runs");
     let mailbox = &again.mailboxes[0];
     assert_eq!(
@@ -892,38 +853,17 @@ async fn a_message_whose_size_dovecot_cannot_read_holds_up_nothing_else() {
         ),
     ])
     .await;
-    let (local, domain) = env.support_user.split_once('@').expect("user");
-    let maildir = env
-        .stack
-        .dir
-        .join("mail")
-        .join(domain)
-        .join(local)
-        .join("Maildir");
-    let mut renamed = 0;
-    for sub in ["cur", "new"] {
-        for entry in std::fs::read_dir(maildir.join(sub)).expect("maildir") {
-            let path = entry.expect("entry").path();
-            let bytes = std::fs::read(&path).expect("read");
-            if String::from_utf8_lossy(&bytes).contains("sizeless.2@example.org") {
-                // A name without ",S=…,W=…", as other delivery tools write.
-                let name = path
-                    .file_name()
-                    .and_then(|name| name.to_str())
-                    .expect("file name");
-                let base = name.split(',').next().expect("base name");
-                let bare = maildir.join("new").join(format!("{base}x"));
-                std::fs::rename(&path, &bare).expect("rename");
-                std::fs::set_permissions(
-                    &bare,
-                    std::os::unix::fs::PermissionsExt::from_mode(0o000),
-                )
-                .expect("chmod 000");
-                renamed += 1;
-            }
-        }
-    }
-    assert_eq!(renamed, 1);
+    // A name without ",S=…,W=…", as other delivery tools write.
+    let path = env.support_file_with("sizeless.2@example.org");
+    let name = path
+        .file_name()
+        .and_then(|name| name.to_str())
+        .expect("file name");
+    let base = name.split(',').next().expect("base name");
+    let bare = env.support_maildir().join("new").join(format!("{base}x"));
+    std::fs::rename(&path, &bare).expect("rename");
+    std::fs::set_permissions(&bare, std::os::unix::fs::PermissionsExt::from_mode(0o000))
+        .expect("chmod 000");
     let settings = env.settings(&ConfigOptions::default());
     let report = run_pass(&settings).await.expect("pass runs");
     let mailbox = &report.mailboxes[0];

@@ -185,6 +185,41 @@ timeout_secs = {imap_timeout}
         config::load(&path).expect("test config is valid")
     }
 
+    /// The support mailbox's Maildir on disk, for tests that change what
+    /// Dovecot finds there.
+    pub fn support_maildir(&self) -> PathBuf {
+        let (local, domain) = self.support_user.split_once('@').expect("user");
+        self.stack
+            .dir
+            .join("mail")
+            .join(domain)
+            .join(local)
+            .join("Maildir")
+    }
+
+    /// The message files of the support INBOX.
+    pub fn support_files(&self) -> Vec<PathBuf> {
+        let maildir = self.support_maildir();
+        ["cur", "new"]
+            .iter()
+            .flat_map(|sub| std::fs::read_dir(maildir.join(sub)).expect("maildir"))
+            .map(|entry| entry.expect("entry").path())
+            .collect()
+    }
+
+    /// The one message file of the support INBOX that contains `needle`.
+    pub fn support_file_with(&self, needle: &str) -> PathBuf {
+        let mut found: Vec<PathBuf> = self
+            .support_files()
+            .into_iter()
+            .filter(|path| {
+                String::from_utf8_lossy(&std::fs::read(path).expect("read")).contains(needle)
+            })
+            .collect();
+        assert_eq!(found.len(), 1, "one file holds {needle}");
+        found.pop().expect("one file")
+    }
+
     /// Appends messages to the support INBOX.
     pub async fn seed<M: AsRef<[u8]>>(&self, messages: &[M]) {
         let mut session = imap_login(&self.stack, &self.support_user).await;

@@ -367,14 +367,7 @@ async fn uidvalidity_change_rescans_without_resending() {
 
     // Give the folder a new UIDVALIDITY, as a server-side rebuild would:
     // Dovecot keeps it in the Maildir's dovecot-uidlist header.
-    let (local, domain) = env.support_user.split_once('@').expect("user");
-    let maildir = env
-        .stack
-        .dir
-        .join("mail")
-        .join(domain)
-        .join(local)
-        .join("Maildir");
+    let maildir = env.support_maildir();
     let uidlist = maildir.join("dovecot-uidlist");
     let text = std::fs::read_to_string(&uidlist).expect("read dovecot-uidlist");
     let (header, rest) = text.split_once('\n').expect("uidlist header");
