@@ -33,7 +33,7 @@ stack_dovecot_pid() {
     local pid_file="$STACK_DIR/run/dovecot/master.pid" pid
     [ -f "$pid_file" ] || return 1
     pid="$(cat "$pid_file")"
-    [ -n "$pid" ] && tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null | grep -qF -- "$STACK_DOVECOT_CONF" \
+    [ -n "$pid" ] && tr '\0' ' ' 2>/dev/null <"/proc/$pid/cmdline" | grep -qF -- "$STACK_DOVECOT_CONF" \
         || return 1
     echo "$pid"
 }

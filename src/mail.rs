@@ -41,6 +41,23 @@ pub fn content_hash(raw: &[u8]) -> String {
     hex
 }
 
+/// 128 bits of SHA-256 over a Message-ID and a [`body_hash`]: a compact
+/// key for recognising copies of one message within a pass.
+///
+/// NOTE: The worker keeps one per forwarded message for a whole pass, and a
+/// first pass may take a backlog of tens of thousands: the two strings cost
+/// about 270 bytes a message (5 MiB at 20,000), this key about 30.
+pub fn copy_key(message_id: &str, body_sha256: &str) -> [u8; 16] {
+    let digest = Sha256::new()
+        .chain_update(message_id.as_bytes())
+        .chain_update([0])
+        .chain_update(body_sha256.as_bytes())
+        .finalize();
+    let mut key = [0; 16];
+    key.copy_from_slice(&digest[..16]);
+    key
+}
+
 /// Extracts the logged header fields.
 pub fn summarize(message: &Message<'_>) -> MailSummary {
     MailSummary {

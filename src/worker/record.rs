@@ -182,9 +182,9 @@ fn examine_in_parallel(examiner: &Examiner, mails: &[RawMail]) -> Vec<Examined> 
 }
 
 /// Messages taken for forwarding so far in a mailbox's pass, by
-/// (Message-ID, body hash), with their UIDs: how copies in later batches
-/// are recognised before the log says the first was forwarded.
-pub(super) type PassCopies = HashMap<(String, String), u32>;
+/// [`mail::copy_key`], with their UIDs: how copies in later batches are
+/// recognised before the log says the first was forwarded.
+pub(super) type PassCopies = HashMap<[u8; 16], u32>;
 
 /// Classifies a fetched batch and records it in one transaction, together
 /// with the new checkpoint. Given the pool (first batch of a mailbox), it
@@ -309,7 +309,7 @@ pub(super) async fn record_batch(
             && let Some(message_id) = &facts.message_id
         {
             pass_copies
-                .entry((message_id.clone(), facts.body_sha256.clone()))
+                .entry(mail::copy_key(message_id, &facts.body_sha256))
                 .or_insert(raw.uid);
         }
         let decision = &classification.decision;
@@ -450,7 +450,7 @@ fn skip_copy(
     // To, with the same envelope and helpdesk, so should the first fail,
     // this one would fail the same way; the first's failure is what the
     // log shows, and the copy's row points at it.
-    if let Some(first_uid) = pass_copies.get(&(message_id.to_owned(), body_sha256.to_owned())) {
+    if let Some(first_uid) = pass_copies.get(&mail::copy_key(message_id, body_sha256)) {
         classification.decision = Decision::skip(
             Reason::DuplicateMessageId,
             format!(
