@@ -304,6 +304,16 @@ mod tests {
         classify(raw.as_bytes(), &rules())
     }
 
+    /// Held, for `reason`: never forwarded.
+    fn assert_held(result: &Classification, reason: Reason) {
+        assert_eq!(
+            (result.decision.action, result.decision.reason),
+            (Action::Hold, Some(reason)),
+            "{}",
+            result.decision.detail
+        );
+    }
+
     #[test]
     fn a_bounce_too_large_to_forward_is_still_a_bounce() {
         let headers = "Return-Path: <>\r\nFrom: MAILER-DAEMON@mx.example\r\nSubject: Undelivered Mail\r\n\r\n";
@@ -313,7 +323,7 @@ mod tests {
         assert_eq!(result.decision.reason, Some(Reason::Bounce));
         let ordinary = crate::mail::parse(b"From: a@b.test\r\nSubject: big\r\n\r\n");
         let result = classify_parsed(ordinary.as_ref(), 30 * 1024 * 1024, &rules());
-        assert_eq!(result.decision.reason, Some(Reason::TooLarge));
+        assert_held(&result, Reason::TooLarge);
     }
 
     #[test]
@@ -329,7 +339,7 @@ mod tests {
         let result = decide(
             "From: a@b.test\nContent-Type: multipart/encrypted; protocol=\"application/pgp-encrypted\"; boundary=X\n\n--X\nContent-Type: application/pgp-encrypted\n\nVersion: 1\n--X\nContent-Type: application/octet-stream\n\n-----BEGIN PGP MESSAGE-----\nabc\n-----END PGP MESSAGE-----\n--X--\n",
         );
-        assert_eq!(result.decision.reason, Some(Reason::PgpEncrypted));
+        assert_held(&result, Reason::PgpEncrypted);
         assert_eq!(result.class, CryptoClass::PgpEncrypted);
     }
 
@@ -338,7 +348,7 @@ mod tests {
         let result = decide(
             "From: a@b.test\nContent-Type: application/x-pkcs7-mime; smime-type=authEnveloped-data; name=smime.p7m\nContent-Transfer-Encoding: base64\n\nMIAGCSqGSIb3DQEHA6CA\n",
         );
-        assert_eq!(result.decision.reason, Some(Reason::SmimeEnveloped));
+        assert_held(&result, Reason::SmimeEnveloped);
     }
 
     #[test]
@@ -347,7 +357,7 @@ mod tests {
         let result = decide(
             "From: a@b.test\nContent-Type: application/octet-stream; name=smime.p7m\nContent-Transfer-Encoding: base64\n\nMIAGCSqGSIb3DQEHAqCA\n",
         );
-        assert_eq!(result.decision.reason, Some(Reason::SmimeOpaqueSigned));
+        assert_held(&result, Reason::SmimeOpaqueSigned);
     }
 
     #[test]
@@ -364,13 +374,13 @@ mod tests {
         let result = decide(
             "From: a@b.test\nContent-Type: multipart/mixed; boundary=M\n\n--M\nContent-Type: text/plain\n\nSee attached.\n--M\nContent-Type: message/rfc822\n\nFrom: c@d.test\nContent-Type: application/pkcs7-mime; smime-type=enveloped-data\nContent-Transfer-Encoding: base64\n\nMIAGCSqGSIb3DQEHA6CA\n--M--\n",
         );
-        assert_eq!(result.decision.reason, Some(Reason::SmimeEnveloped));
+        assert_held(&result, Reason::SmimeEnveloped);
     }
 
     #[test]
     fn quoted_armor_is_held_but_a_mention_is_not() {
         let held = decide("From: a@b.test\n\nHi\n> -----BEGIN PGP MESSAGE-----\n> hQEM\n");
-        assert_eq!(held.decision.reason, Some(Reason::PgpEncrypted));
+        assert_held(&held, Reason::PgpEncrypted);
         let mention = decide(
             "From: a@b.test\n\nWhy does my mail start with -----BEGIN PGP MESSAGE----- now?\n",
         );
@@ -419,14 +429,14 @@ mod tests {
         let rpmsg = decide(
             "From: a@b.test\nContent-Type: multipart/mixed; boundary=M\n\n--M\nContent-Type: text/plain\n\nProtected\n--M\nContent-Type: application/octet-stream\nContent-Disposition: attachment; filename=\"message.rpmsg\"\n\nxx\n--M--\n",
         );
-        assert_eq!(rpmsg.decision.reason, Some(Reason::Portal));
+        assert_held(&rpmsg, Reason::Portal);
         let proton = decide("From: a@b.test\n\nOpen https://mail.proton.me/eo/abc123 to read.\n");
-        assert_eq!(proton.decision.reason, Some(Reason::Portal));
+        assert_held(&proton, Reason::Portal);
         // A ZIP local header with flag bit 0 set, base64-encoded.
         let zip = decide(
             "From: a@b.test\nContent-Type: multipart/mixed; boundary=M\n\n--M\nContent-Type: text/plain\n\nAttached\n--M\nContent-Type: application/zip; name=a.zip\nContent-Transfer-Encoding: base64\n\nUEsDBBQAAQAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA\n--M--\n",
         );
-        assert_eq!(zip.decision.reason, Some(Reason::PasswordAttachment));
+        assert_held(&zip, Reason::PasswordAttachment);
     }
 
     #[test]
@@ -437,7 +447,7 @@ mod tests {
             Some(Reason::TooLarge)
         );
         let garbage = classify(&[0xff, 0x00, 0x13, 0x37, 0x80], &Rules::default());
-        assert_eq!(garbage.decision.reason, Some(Reason::Unparseable));
+        assert_held(&garbage, Reason::Unparseable);
         assert_eq!(garbage.class, CryptoClass::Unparseable);
     }
 
@@ -469,6 +479,6 @@ mod tests {
         }
         nested.push_str("\r\nbottom\r\n");
         let result = classify(nested.as_bytes(), &rules());
-        assert_eq!(result.decision.reason, Some(Reason::Unparseable));
+        assert_held(&result, Reason::Unparseable);
     }
 }

@@ -38,6 +38,10 @@ const MIGRATIONS: &[(&str, &str)] = &[
         "0006_index_log_listing",
         include_str!("../../migrations/0006_index_log_listing.sql"),
     ),
+    (
+        "0007_rate_limit_lifts",
+        include_str!("../../migrations/0007_rate_limit_lifts.sql"),
+    ),
 ];
 
 mod journal;
@@ -662,12 +666,17 @@ impl Store {
     }
 
     /// How many messages of this mailbox came from `correspondent` (relay
-    /// alias, else From) since `since` (RFC 3339).
+    /// alias, else From) since `since` (RFC 3339), and after the second in
+    /// which a person last lifted its block. (Those first seen within that
+    /// second do not count: the flood recorded just before the release
+    /// must not, and a loop sends more than one.)
     pub fn count_from_since(&self, mailbox: &str, correspondent: &str, since: &str) -> Result<u32> {
         self.conn
             .query_row_cached(
                 "SELECT COUNT(*) FROM messages
-                 WHERE mailbox = ?1 AND COALESCE(relay_alias, from_addr) = ?2 AND first_seen_at >= ?3",
+                 WHERE mailbox = ?1 AND COALESCE(relay_alias, from_addr) = ?2 AND first_seen_at >= ?3
+                    AND first_seen_at > COALESCE(
+                        (SELECT lifted_at FROM blocked_correspondents WHERE address = ?2), '')",
                 params![mailbox, correspondent, since],
                 |row| row.get(0),
             )
@@ -678,7 +687,7 @@ impl Store {
     pub fn blocked(&self, address: &str) -> Result<Option<String>> {
         self.conn
             .query_row_cached(
-                "SELECT reason FROM blocked_correspondents WHERE address = ?1",
+                "SELECT reason FROM blocked_correspondents WHERE address = ?1 AND lifted_at IS NULL",
                 [address],
                 |row| row.get(0),
             )
@@ -686,29 +695,36 @@ impl Store {
             .map_err(|source| self.query_error("look up a blocked correspondent", source))
     }
 
-    /// Blocks a correspondent until a person releases one of its messages.
+    /// Blocks a correspondent until a person releases one of its messages
+    /// (again, if a block was lifted before).
     pub fn block(&self, address: &str, reason: &str) -> Result<()> {
         let now = clock::rfc3339(clock::unix_now());
         self.conn
             .execute_cached(
                 "INSERT INTO blocked_correspondents (address, blocked_at, reason) VALUES (?1, ?2, ?3)
-                 ON CONFLICT (address) DO NOTHING",
+                 ON CONFLICT (address) DO UPDATE
+                    SET blocked_at = excluded.blocked_at, reason = excluded.reason, lifted_at = NULL
+                    WHERE lifted_at IS NOT NULL",
                 params![address, now, reason],
             )
             .map_err(|source| self.query_error("block a correspondent", source))?;
         Ok(())
     }
 
-    /// Lifts a block; returns whether there was one.
+    /// Lifts a block; returns whether there was one. The row stays, with
+    /// the time, so that the messages that caused the block no longer
+    /// count towards the limit ([`Store::count_from_since`]).
     pub fn unblock(&self, address: &str) -> Result<bool> {
-        let removed = self
+        let now = clock::rfc3339(clock::unix_now());
+        let lifted = self
             .conn
             .execute_cached(
-                "DELETE FROM blocked_correspondents WHERE address = ?1",
-                [address],
+                "UPDATE blocked_correspondents SET lifted_at = ?2
+                 WHERE address = ?1 AND lifted_at IS NULL",
+                params![address, now],
             )
             .map_err(|source| self.query_error("unblock a correspondent", source))?;
-        Ok(0 < removed)
+        Ok(0 < lifted)
     }
 
     /// Whether deskbridge auto-replied to `address` (in any letter case)
@@ -1499,11 +1515,18 @@ mod tests {
         store
             .record_batch(&[new_message(1, None)], None, "")
             .expect("first");
+        let err = store
+            .record_batch(&[new_message(1, None)], None, "")
+            .expect_err("a second row for the same mailbox, UIDVALIDITY and UID");
         assert!(
-            store
-                .record_batch(&[new_message(1, None)], None, "")
-                .is_err()
+            err.to_string().contains("UNIQUE constraint failed"),
+            "{err:#}"
         );
+        // Nothing of the refused batch was kept.
+        let rows = store
+            .list_messages(&MessageFilter::default())
+            .expect("list");
+        assert_eq!(rows.len(), 1);
     }
 
     #[test]

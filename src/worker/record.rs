@@ -148,12 +148,18 @@ pub(super) async fn examine_batch(
 /// Examines mail on as many threads as there are cores (at most 4), in
 /// slices of at least `MIN_SLICE` messages; the result keeps input order.
 fn examine_in_parallel(examiner: &Examiner, mails: &[RawMail]) -> Vec<Examined> {
+    let cores = std::thread::available_parallelism().map_or(1, usize::from);
+    examine_on_threads(examiner, mails, cores.clamp(1, 4))
+}
+
+/// [`examine_in_parallel`] on at most `most_threads` threads.
+fn examine_on_threads(
+    examiner: &Examiner,
+    mails: &[RawMail],
+    most_threads: usize,
+) -> Vec<Examined> {
     const MIN_SLICE: usize = 16;
-    let threads = std::thread::available_parallelism()
-        .map_or(1, usize::from)
-        .clamp(1, 4)
-        .min(mails.len() / MIN_SLICE)
-        .max(1);
+    let threads = most_threads.min(mails.len() / MIN_SLICE).max(1);
     if threads == 1 {
         return mails.iter().map(|raw| examiner.examine(raw)).collect();
     }
@@ -642,24 +648,28 @@ mod tests {
                 }
             })
             .collect();
-        let examined = examine_in_parallel(&examiner, &mails);
-        let ids: Vec<Option<String>> = examined
-            .iter()
-            .map(|one| {
-                one.facts
-                    .as_ref()
-                    .and_then(|facts| facts.message_id.clone())
-            })
-            .collect();
         let expected: Vec<Option<String>> = (0..100)
             .map(|uid| Some(format!("m{uid}@example.org")))
             .collect();
-        assert_eq!(ids, expected);
-        let hashes: Vec<&str> = examined.iter().map(|one| one.sha256.as_str()).collect();
         let direct: Vec<String> = mails
             .iter()
             .map(|raw| mail::content_hash(&raw.bytes))
             .collect();
-        assert_eq!(hashes, direct);
+        // Four threads whatever this machine has: 100 messages make four
+        // slices of 25, so the order is that of the joins.
+        for threads in [4, 3, 1] {
+            let examined = examine_on_threads(&examiner, &mails, threads);
+            let ids: Vec<Option<String>> = examined
+                .iter()
+                .map(|one| {
+                    one.facts
+                        .as_ref()
+                        .and_then(|facts| facts.message_id.clone())
+                })
+                .collect();
+            assert_eq!(ids, expected, "on {threads} threads");
+            let hashes: Vec<&str> = examined.iter().map(|one| one.sha256.as_str()).collect();
+            assert_eq!(hashes, direct, "on {threads} threads");
+        }
     }
 }

@@ -27,6 +27,8 @@ pub struct Stack {
     pub ca: PathBuf,
     pub wrong_ca: PathBuf,
     pub access_map: PathBuf,
+    /// The stack Postfix's config directory, for `postqueue -c`.
+    pub postfix_dir: PathBuf,
     pub dir: PathBuf,
 }
 
@@ -62,11 +64,14 @@ impl Stack {
             ca: PathBuf::from(value("STACK_CA")),
             wrong_ca: PathBuf::from(value("STACK_WRONG_CA")),
             access_map: PathBuf::from(value("STACK_ACCESS_MAP")),
+            postfix_dir: PathBuf::from(value("STACK_POSTFIX_DIR")),
             dir,
         };
         for (port, what) in [
             (stack.imaps_port, "Dovecot IMAPS"),
+            (stack.imap_port, "Dovecot IMAP (STARTTLS)"),
             (stack.submission_port, "Postfix submission"),
+            (stack.smtps_port, "Postfix SMTPS"),
         ] {
             if std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
                 panic!(
@@ -329,49 +334,117 @@ pub struct Seen {
     pub flags: Vec<String>,
 }
 
-/// Every message of `folder` (bytes fetched with PEEK), in UID order.
+/// Every message of `folder` (bytes fetched with PEEK), in UID order. The
+/// folder must exist: a test that counts an unreadable folder as empty
+/// would pass for the wrong reason.
 pub async fn read_folder(stack: &Stack, user: &str, folder: &str) -> Vec<Seen> {
+    read_folder_if_any(stack, user, folder)
+        .await
+        .unwrap_or_else(|| panic!("{user} has no folder {folder}"))
+}
+
+/// As [`read_folder`], `None` when the folder does not exist (yet).
+pub async fn read_folder_if_any(stack: &Stack, user: &str, folder: &str) -> Option<Vec<Seen>> {
     let mut session = imap_login(stack, user).await;
+    let names: Vec<String> = session
+        .list(None, Some(folder))
+        .await
+        .expect("LIST")
+        .map(|name| name.expect("LIST item").name().to_owned())
+        .collect()
+        .await;
+    if !names.iter().any(|name| name == folder) {
+        let _ = session.logout().await;
+        return None;
+    }
+    session
+        .select(folder)
+        .await
+        .unwrap_or_else(|err| panic!("SELECT {folder} of {user}: {err}"));
+    let fetches: Vec<_> = session
+        .uid_fetch("1:*", "(UID FLAGS BODY.PEEK[])")
+        .await
+        .expect("fetch")
+        .collect()
+        .await;
     let mut seen = Vec::new();
-    if session.select(folder).await.is_ok() {
-        let fetches: Vec<_> = session
-            .uid_fetch("1:*", "(UID FLAGS BODY.PEEK[])")
-            .await
-            .expect("fetch")
-            .collect()
-            .await;
-        for fetch in fetches {
-            let fetch = fetch.expect("fetch item");
-            if let (Some(uid), Some(body)) = (fetch.uid, fetch.body()) {
-                seen.push(Seen {
-                    uid,
-                    bytes: body.to_vec(),
-                    flags: fetch.flags().map(|flag| format!("{flag:?}")).collect(),
-                });
-            }
-        }
+    for fetch in fetches {
+        let fetch = fetch.expect("fetch item");
+        let (Some(uid), Some(body)) = (fetch.uid, fetch.body()) else {
+            panic!("a FETCH reply in {folder} of {user} lacks its UID or body: {fetch:?}");
+        };
+        seen.push(Seen {
+            uid,
+            bytes: body.to_vec(),
+            flags: fetch.flags().map(|flag| format!("{flag:?}")).collect(),
+        });
     }
     let _ = session.logout().await;
     seen.sort_by_key(|message| message.uid);
-    seen
+    Some(seen)
 }
 
-/// Waits until the helpdesk INBOX holds `expected` messages (delivery goes
-/// through Postfix's queue and LMTP), then a little longer to catch extras.
-pub async fn wait_for_helpdesk(env: &TestEnv, expected: usize) -> Vec<Seen> {
-    let deadline = Instant::now() + Duration::from_secs(30);
+/// Waits until the stack's Postfix holds nothing more for `address` in
+/// any queue. After a pass, everything it handed to Postfix for that
+/// address has then been delivered, and nothing more can arrive: the fixed
+/// point for "exactly once" and "nothing" checks, where a fixed sleep
+/// would miss a late copy on a busy machine.
+pub async fn wait_until_queue_clear(stack: &Stack, address: &str) {
+    let deadline = Instant::now() + Duration::from_secs(60);
     loop {
-        let messages = read_folder(&env.stack, &env.helpdesk_user, "INBOX").await;
-        if expected <= messages.len() || deadline < Instant::now() {
-            if expected == messages.len() {
-                // Anything sent twice would arrive right behind the first copy.
-                tokio::time::sleep(Duration::from_millis(700)).await;
-                return read_folder(&env.stack, &env.helpdesk_user, "INBOX").await;
-            }
-            return messages;
+        let output = std::process::Command::new("postqueue")
+            .arg("-c")
+            .arg(&stack.postfix_dir)
+            .arg("-j")
+            .output()
+            .unwrap_or_else(|err| {
+                panic!("cannot run postqueue ({err}); install the stack with `sudo bash scripts/stack-install`")
+            });
+        assert!(
+            output.status.success(),
+            "postqueue -c {} -j: {}",
+            stack.postfix_dir.display(),
+            String::from_utf8_lossy(&output.stderr)
+        );
+        let queued = String::from_utf8_lossy(&output.stdout)
+            .lines()
+            .filter(|line| !line.trim().is_empty())
+            .any(|line| {
+                let entry: serde_json::Value = serde_json::from_str(line)
+                    .unwrap_or_else(|err| panic!("postqueue -j printed {line:?}: {err}"));
+                entry["recipients"].as_array().is_some_and(|recipients| {
+                    recipients.iter().any(|recipient| {
+                        recipient["address"]
+                            .as_str()
+                            .is_some_and(|queued| queued.eq_ignore_ascii_case(address))
+                    })
+                })
+            });
+        if !queued {
+            return;
         }
-        tokio::time::sleep(Duration::from_millis(100)).await;
+        assert!(
+            Instant::now() < deadline,
+            "Postfix still queues mail for {address} after 60 s; see {}/log",
+            stack.dir.display()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
     }
+}
+
+/// The helpdesk INBOX once Postfix has delivered everything it took for
+/// it ([`wait_until_queue_clear`]), which must be exactly `expected`
+/// messages: the passes have ended, so this is all that will ever arrive
+/// from them, and a copy sent twice is already there.
+pub async fn wait_for_helpdesk(env: &TestEnv, expected: usize) -> Vec<Seen> {
+    wait_until_queue_clear(&env.stack, &env.helpdesk_user).await;
+    let messages = read_folder(&env.stack, &env.helpdesk_user, "INBOX").await;
+    assert_eq!(
+        messages.len(),
+        expected,
+        "messages in the helpdesk's INBOX once Postfix's queue is clear"
+    );
+    messages
 }
 
 /// The original bytes of each delivered message (deskbridge's trace block
