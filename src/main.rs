@@ -321,7 +321,7 @@ fn run(cli: Cli) -> anyhow::Result<u8> {
             let cutoff = deskbridge::clock::rfc3339(deskbridge::clock::unix_now() - age);
             let (messages, events) = store.prune(&cutoff)?;
             write_stdout(&format!(
-                "pruned messages first seen before {cutoff}: cleared subject, from, reply-to, relay alias, reply token, date, detail, last error and SMTP reply of {messages} messages and removed {events} of their history events (held messages stay whole until released), forgot auto-replies sent before then, cleared the subjects of threads idle since then; kept Message-IDs, references, threads, correspondents with their addresses (threading needs them), states, reasons and hashes\n"
+                "pruned messages first seen before {cutoff}: cleared subject, from, reply-to, relay alias, reply token, date, detail, last error and SMTP reply of {messages} messages and removed {events} of their history events (held messages stay whole until released), forgot auto-replies sent and rate-limit blocks lifted before then, cleared the subjects of threads idle since then; kept Message-IDs, references, threads, correspondents with their addresses (threading needs them), states, reasons and hashes\n"
             ))?;
             Ok(0)
         }

@@ -666,17 +666,15 @@ impl Store {
     }
 
     /// How many messages of this mailbox came from `correspondent` (relay
-    /// alias, else From) since `since` (RFC 3339), and after the second in
-    /// which a person last lifted its block. (Those first seen within that
-    /// second do not count: the flood recorded just before the release
-    /// must not, and a loop sends more than one.)
+    /// alias, else From) since `since` (RFC 3339), and were logged after a
+    /// person last lifted its block.
     pub fn count_from_since(&self, mailbox: &str, correspondent: &str, since: &str) -> Result<u32> {
         self.conn
             .query_row_cached(
                 "SELECT COUNT(*) FROM messages
                  WHERE mailbox = ?1 AND COALESCE(relay_alias, from_addr) = ?2 AND first_seen_at >= ?3
-                    AND first_seen_at > COALESCE(
-                        (SELECT lifted_at FROM blocked_correspondents WHERE address = ?2), '')",
+                    AND id > COALESCE(
+                        (SELECT lifted_after_message FROM blocked_correspondents WHERE address = ?2), 0)",
                 params![mailbox, correspondent, since],
                 |row| row.get(0),
             )
@@ -703,7 +701,8 @@ impl Store {
             .execute_cached(
                 "INSERT INTO blocked_correspondents (address, blocked_at, reason) VALUES (?1, ?2, ?3)
                  ON CONFLICT (address) DO UPDATE
-                    SET blocked_at = excluded.blocked_at, reason = excluded.reason, lifted_at = NULL
+                    SET blocked_at = excluded.blocked_at, reason = excluded.reason,
+                        lifted_at = NULL, lifted_after_message = NULL
                     WHERE lifted_at IS NOT NULL",
                 params![address, now, reason],
             )
@@ -712,14 +711,16 @@ impl Store {
     }
 
     /// Lifts a block; returns whether there was one. The row stays, with
-    /// the time, so that the messages that caused the block no longer
-    /// count towards the limit ([`Store::count_from_since`]).
+    /// the time and the last message logged, so that the messages that
+    /// caused the block no longer count towards the limit
+    /// ([`Store::count_from_since`]).
     pub fn unblock(&self, address: &str) -> Result<bool> {
         let now = clock::rfc3339(clock::unix_now());
         let lifted = self
             .conn
             .execute_cached(
-                "UPDATE blocked_correspondents SET lifted_at = ?2
+                "UPDATE blocked_correspondents
+                 SET lifted_at = ?2, lifted_after_message = (SELECT COALESCE(MAX(id), 0) FROM messages)
                  WHERE address = ?1 AND lifted_at IS NULL",
                 params![address, now],
             )
@@ -896,6 +897,19 @@ impl Store {
             .map_err(fail)?;
         tx.execute_cached("DELETE FROM auto_replies WHERE last_sent_at < ?1", [cutoff])
             .map_err(fail)?;
+        // NOTE: A lifted block only hides the messages logged before the
+        // lift from the rate limit. Those older than the cutoff have just
+        // lost their addresses and no longer count, except held ones, which
+        // stay whole: a lift stays while one of those remains.
+        tx.execute_cached(
+            "DELETE FROM blocked_correspondents
+             WHERE lifted_at IS NOT NULL AND lifted_at < ?1
+                AND NOT EXISTS (SELECT 1 FROM messages
+                    WHERE state = 'held' AND id <= blocked_correspondents.lifted_after_message
+                        AND COALESCE(relay_alias, from_addr) = blocked_correspondents.address)",
+            [cutoff],
+        )
+        .map_err(fail)?;
         tx.execute_cached(
             "UPDATE threads SET subject = NULL, subject_key = NULL
              WHERE last_activity_at < ?1 AND (subject IS NOT NULL OR subject_key IS NOT NULL)",
@@ -1507,6 +1521,78 @@ mod tests {
         store.prune("9999-01-01T00:00:00Z").expect("prune");
         let row = store.message(held_id).expect("read").expect("row");
         assert_eq!(row.from.as_deref(), Some("b@example.org"));
+    }
+
+    /// A message from `from`, first seen now, in `state`.
+    fn from_sender(uid: u32, from: &str, state: Option<State>) -> NewMessage {
+        let mut message = new_message(uid, state);
+        message.summary.from = Some(from.to_owned());
+        message
+    }
+
+    #[test]
+    fn a_lifted_block_counts_only_later_mail_and_can_come_back() {
+        let mut store = Store::open_in_memory().expect("open");
+        let flood: Vec<NewMessage> = (1..=4)
+            .map(|uid| from_sender(uid, "loop@x.test", Some(State::Held)))
+            .collect();
+        store.record_batch(&flood, None, "").expect("record");
+        let count = |store: &Store| {
+            store
+                .count_from_since("support", "loop@x.test", "2000-01-01T00:00:00Z")
+                .expect("count")
+        };
+        assert_eq!(count(&store), 4);
+        assert!(!store.unblock("loop@x.test").expect("no block yet"));
+
+        store.block("loop@x.test", "flood").expect("block");
+        assert_eq!(
+            store.blocked("loop@x.test").expect("look up").as_deref(),
+            Some("flood")
+        );
+        assert!(store.unblock("loop@x.test").expect("lift"));
+        assert!(!store.unblock("loop@x.test").expect("already lifted"));
+        assert_eq!(store.blocked("loop@x.test").expect("look up"), None);
+        // The flood before the lift no longer counts; what follows does.
+        assert_eq!(count(&store), 0);
+        store
+            .record_batch(&[from_sender(5, "loop@x.test", None)], None, "")
+            .expect("record");
+        assert_eq!(count(&store), 1);
+
+        // A new block replaces the lifted one and counts from scratch once
+        // lifted again.
+        store.block("loop@x.test", "again").expect("block again");
+        assert_eq!(
+            store.blocked("loop@x.test").expect("look up").as_deref(),
+            Some("again")
+        );
+        assert!(store.unblock("loop@x.test").expect("lift again"));
+        assert_eq!(count(&store), 0);
+
+        // Pruning forgets the lift only once no held message from before
+        // it remains, since those would count again.
+        store.prune("9999-01-01T00:00:00Z").expect("prune");
+        assert_eq!(count(&store), 0, "the held flood still does not count");
+        let ids: Vec<i64> = store
+            .list_messages(&MessageFilter::default())
+            .expect("list")
+            .iter()
+            .filter(|row| row.state() == State::Held)
+            .map(|row| row.id)
+            .collect();
+        assert_eq!(ids.len(), 4);
+        for id in ids {
+            store.mark_released(id, "250 ok").expect("release");
+        }
+        store.prune("9999-01-01T00:00:00Z").expect("prune");
+        let lifts: i64 = store
+            .conn
+            .query_row("SELECT COUNT(*) FROM blocked_correspondents", [], |row| {
+                row.get(0)
+            })
+            .expect("count lifts");
+        assert_eq!(lifts, 0);
     }
 
     #[test]

@@ -242,6 +242,14 @@ async fn rate_limit_holds_a_flood_until_released() {
         (3, 1),
         "{report:?}"
     );
+    let store = Store::open(&settings.store_path).expect("open log");
+    assert!(
+        store
+            .blocked("loop@mozmail.com")
+            .expect("look up")
+            .is_some(),
+        "blocked again"
+    );
     assert_eq!(wait_for_helpdesk(&env, 7).await.len(), 7);
 }
 
