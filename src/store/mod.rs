@@ -666,26 +666,28 @@ impl Store {
     }
 
     /// How many messages of this mailbox came from `correspondent` (relay
-    /// alias, else From) since `since` (RFC 3339), and were logged after a
-    /// person last lifted its block.
+    /// alias, else From, in any letter case) since `since` (RFC 3339), and
+    /// were logged after a person last lifted its block.
     pub fn count_from_since(&self, mailbox: &str, correspondent: &str, since: &str) -> Result<u32> {
         self.conn
             .query_row_cached(
                 "SELECT COUNT(*) FROM messages
-                 WHERE mailbox = ?1 AND COALESCE(relay_alias, from_addr) = ?2 AND first_seen_at >= ?3
-                    AND id > COALESCE(
-                        (SELECT lifted_after_message FROM blocked_correspondents WHERE address = ?2), 0)",
+                 WHERE mailbox = ?1 AND lower(COALESCE(relay_alias, from_addr)) = lower(?2)
+                    AND first_seen_at >= ?3
+                    AND id > COALESCE((SELECT lifted_after_message FROM blocked_correspondents
+                        WHERE address = lower(?2)), 0)",
                 params![mailbox, correspondent, since],
                 |row| row.get(0),
             )
             .map_err(|source| self.query_error("count a correspondent's recent messages", source))
     }
 
-    /// Why `address` is blocked by the rate limit, if it is.
+    /// Why `address` (in any letter case) is blocked by the rate limit, if
+    /// it is.
     pub fn blocked(&self, address: &str) -> Result<Option<String>> {
         self.conn
             .query_row_cached(
-                "SELECT reason FROM blocked_correspondents WHERE address = ?1 AND lifted_at IS NULL",
+                "SELECT reason FROM blocked_correspondents WHERE address = lower(?1) AND lifted_at IS NULL",
                 [address],
                 |row| row.get(0),
             )
@@ -699,7 +701,7 @@ impl Store {
         let now = clock::rfc3339(clock::unix_now());
         self.conn
             .execute_cached(
-                "INSERT INTO blocked_correspondents (address, blocked_at, reason) VALUES (?1, ?2, ?3)
+                "INSERT INTO blocked_correspondents (address, blocked_at, reason) VALUES (lower(?1), ?2, ?3)
                  ON CONFLICT (address) DO UPDATE
                     SET blocked_at = excluded.blocked_at, reason = excluded.reason,
                         lifted_at = NULL, lifted_after_message = NULL
@@ -721,7 +723,7 @@ impl Store {
             .execute_cached(
                 "UPDATE blocked_correspondents
                  SET lifted_at = ?2, lifted_after_message = (SELECT COALESCE(MAX(id), 0) FROM messages)
-                 WHERE address = ?1 AND lifted_at IS NULL",
+                 WHERE address = lower(?1) AND lifted_at IS NULL",
                 params![address, now],
             )
             .map_err(|source| self.query_error("unblock a correspondent", source))?;
@@ -906,7 +908,7 @@ impl Store {
              WHERE lifted_at IS NOT NULL AND lifted_at < ?1
                 AND NOT EXISTS (SELECT 1 FROM messages
                     WHERE state = 'held' AND id <= blocked_correspondents.lifted_after_message
-                        AND COALESCE(relay_alias, from_addr) = blocked_correspondents.address)",
+                        AND lower(COALESCE(relay_alias, from_addr)) = blocked_correspondents.address)",
             [cutoff],
         )
         .map_err(fail)?;
@@ -1556,18 +1558,22 @@ mod tests {
         // The flood before the lift no longer counts; what follows does.
         assert_eq!(count(&store), 0);
         store
-            .record_batch(&[from_sender(5, "loop@x.test", None)], None, "")
+            .record_batch(&[from_sender(5, "Loop@X.test", None)], None, "")
             .expect("record");
-        assert_eq!(count(&store), 1);
+        assert_eq!(
+            count(&store),
+            1,
+            "any letter case is the same correspondent"
+        );
 
         // A new block replaces the lifted one and counts from scratch once
         // lifted again.
-        store.block("loop@x.test", "again").expect("block again");
+        store.block("LOOP@x.test", "again").expect("block again");
         assert_eq!(
-            store.blocked("loop@x.test").expect("look up").as_deref(),
+            store.blocked("loop@X.TEST").expect("look up").as_deref(),
             Some("again")
         );
-        assert!(store.unblock("loop@x.test").expect("lift again"));
+        assert!(store.unblock("Loop@x.test").expect("lift again"));
         assert_eq!(count(&store), 0);
 
         // Pruning forgets the lift only once no held message from before
@@ -1593,6 +1599,41 @@ mod tests {
             })
             .expect("count lifts");
         assert_eq!(lifts, 0);
+    }
+
+    #[test]
+    fn a_log_from_before_lifts_keeps_its_blocks_in_lower_case() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("log.db");
+        {
+            // A log as deskbridge left it before migration 0007.
+            let conn = Connection::open(&path).expect("create");
+            for (_, sql) in &MIGRATIONS[..6] {
+                conn.execute_batch(sql).expect("older migration");
+            }
+            conn.execute_batch(
+                "PRAGMA user_version = 6;
+                 INSERT INTO blocked_correspondents VALUES ('Loop@X.test', '2026-11-01T00:00:00Z', 'one');
+                 INSERT INTO blocked_correspondents VALUES ('loop@x.test', '2026-11-02T00:00:00Z', 'two');
+                 INSERT INTO blocked_correspondents VALUES ('Other@X.test', '2026-11-03T00:00:00Z', 'three');",
+            )
+            .expect("blocks");
+        }
+        let store = Store::open(&path).expect("migrates");
+        assert_eq!(
+            store.schema_version().expect("version"),
+            MIGRATIONS.len() as i64
+        );
+        let addresses: Vec<String> = store
+            .conn
+            .prepare("SELECT address FROM blocked_correspondents ORDER BY address")
+            .expect("prepare")
+            .query_map([], |row| row.get(0))
+            .expect("query")
+            .collect::<std::result::Result<_, _>>()
+            .expect("rows");
+        assert_eq!(addresses, ["loop@x.test", "other@x.test"]);
+        assert!(store.blocked("OTHER@x.test").expect("look up").is_some());
     }
 
     #[test]

@@ -530,9 +530,10 @@ fn apply_rate_limit(
     if policy.rate_limit_messages == 0 {
         return Ok(());
     }
+    // In any letter case, as the log counts them.
     let correspondent = match &classification.relay {
-        Some(relay) => Some(relay.alias.clone()),
-        None => from_address.map(str::to_owned),
+        Some(relay) => Some(relay.alias.to_ascii_lowercase()),
+        None => from_address.map(str::to_ascii_lowercase),
     };
     let Some(correspondent) = correspondent else {
         return Ok(());
