@@ -97,6 +97,9 @@ pub struct Credentials {
 pub struct Settings {
     /// Path of the SQLite database, resolved against the config file's folder.
     pub store_path: PathBuf,
+    /// Free bytes the log's file system must have before a batch is sent
+    /// (0: not checked), from `[store] min_free_mb`.
+    pub store_min_free: u64,
     pub smtp: SmtpSettings,
     pub mailboxes: Vec<MailboxSettings>,
     pub policy: Policy,
@@ -228,6 +231,7 @@ struct RawPolicy {
 #[serde(deny_unknown_fields)]
 struct RawStore {
     path: PathBuf,
+    min_free_mb: Option<u64>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -289,6 +293,9 @@ const DEFAULT_TIMEOUT_SECS: u64 = 60;
 const DEFAULT_GIVE_UP_AFTER_HOURS: u64 = 120;
 const DEFAULT_BATCH_SIZE: usize = 200;
 const DEFAULT_BATCH_MB: u64 = 16;
+/// What a pass's log writes can take: SQLite's WAL grows to about 4 MiB
+/// between checkpoints, and the log by a few KiB per message.
+const DEFAULT_MIN_FREE_MB: u64 = 16;
 const DEFAULT_SMTP_SESSIONS: usize = 4;
 const DEFAULT_MAX_MESSAGE_MB: u64 = 50;
 const DEFAULT_RATE_LIMIT_MESSAGES: u32 = 30;
@@ -417,8 +424,15 @@ fn parse_with_env(text: &str, path: &Path, env: Env<'_>) -> Result<Settings, Con
         )
         .map_err(invalid)?,
     };
+    let min_free_mb = raw.store.min_free_mb.unwrap_or(DEFAULT_MIN_FREE_MB);
+    if 1_048_576 < min_free_mb {
+        return Err(invalid(
+            "[store] min_free_mb must be between 0 (no check) and 1048576".to_owned(),
+        ));
+    }
     Ok(Settings {
         store_path: base_dir.join(raw.store.path),
+        store_min_free: min_free_mb * 1024 * 1024,
         smtp,
         mailboxes,
         policy,
@@ -1109,6 +1123,23 @@ mod tests {
                 );
             }
         }
+    }
+
+    #[test]
+    fn the_log_space_check_has_a_default_an_off_switch_and_a_limit() {
+        let default = parse_example(EXAMPLE).expect("example");
+        assert_eq!(default.store_min_free, 16 * 1024 * 1024);
+        let line = "# min_free_mb = 16";
+        assert!(
+            EXAMPLE.contains(line),
+            "the example config documents min_free_mb"
+        );
+        let off = parse_example(&EXAMPLE.replace(line, "min_free_mb = 0")).expect("0 is off");
+        assert_eq!(off.store_min_free, 0);
+        let err = parse_example(&EXAMPLE.replace(line, "min_free_mb = 2000000"))
+            .expect_err("too large")
+            .to_string();
+        assert!(err.contains("min_free_mb"), "{err}");
     }
 
     #[test]

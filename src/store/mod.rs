@@ -81,6 +81,14 @@ pub enum StoreError {
         #[source]
         source: rusqlite::Error,
     },
+    #[error(
+        "the file system holding {path} has {free_kib} KiB free, under [store] min_free_mb = {min_free_mb}: nothing more is sent until space is freed, because a message sent now might not be recorded as forwarded, and the next pass would send it again"
+    )]
+    LowSpace {
+        path: PathBuf,
+        free_kib: u64,
+        min_free_mb: u64,
+    },
     /// A write on the journal's thread failed; its error comes back as text.
     #[error("database {path}: cannot {action}: {message}")]
     Journal {
@@ -92,6 +100,20 @@ pub enum StoreError {
 
 /// Result alias for store operations.
 pub type Result<T> = std::result::Result<T, StoreError>;
+
+/// Bytes an unprivileged writer can still use on the file system that
+/// holds the log at `path` (and its `-wal` file beside it).
+///
+/// # Errors
+/// The folder cannot be examined.
+pub fn free_bytes(path: &Path) -> std::io::Result<u64> {
+    let folder = path
+        .parent()
+        .filter(|parent| !parent.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let stats = rustix::fs::statvfs(folder)?;
+    Ok(stats.f_bavail.saturating_mul(stats.f_frsize))
+}
 
 /// The delivery state of a logged message.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

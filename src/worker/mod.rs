@@ -115,6 +115,28 @@ impl From<StoreError> for Stop {
     }
 }
 
+/// Refuses to go on while the log's file system has less free space than
+/// `[store] min_free_mb`: once the log cannot record that a message was
+/// forwarded, the next pass sends it again. Checked at the start of a pass
+/// and before each batch is sent.
+fn ensure_log_space(settings: &Settings) -> Result<(), StoreError> {
+    if settings.store_min_free == 0 {
+        return Ok(());
+    }
+    match crate::store::free_bytes(&settings.store_path) {
+        Ok(free) if settings.store_min_free <= free => Ok(()),
+        Ok(free) => Err(StoreError::LowSpace {
+            path: settings.store_path.clone(),
+            free_kib: free / 1024,
+            min_free_mb: settings.store_min_free / (1024 * 1024),
+        }),
+        Err(err) => {
+            warn!(path = %settings.store_path.display(), error.message = %err, "cannot tell how much space the log's file system has left; going on");
+            Ok(())
+        }
+    }
+}
+
 /// A message of the current batch and what remains to do with it.
 struct Item {
     row_id: i64,
@@ -146,6 +168,7 @@ pub async fn run_once(settings: &Settings, stop: &AtomicBool) -> anyhow::Result<
     let _lock = PassLock::acquire(&settings.store_path)?;
     let mut store = Store::open(&settings.store_path)?;
     let journal = Journal::open(&settings.store_path)?;
+    ensure_log_space(settings)?;
     let mut pool = SinkPool::default();
     let mut report = PassReport::default();
     for mailbox in &settings.mailboxes {

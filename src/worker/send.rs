@@ -143,6 +143,7 @@ pub(super) async fn send_items(
         report.deferred += pending.len() as u32;
         return Ok(settle);
     }
+    super::ensure_log_space(settings)?;
     pool.fill(&settings.smtp, pending.len())
         .await
         .map_err(|err| {

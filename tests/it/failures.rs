@@ -637,6 +637,39 @@ async fn starttls_reply_injection_breaks_the_handshake() {
     assert!(message.contains("TLS with SMTP server"), "{message}");
 }
 
+/// On a file system with less free space than `[store] min_free_mb`, a
+/// pass stops before it sends anything, with an error that names the log
+/// and the setting: a message sent but not recorded would be sent again.
+/// Once there is room, the next pass sends each message once.
+#[tokio::test]
+async fn a_nearly_full_log_disk_stops_the_pass_before_sending() {
+    let env = TestEnv::new("lowspace");
+    env.seed(&[&message(
+        "L <l@example.org>",
+        "Space",
+        "space.1@example.org",
+        "l",
+    )])
+    .await;
+    let mut settings = env.settings(&ConfigOptions::default());
+    // More than any disk has: the check must stop the pass.
+    settings.store_min_free = u64::MAX;
+    let err = run_pass(&settings).await.expect_err("too little space");
+    let message = format!("{err:#}");
+    assert!(message.contains("min_free_mb"), "{message}");
+    assert!(
+        message.contains(&settings.store_path.display().to_string()),
+        "{message}"
+    );
+    wait_for_helpdesk(&env, 0).await;
+    assert!(rows_in_state(&settings, State::Forwarded).is_empty());
+
+    settings.store_min_free = 16 * 1024 * 1024;
+    let report = run_pass(&settings).await.expect("pass runs");
+    assert_eq!(report.mailboxes[0].forwarded, 1, "{report:?}");
+    wait_for_helpdesk(&env, 1).await;
+}
+
 /// A session the server drops before any of the content was sent (as a
 /// server does with a session idle past its timeout) cannot have delivered
 /// the message: it stays pending, and the attempt does not count towards
