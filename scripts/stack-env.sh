@@ -17,6 +17,10 @@ STACK_SMTPS_PORT=$((STACK_PORT_BASE + 465))
 STACK_SMTP_PLAIN_PORT=$((STACK_PORT_BASE + 25))
 # Every mailbox of the test stack shares this password (Dovecot's static passdb).
 STACK_PASSWORD="stack-secret"
+# The key that signs the stack's OAuth 2.0 test tokens (HS256 JWTs), which
+# Dovecot validates locally for XOAUTH2 logins over IMAP and, through
+# Postfix's Dovecot SASL, SMTP.
+STACK_OAUTH_KEY="stack-oauth-signing-key-for-tests"
 STACK_POSTFIX_DIR="$STACK_DIR/postfix/etc"
 STACK_DOVECOT_CONF="$STACK_DIR/dovecot/dovecot.conf"
 

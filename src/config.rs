@@ -85,11 +85,37 @@ impl fmt::Debug for Secret {
     }
 }
 
-/// A user name with its resolved password.
+/// A user name with its resolved password (or access token).
 #[derive(Debug, Clone)]
 pub struct Credentials {
     pub username: String,
     pub password: Secret,
+    pub method: AuthMethod,
+}
+
+/// How deskbridge proves who it is, from the `auth` key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AuthMethod {
+    /// IMAP LOGIN; SMTP AUTH PLAIN or LOGIN.
+    #[default]
+    Password,
+    /// SASL XOAUTH2 with an OAuth 2.0 access token as the secret, for
+    /// providers that no longer take passwords (Microsoft 365). The token
+    /// comes from the same keys as a password, usually `password_command`
+    /// running a helper that refreshes it: deskbridge does not run OAuth
+    /// flows itself.
+    Xoauth2,
+}
+
+impl AuthMethod {
+    /// The name used in the config and in errors.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AuthMethod::Password => "password",
+            AuthMethod::Xoauth2 => "xoauth2",
+        }
+    }
 }
 
 /// The validated configuration of one run.
@@ -242,6 +268,7 @@ struct RawSmtp {
     tls: TlsMode,
     ca_file: Option<PathBuf>,
     username: Option<String>,
+    auth: Option<AuthMethod>,
     password_env: Option<String>,
     password_file: Option<PathBuf>,
     password_command: Option<String>,
@@ -261,6 +288,7 @@ struct RawMailbox {
     tls: TlsMode,
     ca_file: Option<PathBuf>,
     username: String,
+    auth: Option<AuthMethod>,
     password_env: Option<String>,
     password_file: Option<PathBuf>,
     password_command: Option<String>,
@@ -477,10 +505,14 @@ fn validate_smtp(raw: RawSmtp, base_dir: &Path, env: Env<'_>) -> Result<SmtpSett
                 "[smtp] username is set but none of password_env, password_file or password_command is".to_owned()
             })?,
             username,
+            method: raw.auth.unwrap_or_default(),
         }),
         None => {
             if resolve_password("[smtp]", &password, base_dir, env)?.is_some() {
                 return Err("[smtp] has a password but no username".to_owned());
+            }
+            if raw.auth.is_some() {
+                return Err("[smtp] has auth but no username".to_owned());
             }
             None
         }
@@ -593,6 +625,7 @@ fn validate_mailbox(
         credentials: Credentials {
             username: raw.username,
             password,
+            method: raw.auth.unwrap_or_default(),
         },
         folder,
         forward_to: raw.forward_to,
@@ -1123,6 +1156,39 @@ mod tests {
                 );
             }
         }
+    }
+
+    #[test]
+    fn auth_is_password_unless_xoauth2_is_chosen() {
+        let default = parse_example(EXAMPLE).expect("example");
+        assert_eq!(
+            default.smtp.credentials.as_ref().map(|c| c.method),
+            Some(AuthMethod::Password)
+        );
+        assert_eq!(
+            default.mailboxes[0].credentials.method,
+            AuthMethod::Password
+        );
+        let line = "# auth = \"password\"";
+        assert_eq!(
+            EXAMPLE.matches(line).count(),
+            2,
+            "documented in both sections"
+        );
+        let both = EXAMPLE.replace(line, "auth = \"xoauth2\"");
+        let settings = parse_example(&both).expect("xoauth2");
+        assert_eq!(
+            settings.smtp.credentials.as_ref().map(|c| c.method),
+            Some(AuthMethod::Xoauth2)
+        );
+        assert_eq!(
+            settings.mailboxes[0].credentials.method,
+            AuthMethod::Xoauth2
+        );
+        let err = parse_example(&EXAMPLE.replacen(line, "auth = \"cram-md5\"", 1))
+            .expect_err("unknown method")
+            .to_string();
+        assert!(err.contains("xoauth2"), "{err}");
     }
 
     #[test]

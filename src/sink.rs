@@ -34,7 +34,7 @@ use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
 use tokio_rustls::client::TlsStream;
 
-use crate::config::{SmtpSettings, TlsMode};
+use crate::config::{AuthMethod, SmtpSettings, TlsMode};
 use crate::tls::{self, TlsSetupError};
 
 /// Errors opening the SMTP session. Every variant names the server.
@@ -66,13 +66,12 @@ pub enum SinkError {
     },
     #[error("SMTP server {addr} does not offer STARTTLS, which tls = \"starttls\" requires")]
     NoStarttls { addr: String },
-    #[error(
-        "SMTP server {addr} rejected AUTH for user {user}: {message}; check username and password"
-    )]
+    #[error("SMTP server {addr} rejected AUTH for user {user}: {message}; {hint}")]
     Auth {
         addr: String,
         user: String,
         message: String,
+        hint: &'static str,
     },
     #[error("SMTP server {addr}: {operation} failed: {message}")]
     Session {
@@ -272,17 +271,33 @@ pub async fn connect(settings: &SmtpSettings) -> Result<SmtpSink, SinkError> {
             credentials.username.clone(),
             credentials.password.expose().to_owned(),
         );
+        let mechanisms: &[Mechanism] = match credentials.method {
+            AuthMethod::Password => &[Mechanism::Plain, Mechanism::Login],
+            AuthMethod::Xoauth2 => &[Mechanism::Xoauth2],
+        };
         limit(
             &addr,
             timeout,
             "AUTH",
-            conn.auth(&[Mechanism::Plain, Mechanism::Login], &lettre_credentials),
+            conn.auth(mechanisms, &lettre_credentials),
         )
         .await?
         .map_err(|err| SinkError::Auth {
             addr: addr.clone(),
             user: credentials.username.clone(),
-            message: err.to_string(),
+            // NOTE: A server refusing an XOAUTH2 token answers 334 with
+            // its reasons, which lettre's XOAUTH2 cannot reply to; it
+            // reports that instead of the server's final refusal.
+            message: match credentials.method {
+                AuthMethod::Xoauth2 => format!("the server did not accept the token ({err})"),
+                AuthMethod::Password => err.to_string(),
+            },
+            hint: match credentials.method {
+                AuthMethod::Password => "check username and password",
+                AuthMethod::Xoauth2 => {
+                    "check that the access token is current, was issued for this user, and allows SMTP submission"
+                }
+            },
         })?;
     }
     Ok(SmtpSink {

@@ -18,7 +18,7 @@ use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
 use tokio_rustls::client::TlsStream;
 
-use crate::config::{MailboxSettings, TlsMode};
+use crate::config::{AuthMethod, MailboxSettings, TlsMode};
 use crate::tls::{self, TlsSetupError};
 
 /// Errors talking to the IMAP server. Every variant names the server.
@@ -51,13 +51,12 @@ pub enum SourceError {
     },
     #[error("IMAP server {addr} refused STARTTLS, which tls = \"starttls\" requires: {message}")]
     Starttls { addr: String, message: String },
-    #[error(
-        "IMAP server {addr} rejected the login of user {user}: {message}; check username and password"
-    )]
+    #[error("IMAP server {addr} rejected the login of user {user}: {message}; {hint}")]
     Login {
         addr: String,
         user: String,
         message: String,
+        hint: &'static str,
     },
     #[error("IMAP server {addr}: cannot {operation}: {source}")]
     Command {
@@ -209,20 +208,52 @@ pub async fn connect(settings: &MailboxSettings) -> Result<ImapSource> {
         }
     }
     let username = &settings.credentials.username;
-    let login = limit(
-        &addr,
-        timeout,
-        "login",
-        client.login_with_capabilities(username, settings.credentials.password.expose()),
-    )
-    .await?;
+    let secret = settings.credentials.password.expose();
+    let refusal = std::sync::Mutex::new(None);
+    let login = match settings.credentials.method {
+        AuthMethod::Password => {
+            limit(
+                &addr,
+                timeout,
+                "login",
+                client.login_with_capabilities(username, secret),
+            )
+            .await?
+        }
+        AuthMethod::Xoauth2 => {
+            let authenticator = Xoauth2 {
+                user: username,
+                token: secret,
+                refusal: &refusal,
+                sent: false,
+            };
+            limit(
+                &addr,
+                timeout,
+                "AUTHENTICATE XOAUTH2",
+                client.authenticate("XOAUTH2", authenticator),
+            )
+            .await?
+            .map(|session| (session, None))
+        }
+    };
     let (mut session, capabilities) = match login {
         Ok(logged_in) => logged_in,
         Err((err, _client)) => {
+            let mut message = err.to_string();
+            if let Some(said) = refusal.lock().ok().and_then(|mut said| said.take()) {
+                message.push_str(&format!(" (the server said {said})"));
+            }
             return Err(SourceError::Login {
                 addr,
                 user: username.clone(),
-                message: err.to_string(),
+                message,
+                hint: match settings.credentials.method {
+                    AuthMethod::Password => "check username and password",
+                    AuthMethod::Xoauth2 => {
+                        "check that the access token is current, was issued for this user, and allows IMAP"
+                    }
+                },
             });
         }
     };
@@ -252,6 +283,32 @@ pub async fn connect(settings: &MailboxSettings) -> Result<ImapSource> {
     };
     source.delimiter = source.read_delimiter().await?;
     Ok(source)
+}
+
+/// SASL XOAUTH2 (as Google and Microsoft define it): one answer with the
+/// user and the bearer token. A second challenge is the server's refusal, a
+/// JSON object, which asks for an empty answer before the final NO; it is
+/// kept for the error.
+struct Xoauth2<'a> {
+    user: &'a str,
+    token: &'a str,
+    refusal: &'a std::sync::Mutex<Option<String>>,
+    sent: bool,
+}
+
+impl async_imap::Authenticator for Xoauth2<'_> {
+    type Response = Vec<u8>;
+
+    fn process(&mut self, challenge: &[u8]) -> Vec<u8> {
+        if self.sent {
+            if let Ok(mut refusal) = self.refusal.lock() {
+                *refusal = Some(String::from_utf8_lossy(challenge).into_owned());
+            }
+            return Vec::new();
+        }
+        self.sent = true;
+        format!("user={}\x01auth=Bearer {}\x01\x01", self.user, self.token).into_bytes()
+    }
 }
 
 async fn starttls(tcp: TcpStream, addr: &str, timeout: Duration) -> Result<TcpStream> {

@@ -29,6 +29,8 @@ pub struct Stack {
     pub access_map: PathBuf,
     /// The stack Postfix's config directory, for `postqueue -c`.
     pub postfix_dir: PathBuf,
+    /// The key that signs OAuth 2.0 tokens the stack's Dovecot accepts.
+    pub oauth_key: String,
     pub dir: PathBuf,
 }
 
@@ -65,6 +67,7 @@ impl Stack {
             wrong_ca: PathBuf::from(value("STACK_WRONG_CA")),
             access_map: PathBuf::from(value("STACK_ACCESS_MAP")),
             postfix_dir: PathBuf::from(value("STACK_POSTFIX_DIR")),
+            oauth_key: value("STACK_OAUTH_KEY"),
             dir,
         };
         for (port, what) in [
@@ -772,4 +775,29 @@ fn in_uid_set(set: &str, uid: u32, max: u32) -> bool {
         },
         None => value(part) == Some(uid),
     })
+}
+
+/// An OAuth 2.0 access token for `user` as the stack's Dovecot checks it:
+/// an HS256 JWT signed with the stack's key, issued now and expiring
+/// `valid_secs` from now (in the past when negative).
+pub fn oauth_token(stack: &Stack, user: &str, valid_secs: i64) -> String {
+    use base64::Engine as _;
+    use hmac::Mac as _;
+    let encode = |bytes: &[u8]| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes);
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock")
+        .as_secs() as i64;
+    let header = encode(br#"{"alg":"HS256","typ":"JWT"}"#);
+    let claims = serde_json::json!({
+        "sub": user,
+        "iat": now - 60,
+        "exp": now + valid_secs,
+    });
+    let payload = encode(claims.to_string().as_bytes());
+    let signing_input = format!("{header}.{payload}");
+    let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(stack.oauth_key.as_bytes())
+        .expect("any key length");
+    mac.update(signing_input.as_bytes());
+    format!("{signing_input}.{}", encode(&mac.finalize().into_bytes()))
 }

@@ -9,5 +9,6 @@ mod corpus;
 mod failures;
 mod held;
 mod helpers;
+mod oauth;
 mod pipeline;
 mod threads;

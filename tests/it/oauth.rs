@@ -1,0 +1,116 @@
+//! XOAUTH2 logins, as Microsoft 365 requires: against the stack's Dovecot
+//! (IMAP) and Postfix (SMTP AUTH through Dovecot), which validate HS256
+//! tokens locally.
+
+use deskbridge::config::{self, Settings};
+
+use crate::helpers::{ConfigOptions, TestEnv, message, oauth_token, run_pass, wait_for_helpdesk};
+
+/// The config of `env` with `auth = "xoauth2"` for the mailbox and for
+/// SMTP, each reading its token from a file: `imap_token` and `smtp_token`.
+fn xoauth2_settings(env: &TestEnv, imap_token: &str, smtp_token: &str) -> Settings {
+    let text = env.config_text(&ConfigOptions::default());
+    let smtp_login = "username = \"bridge@company.test\"\npassword_file = \"password\"";
+    let imap_login = format!(
+        "username = \"{}\"\npassword_file = \"password\"",
+        env.support_user
+    );
+    assert!(
+        text.contains(smtp_login) && text.contains(&imap_login),
+        "{text}"
+    );
+    let text = text
+        .replacen(
+            smtp_login,
+            "username = \"bridge@company.test\"\nauth = \"xoauth2\"\npassword_file = \"smtp-token\"",
+            1,
+        )
+        .replacen(
+            &imap_login,
+            &format!(
+                "username = \"{}\"\nauth = \"xoauth2\"\npassword_file = \"imap-token\"",
+                env.support_user
+            ),
+            1,
+        );
+    for (name, token) in [("imap-token", imap_token), ("smtp-token", smtp_token)] {
+        let path = env.dir.path().join(name);
+        std::fs::write(&path, format!("{token}\n")).expect("write token");
+        std::fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(0o600))
+            .expect("chmod token");
+    }
+    let path = env.dir.path().join("deskbridge.toml");
+    std::fs::write(&path, text).expect("write config");
+    config::load(&path).expect("config with xoauth2 loads")
+}
+
+/// With current tokens, a pass logs in to IMAP and SMTP by XOAUTH2 and
+/// forwards the message once.
+#[tokio::test]
+async fn xoauth2_tokens_log_in_to_imap_and_smtp() {
+    let env = TestEnv::new("xoauth2");
+    env.seed(&[&message(
+        "O <o@example.org>",
+        "Token",
+        "token.1@example.org",
+        "o",
+    )])
+    .await;
+    let settings = xoauth2_settings(
+        &env,
+        &oauth_token(&env.stack, &env.support_user, 3600),
+        &oauth_token(&env.stack, "bridge@company.test", 3600),
+    );
+    let report = run_pass(&settings).await.expect("pass runs");
+    assert_eq!(report.exit_code(), 0, "{report:?}");
+    assert_eq!(report.mailboxes[0].forwarded, 1, "{report:?}");
+    wait_for_helpdesk(&env, 1).await;
+}
+
+/// A refused token is a login error that says which server refused whose
+/// token and what to check, and nothing is recorded or sent: for IMAP an
+/// expired token, for SMTP one signed with another key.
+#[tokio::test]
+async fn a_refused_token_is_a_clear_login_error() {
+    let env = TestEnv::new("xoauth2bad");
+    env.seed(&[&message(
+        "P <p@example.org>",
+        "Token",
+        "token.2@example.org",
+        "p",
+    )])
+    .await;
+    let expired = xoauth2_settings(
+        &env,
+        &oauth_token(&env.stack, &env.support_user, -60),
+        &oauth_token(&env.stack, "bridge@company.test", 3600),
+    );
+    let report = run_pass(&expired).await.expect("pass runs");
+    assert_eq!(report.exit_code(), 2, "{report:?}");
+    let error = report.mailboxes[0].error.clone().expect("login error");
+    assert!(
+        error.contains(&format!("rejected the login of user {}", env.support_user)),
+        "{error}"
+    );
+    assert!(error.contains("access token is current"), "{error}");
+    // Every JWT starts with its encoded header: no token in the error.
+    assert!(!error.contains("eyJ"), "{error}");
+
+    let mut other_key = env.stack.clone();
+    other_key.oauth_key = "not-the-stack-key".to_owned();
+    let forged = xoauth2_settings(
+        &env,
+        &oauth_token(&env.stack, &env.support_user, 3600),
+        &oauth_token(&other_key, "bridge@company.test", 3600),
+    );
+    let report = run_pass(&forged).await.expect("pass runs");
+    assert_eq!(report.exit_code(), 2, "{report:?}");
+    let error = report.mailboxes[0].error.clone().expect("AUTH error");
+    assert!(
+        error.contains("rejected AUTH for user bridge@company.test"),
+        "{error}"
+    );
+    assert!(error.contains("allows SMTP submission"), "{error}");
+    assert_eq!(report.mailboxes[0].forwarded, 0);
+    wait_for_helpdesk(&env, 0).await;
+}
