@@ -126,6 +126,11 @@ pub struct Settings {
     /// Free bytes the log's file system must have before a batch is sent
     /// (0: not checked), from `[store] min_free_mb`.
     pub store_min_free: u64,
+    /// Measures the free space of the log's file system
+    /// ([`crate::store::free_bytes`]); tests replace it to run out of space
+    /// in the middle of a pass.
+    #[doc(hidden)]
+    pub log_free_space: fn(&Path) -> std::io::Result<u64>,
     pub smtp: SmtpSettings,
     pub mailboxes: Vec<MailboxSettings>,
     pub policy: Policy,
@@ -461,6 +466,7 @@ fn parse_with_env(text: &str, path: &Path, env: Env<'_>) -> Result<Settings, Con
     Ok(Settings {
         store_path: base_dir.join(raw.store.path),
         store_min_free: min_free_mb * 1024 * 1024,
+        log_free_space: crate::store::free_bytes,
         smtp,
         mailboxes,
         policy,
@@ -539,6 +545,14 @@ fn validate_smtp(raw: RawSmtp, base_dir: &Path, env: Env<'_>) -> Result<SmtpSett
     if !(1..=32).contains(&sessions) {
         return Err("[smtp] sessions must be between 1 and 32".to_owned());
     }
+    if let Some(credentials) = &credentials {
+        check_login(
+            "[smtp]",
+            &credentials.username,
+            &credentials.password,
+            credentials.method,
+        )?;
+    }
     Ok(SmtpSettings {
         sessions,
         host: raw.host,
@@ -585,6 +599,12 @@ fn validate_mailbox(
     let password = resolve_password(&section, &password, base_dir, env)?.ok_or_else(|| {
         format!("{section}: one of password_env, password_file or password_command is required")
     })?;
+    check_login(
+        &section,
+        &raw.username,
+        &password,
+        raw.auth.unwrap_or_default(),
+    )?;
     let batch_size = raw.batch_size.unwrap_or(DEFAULT_BATCH_SIZE);
     if !(1..=5000).contains(&batch_size) {
         return Err(format!("{section}: batch_size must be between 1 and 5000"));
@@ -785,6 +805,28 @@ fn run_in_group(
 
 /// A password as given: not empty, and one line. A second line or a NUL
 /// would be cut or refused by the server only at login, on every pass.
+/// Checks what goes into a login command: no control characters in the
+/// user name (they would end IMAP's LOGIN line or XOAUTH2's fields), and
+/// for XOAUTH2 a token of visible characters only, as bearer tokens are.
+fn check_login(
+    section: &str,
+    username: &str,
+    secret: &Secret,
+    method: AuthMethod,
+) -> Result<(), String> {
+    if username.is_empty() || username.contains(char::is_control) {
+        return Err(format!(
+            "{section}: username must be non-empty and without control characters"
+        ));
+    }
+    if method == AuthMethod::Xoauth2 && !secret.expose().chars().all(|c| c.is_ascii_graphic()) {
+        return Err(format!(
+            "{section}: with auth = \"xoauth2\" the secret must be an access token (visible ASCII characters, no spaces)"
+        ));
+    }
+    Ok(())
+}
+
 fn one_line_secret(section: &str, key: &str, value: String) -> Result<Secret, String> {
     if value.is_empty() {
         return Err(format!("{section}: {key} gives an empty password"));
@@ -1189,6 +1231,23 @@ mod tests {
             .expect_err("unknown method")
             .to_string();
         assert!(err.contains("xoauth2"), "{err}");
+        // A token is visible ASCII: "imap-secret" is one, a phrase is not.
+        let phrase = |name: &str| match name {
+            "SMTP_PASSWORD" => Some("smtp-secret".to_owned()),
+            _ => Some("two words".to_owned()),
+        };
+        let err = parse_with_env(&both, Path::new("/etc/deskbridge/deskbridge.toml"), &phrase)
+            .expect_err("not a token")
+            .to_string();
+        assert!(err.contains("access token"), "{err}");
+        assert!(!err.contains("two words"), "{err}");
+        let err = parse_example(&EXAMPLE.replace(
+            "username = \"support@example.com\"",
+            "username = \"support@example.com\\u0001x\"",
+        ))
+        .expect_err("control character")
+        .to_string();
+        assert!(err.contains("control characters"), "{err}");
     }
 
     #[test]

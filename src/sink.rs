@@ -267,38 +267,28 @@ pub async fn connect(settings: &SmtpSettings) -> Result<SmtpSink, SinkError> {
         .message()
         .any(|line| line.trim().eq_ignore_ascii_case("PIPELINING"));
     if let Some(credentials) = &settings.credentials {
-        let lettre_credentials = Credentials::new(
-            credentials.username.clone(),
-            credentials.password.expose().to_owned(),
-        );
-        let mechanisms: &[Mechanism] = match credentials.method {
-            AuthMethod::Password => &[Mechanism::Plain, Mechanism::Login],
-            AuthMethod::Xoauth2 => &[Mechanism::Xoauth2],
-        };
-        limit(
-            &addr,
-            timeout,
-            "AUTH",
-            conn.auth(mechanisms, &lettre_credentials),
-        )
-        .await?
-        .map_err(|err| SinkError::Auth {
-            addr: addr.clone(),
-            user: credentials.username.clone(),
-            // NOTE: A server refusing an XOAUTH2 token answers 334 with
-            // its reasons, which lettre's XOAUTH2 cannot reply to; it
-            // reports that instead of the server's final refusal.
-            message: match credentials.method {
-                AuthMethod::Xoauth2 => format!("the server did not accept the token ({err})"),
-                AuthMethod::Password => err.to_string(),
-            },
-            hint: match credentials.method {
-                AuthMethod::Password => "check username and password",
-                AuthMethod::Xoauth2 => {
-                    "check that the access token is current, was issued for this user, and allows SMTP submission"
-                }
-            },
-        })?;
+        match credentials.method {
+            AuthMethod::Password => {
+                let lettre_credentials = Credentials::new(
+                    credentials.username.clone(),
+                    credentials.password.expose().to_owned(),
+                );
+                limit(
+                    &addr,
+                    timeout,
+                    "AUTH",
+                    conn.auth(&[Mechanism::Plain, Mechanism::Login], &lettre_credentials),
+                )
+                .await?
+                .map_err(|err| SinkError::Auth {
+                    addr: addr.clone(),
+                    user: credentials.username.clone(),
+                    message: err.to_string(),
+                    hint: "check username and password",
+                })?;
+            }
+            AuthMethod::Xoauth2 => auth_xoauth2(&mut conn, credentials, &addr, timeout).await?,
+        }
     }
     Ok(SmtpSink {
         conn,
@@ -308,6 +298,93 @@ pub async fn connect(settings: &SmtpSettings) -> Result<SmtpSink, SinkError> {
         timeout,
         envelope_from,
     })
+}
+
+/// What to check when a server refuses an access token.
+const TOKEN_HINT: &str =
+    "check that the access token is current, was issued for this user, and allows SMTP submission";
+
+/// SASL XOAUTH2 (RFC 4954 AUTH with Google's and Microsoft's mechanism).
+///
+/// NOTE: Done here rather than by lettre: a server refusing a token
+/// answers 334 with its reasons as base64 JSON and waits for an empty
+/// line before its final 535, and lettre's XOAUTH2 cannot send that line,
+/// so the reasons were lost behind a client-side error.
+async fn auth_xoauth2(
+    conn: &mut AsyncSmtpConnection,
+    credentials: &crate::config::Credentials,
+    addr: &str,
+    timeout: Duration,
+) -> Result<(), SinkError> {
+    use base64::Engine as _;
+    let refused = |message: String, hint: &'static str| SinkError::Auth {
+        addr: addr.to_owned(),
+        user: credentials.username.clone(),
+        message,
+        hint,
+    };
+    if !conn
+        .server_info()
+        .supports_auth_mechanism(Mechanism::Xoauth2)
+    {
+        return Err(refused(
+            "the server does not offer AUTH XOAUTH2".to_owned(),
+            "use auth = \"password\" with this server, or a server that takes OAuth 2.0 tokens",
+        ));
+    }
+    let initial = base64::engine::general_purpose::STANDARD.encode(format!(
+        "user={}\x01auth=Bearer {}\x01\x01",
+        credentials.username,
+        credentials.password.expose()
+    ));
+    let reply = limit(
+        addr,
+        timeout,
+        "AUTH",
+        conn.command(Line(format!("AUTH XOAUTH2 {initial}"))),
+    )
+    .await?;
+    match reply {
+        Ok(response) if response.has_code(235) => Ok(()),
+        Ok(response) if response.has_code(334) => {
+            let said = response
+                .first_line()
+                .and_then(|text| {
+                    base64::engine::general_purpose::STANDARD
+                        .decode(text.trim())
+                        .ok()
+                })
+                .map(|json| String::from_utf8_lossy(&json).into_owned())
+                .unwrap_or_default();
+            let end = limit(addr, timeout, "AUTH", conn.command(Line(String::new()))).await?;
+            let verdict = match end {
+                Ok(response) => format!(
+                    "{} {}",
+                    response.code(),
+                    response.message().collect::<Vec<_>>().join(" ")
+                ),
+                Err(err) => err.to_string(),
+            };
+            Err(refused(
+                format!("{verdict} (the server said {said})"),
+                TOKEN_HINT,
+            ))
+        }
+        Ok(response) => Err(refused(
+            format!("unexpected reply {} to AUTH XOAUTH2", response.code()),
+            TOKEN_HINT,
+        )),
+        Err(err) => Err(refused(err.to_string(), TOKEN_HINT)),
+    }
+}
+
+/// One command line as given, for the exchanges lettre has no type for.
+struct Line(String);
+
+impl std::fmt::Display for Line {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}\r\n", self.0)
+    }
 }
 
 /// lettre's TLS parameters with the same trust as [`tls::client_config`]:

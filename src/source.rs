@@ -251,7 +251,7 @@ pub async fn connect(settings: &MailboxSettings) -> Result<ImapSource> {
                 hint: match settings.credentials.method {
                     AuthMethod::Password => "check username and password",
                     AuthMethod::Xoauth2 => {
-                        "check that the access token is current, was issued for this user, and allows IMAP"
+                        "check that the server offers AUTHENTICATE XOAUTH2, and that the access token is current, was issued for this user, and allows IMAP"
                     }
                 },
             });

@@ -102,16 +102,18 @@ pub enum StoreError {
 pub type Result<T> = std::result::Result<T, StoreError>;
 
 /// Bytes an unprivileged writer can still use on the file system that
-/// holds the log at `path` (and its `-wal` file beside it).
+/// holds the log at `path` (and its `-wal` file beside it): the file's own
+/// (through a symbolic link, where SQLite writes), or its folder's before
+/// the file exists.
 ///
 /// # Errors
-/// The folder cannot be examined.
+/// Neither can be examined.
 pub fn free_bytes(path: &Path) -> std::io::Result<u64> {
     let folder = path
         .parent()
         .filter(|parent| !parent.as_os_str().is_empty())
         .unwrap_or(Path::new("."));
-    let stats = rustix::fs::statvfs(folder)?;
+    let stats = rustix::fs::statvfs(path).or_else(|_| rustix::fs::statvfs(folder))?;
     Ok(stats.f_bavail.saturating_mul(stats.f_frsize))
 }
 

@@ -49,6 +49,12 @@ pub(super) async fn follow_up_held(
     if held.is_empty() || !(mailbox.held_notice || mailbox.auto_reply) {
         return Ok(());
     }
+    // NOTE: Sent but not recorded, a notice would go out again with the
+    // next pass's missed notices. Skipped here, it goes out with them.
+    if let Err(err) = super::ensure_log_space(settings) {
+        warn!(mailbox = %mailbox.name, error.message = %err, "held mail not followed up (notices, auto-replies) until there is space");
+        return Ok(());
+    }
     let folder = match mailbox.after_hold {
         AfterHold::Move => mailbox.held_folder.as_str(),
         AfterHold::Keyword => mailbox.folder.as_str(),

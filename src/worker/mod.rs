@@ -118,12 +118,14 @@ impl From<StoreError> for Stop {
 /// Refuses to go on while the log's file system has less free space than
 /// `[store] min_free_mb`: once the log cannot record that a message was
 /// forwarded, the next pass sends it again. Checked at the start of a pass
-/// and before each batch is sent.
+/// (which then stops), and before each batch is recorded or sent and
+/// before held mail is followed up (where it stops the mailbox, reported
+/// like any other).
 fn ensure_log_space(settings: &Settings) -> Result<(), StoreError> {
     if settings.store_min_free == 0 {
         return Ok(());
     }
-    match crate::store::free_bytes(&settings.store_path) {
+    match (settings.log_free_space)(&settings.store_path) {
         Ok(free) if settings.store_min_free <= free => Ok(()),
         Ok(free) => Err(StoreError::LowSpace {
             path: settings.store_path.clone(),
@@ -166,9 +168,11 @@ struct Item {
 /// database cannot be opened or written.
 pub async fn run_once(settings: &Settings, stop: &AtomicBool) -> anyhow::Result<PassReport> {
     let _lock = PassLock::acquire(&settings.store_path)?;
+    // NOTE: Before opening: on a full disk, opening (and migrating) the log
+    // would fail with SQLite's less helpful error.
+    ensure_log_space(settings)?;
     let mut store = Store::open(&settings.store_path)?;
     let journal = Journal::open(&settings.store_path)?;
-    ensure_log_space(settings)?;
     let mut pool = SinkPool::default();
     let mut report = PassReport::default();
     for mailbox in &settings.mailboxes {
@@ -716,6 +720,7 @@ impl Batch<'_> {
         mails: Vec<RawMail>,
         report: &mut MailboxReport,
     ) -> Result<Option<(Vec<RawMail>, Vec<Item>)>, Stop> {
+        ensure_log_space(self.settings).map_err(|err| Stop::Mailbox(err.into()))?;
         let refused = self.refused.borrow().clone();
         report.unfetched += chunk.iter().filter(|uid| refused.contains(uid)).count() as u32;
         fail_vanished(

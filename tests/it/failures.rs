@@ -670,6 +670,51 @@ async fn a_nearly_full_log_disk_stops_the_pass_before_sending() {
     wait_for_helpdesk(&env, 1).await;
 }
 
+/// Free space as if the disk filled up once the first batch (25
+/// messages) was forwarded: plenty before, none after.
+fn full_after_the_first_batch(path: &std::path::Path) -> std::io::Result<u64> {
+    let forwarded: i64 = rusqlite::Connection::open(path)
+        .and_then(|db| {
+            db.query_row(
+                "SELECT count(*) FROM messages WHERE state = 'forwarded'",
+                [],
+                |row| row.get(0),
+            )
+        })
+        .unwrap_or(0);
+    Ok(if forwarded < 25 { u64::MAX } else { 0 })
+}
+
+/// A disk that fills up in the middle of a pass stops it before the next
+/// batch is recorded or sent: the mailbox reports the error (exit 2), what
+/// was recorded stays pending with no attempt counted, and the next pass
+/// sends the rest, each message once.
+#[tokio::test]
+async fn a_disk_filling_mid_pass_stops_before_the_next_batch() {
+    const TOTAL: usize = 30;
+    let env = TestEnv::new("fillsmid");
+    let originals = backlog("fillsmid", TOTAL);
+    env.seed(&originals).await;
+    let mut settings = env.settings(&ConfigOptions::default());
+    settings.log_free_space = full_after_the_first_batch;
+    let first = run_pass(&settings).await.expect("pass runs");
+    assert_eq!(first.exit_code(), 2, "{first:?}");
+    let mailbox = &first.mailboxes[0];
+    assert_eq!(mailbox.forwarded, 25, "{mailbox:?}");
+    let error = mailbox.error.clone().expect("low-space error");
+    assert!(error.contains("min_free_mb"), "{error}");
+    let pending = rows_in_state(&settings, State::Pending);
+    assert!(pending.iter().all(|row| row.attempts == 0), "{pending:?}");
+
+    settings.log_free_space = deskbridge::store::free_bytes;
+    let second = run_pass(&settings).await.expect("pass runs");
+    assert_eq!(second.mailboxes[0].forwarded, 5, "{second:?}");
+    let delivered = wait_for_helpdesk(&env, TOTAL).await;
+    let mut expected = originals.clone();
+    expected.sort();
+    assert_eq!(sorted_originals(&delivered), expected);
+}
+
 /// A session the server drops before any of the content was sent (as a
 /// server does with a session idle past its timeout) cannot have delivered
 /// the message: it stays pending, and the attempt does not count towards

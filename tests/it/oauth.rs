@@ -4,7 +4,9 @@
 
 use deskbridge::config::{self, Settings};
 
-use crate::helpers::{ConfigOptions, TestEnv, message, oauth_token, run_pass, wait_for_helpdesk};
+use crate::helpers::{
+    ConfigOptions, TestEnv, binary, message, oauth_token, run_pass, wait_for_helpdesk,
+};
 
 /// The config of `env` with `auth = "xoauth2"` for the mailbox and for
 /// SMTP, each reading its token from a file: `imap_token` and `smtp_token`.
@@ -93,8 +95,11 @@ async fn a_refused_token_is_a_clear_login_error() {
         "{error}"
     );
     assert!(error.contains("access token is current"), "{error}");
-    // Every JWT starts with its encoded header: no token in the error.
-    assert!(!error.contains("eyJ"), "{error}");
+    // Dovecot's reasons, from the challenge that preceded its NO.
+    assert!(
+        error.contains(r#"the server said {"status":"401""#),
+        "{error}"
+    );
 
     let mut other_key = env.stack.clone();
     other_key.oauth_key = "not-the-stack-key".to_owned();
@@ -103,11 +108,42 @@ async fn a_refused_token_is_a_clear_login_error() {
         &oauth_token(&env.stack, &env.support_user, 3600),
         &oauth_token(&other_key, "bridge@company.test", 3600),
     );
+    // The CLI, as cron runs it, with the most logging: exit 2, and neither
+    // token anywhere in what it prints.
+    let forged_token = std::fs::read_to_string(env.dir.path().join("smtp-token")).expect("token");
+    let imap_token = std::fs::read_to_string(env.dir.path().join("imap-token")).expect("token");
+    let output = std::process::Command::new(binary())
+        .arg("--config")
+        .arg(env.dir.path().join("deskbridge.toml"))
+        .args(["-vv", "run"])
+        .output()
+        .expect("run deskbridge");
+    let printed = format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert_eq!(output.status.code(), Some(2), "{printed}");
+    assert!(printed.contains("rejected AUTH"), "{printed}");
+    for token in [forged_token.trim(), imap_token.trim()] {
+        let signature = token.rsplit('.').next().expect("a JWT");
+        assert!(
+            !printed.contains(signature),
+            "a token was printed: {printed}"
+        );
+    }
     let report = run_pass(&forged).await.expect("pass runs");
     assert_eq!(report.exit_code(), 2, "{report:?}");
     let error = report.mailboxes[0].error.clone().expect("AUTH error");
     assert!(
         error.contains("rejected AUTH for user bridge@company.test"),
+        "{error}"
+    );
+    // The final refusal, after the empty line its 334 asked for, with the
+    // reasons the 334 carried.
+    assert!(error.contains("535"), "{error}");
+    assert!(
+        error.contains(r#"the server said {"status":"401""#),
         "{error}"
     );
     assert!(error.contains("allows SMTP submission"), "{error}");
