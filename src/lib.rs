@@ -13,7 +13,8 @@
 //! config ──► source (IMAP) ──► mail + classify (pure) ──► store ──► sink (SMTP) ──► store ──► source (settle)
 //! ```
 //!
-//! - [`config`]: TOML file → validated [`config::Settings`]. Resolves secrets.
+//! - [`config`]: TOML file → validated [`config::Settings`]. Resolves secrets
+//!   (passwords, or OAuth 2.0 access tokens for XOAUTH2).
 //! - [`source`]: the only module that talks IMAP: connect, select, fetch,
 //!   and the settle step (keywords, moves).
 //! - [`mail`]: mail-parser → [`mail::MailSummary`], the header fields we log.
@@ -46,6 +47,9 @@
 //!    store, and a row is marked `forwarded` only after the SMTP server's
 //!    250. A rerun never re-sends a `forwarded` row. Outcomes are on disk
 //!    (journal flushed) before anything is settled on the IMAP server.
+//!    Nothing is recorded or sent while the log's file system has less
+//!    than `[store] min_free_mb` free, so an outcome is not lost to a full
+//!    disk after the server took the message.
 //! 4. IMAP changes (keywords, moves) happen in `source::settle`, only after
 //!    the store records the row's final state. Bodies are fetched with
 //!    `BODY.PEEK[]`, so `\Seen` is never set by fetching.

@@ -126,10 +126,13 @@ async fn wrong_password_exits_2_with_clear_error() {
         imap_password_file: Some("bad-password".to_owned()),
         ..ConfigOptions::default()
     });
+    // With every log target at its most verbose, async-imap's own (which
+    // would print the LOGIN line) included: the password still never shows.
     let output = Command::new(binary())
         .args(["--config"])
         .arg(&config)
         .arg("run")
+        .env("DESKBRIDGE_LOG", "trace,async_imap::imap_stream=trace")
         .output()
         .expect("run deskbridge");
     let stderr = String::from_utf8_lossy(&output.stderr);

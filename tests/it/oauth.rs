@@ -108,14 +108,16 @@ async fn a_refused_token_is_a_clear_login_error() {
         &oauth_token(&env.stack, &env.support_user, 3600),
         &oauth_token(&other_key, "bridge@company.test", 3600),
     );
-    // The CLI, as cron runs it, with the most logging: exit 2, and neither
-    // token anywhere in what it prints.
+    // The CLI, as cron runs it, with every log target at trace (async-imap's
+    // own would print the AUTHENTICATE line): exit 2, and neither token
+    // anywhere in what it prints.
     let forged_token = std::fs::read_to_string(env.dir.path().join("smtp-token")).expect("token");
     let imap_token = std::fs::read_to_string(env.dir.path().join("imap-token")).expect("token");
     let output = std::process::Command::new(binary())
         .arg("--config")
         .arg(env.dir.path().join("deskbridge.toml"))
         .args(["-vv", "run"])
+        .env("DESKBRIDGE_LOG", "trace,async_imap::imap_stream=trace")
         .output()
         .expect("run deskbridge");
     let printed = format!(
@@ -132,6 +134,19 @@ async fn a_refused_token_is_a_clear_login_error() {
             "a token was printed: {printed}"
         );
     }
+    // Nor the IMAP login as it went over the wire, base64-encoded.
+    let sasl = {
+        use base64::Engine as _;
+        base64::engine::general_purpose::STANDARD.encode(format!(
+            "user={}\x01auth=Bearer {}\x01\x01",
+            env.support_user,
+            imap_token.trim()
+        ))
+    };
+    assert!(
+        !printed.contains(&sasl[..40]),
+        "the SASL exchange was printed: {printed}"
+    );
     let report = run_pass(&forged).await.expect("pass runs");
     assert_eq!(report.exit_code(), 2, "{report:?}");
     let error = report.mailboxes[0].error.clone().expect("AUTH error");
