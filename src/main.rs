@@ -489,30 +489,33 @@ fn init_tracing(verbose: u8) {
         1 => "deskbridge=info",
         _ => "deskbridge=debug",
     };
-    use tracing_subscriber::Layer as _;
-    use tracing_subscriber::layer::SubscriberExt as _;
-    use tracing_subscriber::util::SubscriberInitExt as _;
-    let filter = tracing_subscriber::EnvFilter::try_from_env("DESKBRIDGE_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
     // NOTE: async-imap logs every line it sends and receives at trace
-    // level: LOGIN with its password, AUTHENTICATE with its token. A
-    // directive in the filter can be outdone by a more specific one in
-    // DESKBRIDGE_LOG (`async_imap::imap_stream=trace`), so a second filter
-    // that nothing overrides drops those targets.
-    let no_secrets = tracing_subscriber::filter::filter_fn(|metadata| {
-        !metadata.target().starts_with("async_imap")
+    // level: LOGIN with its password, AUTHENTICATE with its token. Any
+    // directive for its targets is dropped from DESKBRIDGE_LOG (a more
+    // specific one, `async_imap::imap_stream=trace`, would outdo the `off`
+    // added below). The filter stays global, so its level hint keeps the
+    // `log` records of rustls and async-imap off the hot path.
+    let requested = std::env::var("DESKBRIDGE_LOG").ok().map(|text| {
+        text.split(',')
+            .filter(|directive| !directive.trim_start().starts_with("async_imap"))
+            .collect::<Vec<_>>()
+            .join(",")
     });
+    let filter = requested
+        .filter(|text| !text.trim().is_empty())
+        .and_then(|text| tracing_subscriber::EnvFilter::try_new(text).ok())
+        .unwrap_or_else(|| tracing_subscriber::EnvFilter::new(default));
+    let filter = match "async_imap=off".parse() {
+        Ok(directive) => filter.add_directive(directive),
+        Err(_) => filter,
+    };
     // NOTE: Colour only on a terminal: from cron and systemd, stderr ends
     // up in mail and the journal, where escape codes are noise.
-    tracing_subscriber::registry()
-        .with(
-            tracing_subscriber::fmt::layer()
-                .with_writer(std::io::stderr)
-                .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-                .with_target(false)
-                .with_filter(filter)
-                .with_filter(no_secrets),
-        )
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .with_target(false)
         .init();
 }
 
