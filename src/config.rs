@@ -108,13 +108,15 @@ pub enum AuthMethod {
     Xoauth2,
 }
 
-impl AuthMethod {
-    /// The name used in the config and in errors.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            AuthMethod::Password => "password",
-            AuthMethod::Xoauth2 => "xoauth2",
-        }
+impl Credentials {
+    /// The client's SASL XOAUTH2 message (before base64), the same for
+    /// IMAP and SMTP: user and bearer token.
+    pub fn xoauth2_response(&self) -> String {
+        format!(
+            "user={}\x01auth=Bearer {}\x01\x01",
+            self.username,
+            self.password.expose()
+        )
     }
 }
 
@@ -546,12 +548,7 @@ fn validate_smtp(raw: RawSmtp, base_dir: &Path, env: Env<'_>) -> Result<SmtpSett
         return Err("[smtp] sessions must be between 1 and 32".to_owned());
     }
     if let Some(credentials) = &credentials {
-        check_login(
-            "[smtp]",
-            &credentials.username,
-            &credentials.password,
-            credentials.method,
-        )?;
+        check_login("[smtp]", credentials)?;
     }
     Ok(SmtpSettings {
         sessions,
@@ -596,15 +593,14 @@ fn validate_mailbox(
     check_host(&format!("{section} host"), &raw.host)?;
     check_port(&format!("{section} port"), raw.port)?;
     check_address(&format!("{section} forward_to"), &raw.forward_to)?;
-    let password = resolve_password(&section, &password, base_dir, env)?.ok_or_else(|| {
-        format!("{section}: one of password_env, password_file or password_command is required")
-    })?;
-    check_login(
-        &section,
-        &raw.username,
-        &password,
-        raw.auth.unwrap_or_default(),
-    )?;
+    let credentials = Credentials {
+        password: resolve_password(&section, &password, base_dir, env)?.ok_or_else(|| {
+            format!("{section}: one of password_env, password_file or password_command is required")
+        })?,
+        username: raw.username,
+        method: raw.auth.unwrap_or_default(),
+    };
+    check_login(&section, &credentials)?;
     let batch_size = raw.batch_size.unwrap_or(DEFAULT_BATCH_SIZE);
     if !(1..=5000).contains(&batch_size) {
         return Err(format!("{section}: batch_size must be between 1 and 5000"));
@@ -623,7 +619,9 @@ fn validate_mailbox(
     ] {
         check_folder(&format!("{section} {key}"), value)?;
     }
-    let auto_reply_from = raw.auto_reply_from.unwrap_or_else(|| raw.username.clone());
+    let auto_reply_from = raw
+        .auto_reply_from
+        .unwrap_or_else(|| credentials.username.clone());
     if raw.auto_reply == Some(true) {
         check_address(&format!("{section} auto_reply_from"), &auto_reply_from)?;
     }
@@ -642,11 +640,7 @@ fn validate_mailbox(
         port: raw.port,
         tls: raw.tls,
         ca_file: checked_ca_file(&format!("{section} ca_file"), raw.ca_file, base_dir)?,
-        credentials: Credentials {
-            username: raw.username,
-            password,
-            method: raw.auth.unwrap_or_default(),
-        },
+        credentials,
         folder,
         forward_to: raw.forward_to,
         after_forward: raw.after_forward.unwrap_or(AfterForward::Keyword),
@@ -803,23 +797,22 @@ fn run_in_group(
         .map_err(|err| format!("cannot read its output: {err}"))
 }
 
-/// A password as given: not empty, and one line. A second line or a NUL
-/// would be cut or refused by the server only at login, on every pass.
 /// Checks what goes into a login command: no control characters in the
 /// user name (they would end IMAP's LOGIN line or XOAUTH2's fields), and
 /// for XOAUTH2 a token of visible characters only, as bearer tokens are.
-fn check_login(
-    section: &str,
-    username: &str,
-    secret: &Secret,
-    method: AuthMethod,
-) -> Result<(), String> {
-    if username.is_empty() || username.contains(char::is_control) {
+fn check_login(section: &str, credentials: &Credentials) -> Result<(), String> {
+    if credentials.username.is_empty() || credentials.username.contains(char::is_control) {
         return Err(format!(
             "{section}: username must be non-empty and without control characters"
         ));
     }
-    if method == AuthMethod::Xoauth2 && !secret.expose().chars().all(|c| c.is_ascii_graphic()) {
+    if credentials.method == AuthMethod::Xoauth2
+        && !credentials
+            .password
+            .expose()
+            .chars()
+            .all(|c| c.is_ascii_graphic())
+    {
         return Err(format!(
             "{section}: with auth = \"xoauth2\" the secret must be an access token (visible ASCII characters, no spaces)"
         ));
@@ -827,6 +820,8 @@ fn check_login(
     Ok(())
 }
 
+/// A password as given: not empty, and one line. A second line or a NUL
+/// would be cut or refused by the server only at login, on every pass.
 fn one_line_secret(section: &str, key: &str, value: String) -> Result<Secret, String> {
     if value.is_empty() {
         return Err(format!("{section}: {key} gives an empty password"));

@@ -332,11 +332,7 @@ async fn auth_xoauth2(
             "use auth = \"password\" with this server, or a server that takes OAuth 2.0 tokens",
         ));
     }
-    let initial = base64::engine::general_purpose::STANDARD.encode(format!(
-        "user={}\x01auth=Bearer {}\x01\x01",
-        credentials.username,
-        credentials.password.expose()
-    ));
+    let initial = base64::engine::general_purpose::STANDARD.encode(credentials.xoauth2_response());
     let reply = limit(
         addr,
         timeout,

@@ -208,7 +208,6 @@ pub async fn connect(settings: &MailboxSettings) -> Result<ImapSource> {
         }
     }
     let username = &settings.credentials.username;
-    let secret = settings.credentials.password.expose();
     let refusal = std::sync::Mutex::new(None);
     let login = match settings.credentials.method {
         AuthMethod::Password => {
@@ -216,14 +215,13 @@ pub async fn connect(settings: &MailboxSettings) -> Result<ImapSource> {
                 &addr,
                 timeout,
                 "login",
-                client.login_with_capabilities(username, secret),
+                client.login_with_capabilities(username, settings.credentials.password.expose()),
             )
             .await?
         }
         AuthMethod::Xoauth2 => {
             let authenticator = Xoauth2 {
-                user: username,
-                token: secret,
+                response: settings.credentials.xoauth2_response(),
                 refusal: &refusal,
                 sent: false,
             };
@@ -290,8 +288,7 @@ pub async fn connect(settings: &MailboxSettings) -> Result<ImapSource> {
 /// JSON object, which asks for an empty answer before the final NO; it is
 /// kept for the error.
 struct Xoauth2<'a> {
-    user: &'a str,
-    token: &'a str,
+    response: String,
     refusal: &'a std::sync::Mutex<Option<String>>,
     sent: bool,
 }
@@ -307,7 +304,7 @@ impl async_imap::Authenticator for Xoauth2<'_> {
             return Vec::new();
         }
         self.sent = true;
-        format!("user={}\x01auth=Bearer {}\x01\x01", self.user, self.token).into_bytes()
+        std::mem::take(&mut self.response).into_bytes()
     }
 }
 

@@ -283,15 +283,20 @@ pub(super) async fn record_batch(
             mut classification,
             facts,
         } = examined;
-        if let Some(facts) = &facts
+        // The identity of a message with a Message-ID among this pass's
+        // copies, computed once for the lookup and the insert below.
+        let copy = facts.as_ref().and_then(|facts| {
+            let message_id = facts.message_id.as_deref()?;
+            Some((message_id, mail::copy_key(message_id, &facts.body_sha256)))
+        });
+        if let (Some(facts), Some((message_id, copy_key))) = (&facts, copy)
             && classification.decision.action == Action::Forward
-            && let Some(message_id) = &facts.message_id
         {
             skip_copy(
                 settings,
                 mailbox,
                 store,
-                (message_id, &facts.body_sha256),
+                (message_id, &facts.body_sha256, copy_key),
                 pass_copies,
                 &mut classification,
             )?;
@@ -310,13 +315,10 @@ pub(super) async fn record_batch(
         }
         // Later copies of a message that goes forward in this pass are
         // skipped; of one held (rate-limited), they are judged on their own.
-        if let Some(facts) = &facts
+        if let Some((_, copy_key)) = copy
             && classification.decision.action == Action::Forward
-            && let Some(message_id) = &facts.message_id
         {
-            pass_copies
-                .entry(mail::copy_key(message_id, &facts.body_sha256))
-                .or_insert(raw.uid);
+            pass_copies.entry(copy_key).or_insert(raw.uid);
         }
         let decision = &classification.decision;
         info!(
@@ -424,7 +426,7 @@ fn skip_copy(
     settings: &Settings,
     mailbox: &MailboxSettings,
     store: &Store,
-    (message_id, body_sha256): (&str, &str),
+    (message_id, body_sha256, copy_key): (&str, &str, [u8; 16]),
     pass_copies: &PassCopies,
     classification: &mut Classification,
 ) -> Result<(), Stop> {
@@ -456,7 +458,7 @@ fn skip_copy(
     // To, with the same envelope and helpdesk, so should the first fail,
     // this one would fail the same way; the first's failure is what the
     // log shows, and the copy's row points at it.
-    if let Some(first_uid) = pass_copies.get(&mail::copy_key(message_id, body_sha256)) {
+    if let Some(first_uid) = pass_copies.get(&copy_key) {
         classification.decision = Decision::skip(
             Reason::DuplicateMessageId,
             format!(

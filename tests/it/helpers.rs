@@ -108,14 +108,7 @@ impl TestEnv {
                 % 1_000_000_000
         );
         let dir = tempfile::tempdir().expect("tempdir");
-        let password_file = dir.path().join("password");
-        std::fs::write(&password_file, format!("{}\n", stack.password))
-            .expect("write password file");
-        std::fs::set_permissions(
-            &password_file,
-            std::os::unix::fs::PermissionsExt::from_mode(0o600),
-        )
-        .expect("chmod 600 the password file");
+        write_secret(&dir.path().join("password"), &stack.password);
         TestEnv {
             support_user: format!("{unique}@support.test"),
             helpdesk_user: format!("{unique}@helpdesk.test"),
@@ -775,6 +768,14 @@ fn in_uid_set(set: &str, uid: u32, max: u32) -> bool {
         },
         None => value(part) == Some(uid),
     })
+}
+
+/// Writes a password or token file as a user would: one line, readable by
+/// its owner only (deskbridge warns about others).
+pub fn write_secret(path: &Path, secret: &str) {
+    std::fs::write(path, format!("{secret}\n")).expect("write secret file");
+    std::fs::set_permissions(path, std::os::unix::fs::PermissionsExt::from_mode(0o600))
+        .expect("chmod 600 the secret file");
 }
 
 /// An OAuth 2.0 access token for `user` as the stack's Dovecot checks it:

@@ -5,7 +5,7 @@
 use deskbridge::config::{self, Settings};
 
 use crate::helpers::{
-    ConfigOptions, TestEnv, binary, message, oauth_token, run_pass, wait_for_helpdesk,
+    ConfigOptions, TestEnv, binary, message, oauth_token, run_pass, wait_for_helpdesk, write_secret,
 };
 
 /// The config of `env` with `auth = "xoauth2"` for the mailbox and for
@@ -36,10 +36,7 @@ fn xoauth2_settings(env: &TestEnv, imap_token: &str, smtp_token: &str) -> Settin
             1,
         );
     for (name, token) in [("imap-token", imap_token), ("smtp-token", smtp_token)] {
-        let path = env.dir.path().join(name);
-        std::fs::write(&path, format!("{token}\n")).expect("write token");
-        std::fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(0o600))
-            .expect("chmod token");
+        write_secret(&env.dir.path().join(name), token);
     }
     let path = env.dir.path().join("deskbridge.toml");
     std::fs::write(&path, text).expect("write config");
