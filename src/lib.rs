@@ -28,8 +28,8 @@
 //! - [`thread`]: pure: thread keys (references, ticket tokens, normalised
 //!   subject, correspondent addresses) and thread repair lines.
 //! - [`sink`]: the only module that talks SMTP.
-//! - [`worker`]: `run_once` and `release`, the only module that composes
-//!   the stages (`record` a batch, its pure part on a blocking thread;
+//! - [`worker`]: `run_once`, `release` and `probe` (`check-config
+//!   --connect`), the only module that composes the stages (`record` a batch, its pure part on a blocking thread;
 //!   `send` it over a pool of SMTP sessions; follow up `held` mail). While
 //!   one batch is sent, the IMAP connection settles the one before and
 //!   fetches ahead, and the next one is examined and recorded.

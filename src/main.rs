@@ -44,7 +44,13 @@ enum Command {
         quiet: bool,
     },
     /// Validate the config file and resolve its secrets, without touching the network.
-    CheckConfig,
+    CheckConfig {
+        /// Then connect to every server as a pass would (TLS, login, the
+        /// folder, an SMTP envelope to each forward_to, reset before DATA)
+        /// and report what works. Sends, changes and logs nothing.
+        #[arg(long)]
+        connect: bool,
+    },
     /// Show each mailbox's last pass and its messages counted by state.
     Status {
         /// One JSON object per mailbox per line.
@@ -194,7 +200,7 @@ fn run(cli: Cli) -> anyhow::Result<u8> {
             }
             Ok(code)
         }
-        Command::CheckConfig => {
+        Command::CheckConfig { connect } => {
             let path = config_path(cli.config.as_deref())?;
             let settings = config::load(path)?;
             let mut out = format!(
@@ -218,8 +224,23 @@ fn run(cli: Cli) -> anyhow::Result<u8> {
                     mailbox.forward_to
                 ));
             }
-            write_stdout(&out)?;
-            Ok(0)
+            if !connect {
+                write_stdout(&out)?;
+                return Ok(0);
+            }
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .context("cannot start the async runtime")?;
+            let checks = runtime.block_on(worker::probe::probe(&settings));
+            out.push_str(&report::connection_checks(&checks));
+            if checks.iter().any(worker::probe::Check::failed) {
+                eprint!("{out}");
+                Ok(2)
+            } else {
+                write_stdout(&out)?;
+                Ok(0)
+            }
         }
         Command::Status { json } => {
             let store = open_log(cli.db.as_deref(), cli.config.as_deref())?;

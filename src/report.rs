@@ -1,12 +1,43 @@
 //! Renders the log for people and for scripts.
 //!
-//! Owns the text tables and JSON Lines of `status`, `messages` and `show`.
-//! Pure formatting: the rows come from the store.
+//! Owns the text tables and JSON Lines of `status`, `messages` and `show`,
+//! the summary of a pass and the findings of `check-config --connect`.
+//! Pure formatting: the rows come from the store, the rest from `worker`.
 
 use std::fmt::Write as _;
 
 use crate::store::{CorrespondentRow, Event, MailboxStatus, MessageRow, ThreadRow};
 use crate::worker::PassReport;
+use crate::worker::probe::{Check, Finding};
+
+/// The findings of `check-config --connect`, one line each under its
+/// target, marked `ok`, `warning` or `FAILED`.
+pub fn connection_checks(checks: &[Check]) -> String {
+    let mut out = String::new();
+    for check in checks {
+        let _ = writeln!(out, "{}", check.target);
+        for finding in &check.findings {
+            let (mark, text) = match finding {
+                Finding::Ok(text) => ("ok     ", text),
+                Finding::Warning(text) => ("warning", text),
+                Finding::Failed(text) => ("FAILED ", text),
+            };
+            // NOTE: Findings quote servers' replies, which no one vetted.
+            let _ = writeln!(out, "  {mark} {}", terminal_safe(text));
+        }
+    }
+    let failed = checks.iter().filter(|check| check.failed()).count();
+    if failed == 0 {
+        out.push_str("every connection works; nothing was sent, changed or logged\n");
+    } else {
+        let _ = writeln!(
+            out,
+            "{failed} of {} checks failed (see FAILED above); nothing was sent, changed or logged",
+            checks.len()
+        );
+    }
+    out
+}
 
 /// One line per mailbox after a pass.
 pub fn pass_summary(report: &PassReport) -> String {
@@ -319,6 +350,33 @@ fn clip(text: &str, width: usize) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn connection_checks_mark_each_finding_and_count_failures() {
+        let smtp = Check {
+            target: "smtp mail.test:465".to_owned(),
+            findings: vec![
+                Finding::Ok("implicit TLS".to_owned()),
+                Finding::Warning("no PIPELINING".to_owned()),
+            ],
+        };
+        let mailbox = Check {
+            target: "mailbox support".to_owned(),
+            findings: vec![Finding::Failed("login refused".to_owned())],
+        };
+        assert!(!smtp.failed(), "a warning is not a failure");
+        assert!(mailbox.failed());
+        let all_good = connection_checks(std::slice::from_ref(&smtp));
+        assert_eq!(
+            all_good,
+            "smtp mail.test:465\n  ok      implicit TLS\n  warning no PIPELINING\nevery connection works; nothing was sent, changed or logged\n"
+        );
+        let one_bad = connection_checks(&[smtp, mailbox]);
+        assert!(one_bad.contains("mailbox support\n  FAILED  login refused\n"));
+        assert!(one_bad.ends_with(
+            "1 of 2 checks failed (see FAILED above); nothing was sent, changed or logged\n"
+        ));
+    }
 
     #[test]
     fn escapes_and_overrides_never_reach_the_terminal() {

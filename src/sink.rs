@@ -134,6 +134,9 @@ pub struct SmtpSink {
     conn: AsyncSmtpConnection,
     /// The server offers PIPELINING (RFC 2920).
     pipelining: bool,
+    /// The largest message the server takes, from its SIZE (RFC 1870); 0
+    /// or absent means it names no limit.
+    size_limit: Option<u64>,
     /// A pipelined envelope got 354: the next content belongs to it, and
     /// neither RSET nor QUIT may be sent until it has gone.
     data_open: bool,
@@ -266,6 +269,7 @@ pub async fn connect(settings: &SmtpSettings) -> Result<SmtpSink, SinkError> {
     let pipelining = ehlo
         .message()
         .any(|line| line.trim().eq_ignore_ascii_case("PIPELINING"));
+    let size_limit = ehlo.message().find_map(size_extension);
     if let Some(credentials) = &settings.credentials {
         match credentials.method {
             AuthMethod::Password => {
@@ -293,6 +297,7 @@ pub async fn connect(settings: &SmtpSettings) -> Result<SmtpSink, SinkError> {
     Ok(SmtpSink {
         conn,
         pipelining,
+        size_limit,
         data_open: false,
         addr,
         timeout,
@@ -422,6 +427,12 @@ impl SmtpSink {
         self.pipelining
     }
 
+    /// The largest message the server says it takes (EHLO SIZE), if it
+    /// names one.
+    pub fn size_limit(&self) -> Option<u64> {
+        self.size_limit
+    }
+
     /// Redirects one message: the trace block, then the original bytes.
     /// Returns the server's final reply (e.g. `250 2.0.0 Ok: queued as X`).
     ///
@@ -472,6 +483,32 @@ impl SmtpSink {
         let sender = (!null_sender).then(|| self.envelope_from.clone());
         let (result, _) = self.send_from(sender, recipient, b"", message, None).await;
         result
+    }
+
+    /// Asks whether the server takes mail from `envelope_from` to
+    /// `forward_to`: MAIL FROM and RCPT TO, then RSET. No DATA is sent, so
+    /// no message can come of it. Returns the reply to RCPT TO.
+    ///
+    /// # Errors
+    /// [`SendError`]: the server refused the sender or the recipient, or
+    /// the session broke.
+    pub async fn probe_envelope(&mut self, forward_to: &str) -> Result<String, SendError> {
+        let (mail, rcpt) = self.envelope(Some(self.envelope_from.clone()), forward_to, b"", b"")?;
+        let accepted = match self
+            .step("MAIL FROM", self.completion(), |conn| conn.command(mail))
+            .await
+        {
+            Ok(_) => {
+                self.step("RCPT TO", self.completion(), |conn| conn.command(rcpt))
+                    .await
+            }
+            Err(err) => Err(err),
+        };
+        if let Err(err @ SendError::Broken { .. }) = accepted {
+            return Err(err);
+        }
+        self.reset().await?;
+        accepted.map(|reply| reply_text(&reply))
     }
 
     /// MAIL FROM and RCPT TO for one message; BODY=8BITMIME when its bytes
@@ -558,12 +595,7 @@ impl SmtpSink {
                 (response, false)
             }
         };
-        let result = response.map(|response| {
-            format_reply(
-                response.code().to_string(),
-                response.message().collect::<Vec<_>>().join(" "),
-            )
-        });
+        let result = response.map(|response| reply_text(&response));
         if !next_sent {
             return (result, NextEnvelope::NotSent);
         }
@@ -760,8 +792,25 @@ const CONTENT: &str = "message content";
 /// §4.5.3.2.6), unless `timeout_secs` is longer.
 const DATA_END_TIMEOUT: Duration = Duration::from_secs(600);
 
-fn format_reply(code: String, text: String) -> String {
-    format!("{code} {text}").trim().to_owned()
+/// The limit in an EHLO line `SIZE 10240000`; `SIZE` alone or `SIZE 0`
+/// names none.
+fn size_extension(line: &str) -> Option<u64> {
+    let mut words = line.split_ascii_whitespace();
+    if !words.next()?.eq_ignore_ascii_case("SIZE") {
+        return None;
+    }
+    words.next()?.parse().ok().filter(|&limit| 0 < limit)
+}
+
+/// A reply as one line: `250 2.0.0 Ok: queued as X`.
+fn reply_text(response: &lettre::transport::smtp::response::Response) -> String {
+    format!(
+        "{} {}",
+        response.code(),
+        response.message().collect::<Vec<_>>().join(" ")
+    )
+    .trim()
+    .to_owned()
 }
 
 /// Bare LF line ends become CRLF (SMTP and IMAP both mandate CRLF; Postfix
@@ -986,6 +1035,17 @@ mod tests {
 
     fn wire(original: &[u8]) -> Cow<'_, [u8]> {
         without_final_crlf(crlf_lines(original))
+    }
+
+    #[test]
+    fn size_extension_reads_a_limit_and_ignores_the_rest() {
+        assert_eq!(size_extension("SIZE 10240000"), Some(10_240_000));
+        assert_eq!(size_extension("size  35882577 "), Some(35_882_577));
+        assert_eq!(size_extension("SIZE"), None, "SIZE alone names no limit");
+        assert_eq!(size_extension("SIZE 0"), None, "RFC 1870: 0 means none");
+        assert_eq!(size_extension("SIZE lots"), None);
+        assert_eq!(size_extension("SIZEX 10"), None);
+        assert_eq!(size_extension("8BITMIME"), None);
     }
 
     #[test]

@@ -432,6 +432,33 @@ impl ImapSource {
         )
         .await?
         .map_err(fail)?;
+        self.folder_state(folder, &mailbox)
+    }
+
+    /// Opens a folder read-only (EXAMINE), so that nothing in it changes,
+    /// not even `\Recent`: for `check-config --connect`.
+    ///
+    /// # Errors
+    /// A missing folder, or one without UIDVALIDITY.
+    pub async fn examine_path(&mut self, path: &str) -> Result<FolderState> {
+        let folder = self.server_folder(path);
+        let fail = self.command_error(format!("examine folder {folder}"));
+        let mailbox = limit(
+            &self.addr,
+            self.timeout,
+            "EXAMINE",
+            self.session.examine(&folder),
+        )
+        .await?
+        .map_err(fail)?;
+        self.folder_state(folder, &mailbox)
+    }
+
+    fn folder_state(
+        &self,
+        folder: String,
+        mailbox: &async_imap::types::Mailbox,
+    ) -> Result<FolderState> {
         let Some(uidvalidity) = mailbox.uid_validity else {
             return Err(SourceError::NoUidValidity {
                 addr: self.addr.clone(),
@@ -777,11 +804,12 @@ impl ImapSource {
         Ok(())
     }
 
-    async fn ensure_folder(&mut self, folder: &str) -> Result<()> {
-        if self.known_folders.contains(folder) {
-            return Ok(());
-        }
-        let addr = self.addr.clone();
+    /// Whether the server has a folder, named as the server names it
+    /// ([`ImapSource::server_folder`]).
+    ///
+    /// # Errors
+    /// The LIST command failed.
+    pub async fn folder_exists(&mut self, folder: &str) -> Result<bool> {
         let timeout = self.timeout;
         let quoted = format!("\"{}\"", folder.replace('\\', "\\\\").replace('"', "\\\""));
         let mut exists = false;
@@ -794,7 +822,22 @@ impl ImapSource {
             },
         )
         .await?;
-        if !exists {
+        Ok(exists)
+    }
+
+    /// Whether the server offers MOVE (RFC 6851); without it a move is a
+    /// COPY, then a delete.
+    pub fn can_move(&self) -> bool {
+        self.can_move
+    }
+
+    async fn ensure_folder(&mut self, folder: &str) -> Result<()> {
+        if self.known_folders.contains(folder) {
+            return Ok(());
+        }
+        let addr = self.addr.clone();
+        let timeout = self.timeout;
+        if !self.folder_exists(folder).await? {
             let fail = self.command_error(format!("create folder {folder}"));
             limit(&addr, timeout, "CREATE", self.session.create(folder))
                 .await?

@@ -101,6 +101,42 @@ pub enum StoreError {
 /// Result alias for store operations.
 pub type Result<T> = std::result::Result<T, StoreError>;
 
+/// What a pass will find where the log lives, for `check-config
+/// --connect`; nothing is created or opened.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LogLocation {
+    /// The log file is already there (else the first pass creates it).
+    pub exists: bool,
+    /// The folder lets this user create files (the log, its `-wal` and
+    /// `-shm` files, the lock file).
+    pub folder_writable: bool,
+}
+
+/// Looks at the log's folder and file without touching them.
+///
+/// # Errors
+/// The folder does not exist or cannot be examined.
+pub fn log_location(path: &Path) -> std::io::Result<LogLocation> {
+    let folder = path
+        .parent()
+        .filter(|parent| !parent.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    if !std::fs::metadata(folder)?.is_dir() {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::NotADirectory,
+            format!("{} is not a folder", folder.display()),
+        ));
+    }
+    let writable = rustix::fs::access(
+        folder,
+        rustix::fs::Access::WRITE_OK | rustix::fs::Access::EXEC_OK,
+    );
+    Ok(LogLocation {
+        exists: path.exists(),
+        folder_writable: writable.is_ok(),
+    })
+}
+
 /// Bytes an unprivileged writer can still use on the file system that
 /// holds the log at `path` (and its `-wal` file beside it): the file's own
 /// (through a symbolic link, where SQLite writes), or its folder's before
@@ -1230,6 +1266,22 @@ mod tests {
             body_sha256: None,
             forward_to: "intake@helpdesk.test".to_owned(),
         }
+    }
+
+    #[test]
+    fn log_location_looks_without_creating() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("log.db");
+        let before = log_location(&path).expect("folder exists");
+        assert!(!before.exists);
+        assert!(before.folder_writable);
+        assert!(!path.exists(), "looking created the log");
+        drop(Store::open(&path).expect("open"));
+        assert!(log_location(&path).expect("folder exists").exists);
+        let missing = dir.path().join("no-such-folder").join("log.db");
+        assert!(log_location(&missing).is_err());
+        let file_as_folder = path.join("log.db");
+        assert!(log_location(&file_as_folder).is_err());
     }
 
     /// The log in `dir` and its writer thread, on the same file.

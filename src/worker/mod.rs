@@ -13,6 +13,7 @@
 //! auto-replies) and releases it.
 
 mod held;
+pub mod probe;
 mod record;
 mod send;
 

@@ -5,6 +5,7 @@
 // Helpers are `pub` for the sibling modules of this one test binary.
 #![allow(unreachable_pub)]
 
+mod connect;
 mod corpus;
 mod failures;
 mod held;
