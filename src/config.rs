@@ -483,19 +483,40 @@ fn parse_with_env(text: &str, path: &Path, env: Env<'_>) -> Result<Settings, Con
 /// # Errors
 /// An unreadable or unparsable file.
 pub fn load_store_path(path: &Path) -> Result<PathBuf, ConfigError> {
+    Ok(load_log_view(path)?.0)
+}
+
+/// Reads only `[store] path` and the mailboxes' names, for `status --check`:
+/// the mailboxes a monitoring check expects passes for, without secrets.
+///
+/// # Errors
+/// An unreadable or unparsable file.
+pub fn load_log_view(path: &Path) -> Result<(PathBuf, Vec<String>), ConfigError> {
     #[derive(Deserialize)]
-    struct StoreOnly {
+    struct NameOnly {
+        name: String,
+    }
+    #[derive(Deserialize)]
+    struct StoreAndNames {
         store: RawStore,
+        #[serde(default)]
+        mailbox: Vec<NameOnly>,
     }
     let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
         path: path.to_path_buf(),
         source,
     })?;
-    let raw: StoreOnly = toml::from_str(&text).map_err(|err| ConfigError::Parse {
+    let raw: StoreAndNames = toml::from_str(&text).map_err(|err| ConfigError::Parse {
         path: path.to_path_buf(),
         message: err.to_string().trim_end().replace('\n', " "),
     })?;
-    Ok(path.parent().unwrap_or(Path::new(".")).join(raw.store.path))
+    Ok((
+        path.parent().unwrap_or(Path::new(".")).join(raw.store.path),
+        raw.mailbox
+            .into_iter()
+            .map(|mailbox| mailbox.name)
+            .collect(),
+    ))
 }
 
 fn validate_smtp(raw: RawSmtp, base_dir: &Path, env: Env<'_>) -> Result<SmtpSettings, String> {

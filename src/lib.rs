@@ -29,11 +29,14 @@
 //!   subject, correspondent addresses) and thread repair lines.
 //! - [`sink`]: the only module that talks SMTP.
 //! - [`worker`]: `run_once`, `release` and `probe` (`check-config
-//!   --connect`), the only module that composes the stages (`record` a batch, its pure part on a blocking thread;
-//!   `send` it over a pool of SMTP sessions; follow up `held` mail). While
-//!   one batch is sent, the IMAP connection settles the one before and
-//!   fetches ahead, and the next one is examined and recorded.
-//! - [`report`]: renders the log for the CLI (`status`, `messages`, `show`).
+//!   --connect`), the only module that composes the stages (`record` a
+//!   batch, its pure part on a blocking thread; `send` it over a pool of
+//!   SMTP sessions; follow up `held` mail). While one batch is sent, the
+//!   IMAP connection settles the one before and fetches ahead, and the
+//!   next one is examined and recorded.
+//! - [`report`]: renders for the CLI: the log (`status`, `messages`,
+//!   `show`, `threads`), a pass's summary, the verdict of `status --check`
+//!   and the findings of `check-config --connect`.
 //! - [`clock`], [`tls`], [`lock`]: small shared utilities.
 //!
 //! # Invariants

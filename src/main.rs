@@ -54,8 +54,18 @@ enum Command {
     /// Show each mailbox's last pass and its messages counted by state.
     Status {
         /// One JSON object per mailbox per line.
-        #[arg(long)]
+        #[arg(long, conflicts_with = "check")]
         json: bool,
+        /// For monitoring (Nagios-style): exit 0 when every mailbox had a
+        /// pass finish within --max-age without error, 1 when that pass
+        /// left failed messages, 2 when a pass failed, none finished in
+        /// time, or one is stuck.
+        #[arg(long)]
+        check: bool,
+        /// With --check: how long ago the last pass may have finished
+        /// (e.g. 15m, 2h).
+        #[arg(long, default_value = "15m", requires = "check")]
+        max_age: String,
     },
     /// List logged messages, newest first.
     Messages {
@@ -242,7 +252,12 @@ fn run(cli: Cli) -> anyhow::Result<u8> {
                 Ok(0)
             }
         }
-        Command::Status { json } => {
+        Command::Status {
+            check: true,
+            max_age,
+            ..
+        } => status_check(cli.db.as_deref(), cli.config.as_deref(), &max_age),
+        Command::Status { json, .. } => {
             let store = open_log(cli.db.as_deref(), cli.config.as_deref())?;
             let statuses = store.mailbox_status()?;
             let out = if json {
@@ -401,6 +416,35 @@ fn inspect(files: &[PathBuf]) -> anyhow::Result<u8> {
         write_stdout(&format!("{line}\n"))?;
     }
     Ok(code)
+}
+
+/// `status --check`: the verdict on stdout, whatever it is, as monitoring
+/// systems read it; the exit code is the verdict's.
+fn status_check(db: Option<&Path>, config: Option<&Path>, max_age: &str) -> anyhow::Result<u8> {
+    let max_age = parse_age(max_age).context("--max-age")?;
+    let (path, expected) = match (db, config) {
+        (Some(db), _) => (db.to_path_buf(), None),
+        (None, config) => {
+            let (path, names) = config::load_log_view(config_path(config)?)?;
+            (path, Some(names))
+        }
+    };
+    if !path.exists() {
+        write_stdout(&format!(
+            "DESKBRIDGE CRITICAL - no log at {}: no pass has run\n",
+            path.display()
+        ))?;
+        return Ok(report::Health::Critical.exit_code());
+    }
+    let statuses = Store::open_existing(&path)?.mailbox_status()?;
+    let (health, text) = report::health_check(
+        &statuses,
+        expected.as_deref(),
+        max_age,
+        deskbridge::clock::unix_now(),
+    );
+    write_stdout(&text)?;
+    Ok(health.exit_code())
 }
 
 fn json_lines<T: serde::Serialize>(rows: &[T]) -> anyhow::Result<String> {

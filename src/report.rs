@@ -1,7 +1,8 @@
 //! Renders the log for people and for scripts.
 //!
 //! Owns the text tables and JSON Lines of `status`, `messages` and `show`,
-//! the summary of a pass and the findings of `check-config --connect`.
+//! the summary of a pass, the verdict of `status --check` and the findings
+//! of `check-config --connect`.
 //! Pure formatting: the rows come from the store, the rest from `worker`.
 
 use std::fmt::Write as _;
@@ -15,7 +16,7 @@ use crate::worker::probe::{Check, Finding};
 pub fn connection_checks(checks: &[Check]) -> String {
     let mut out = String::new();
     for check in checks {
-        let _ = writeln!(out, "{}", check.target);
+        let _ = writeln!(out, "{}", terminal_safe(&check.target));
         for finding in &check.findings {
             let (mark, text) = match finding {
                 Finding::Ok(text) => ("ok     ", text),
@@ -117,6 +118,159 @@ pub fn status_table(statuses: &[MailboxStatus]) -> String {
         let _ = writeln!(out, "  messages    {}", counts.join(", "));
     }
     out
+}
+
+/// The verdict of `status --check`, in the terms of Nagios-style monitoring
+/// plugins, whose exit codes deskbridge's own already match.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Health {
+    Ok,
+    Warning,
+    Critical,
+}
+
+impl Health {
+    /// 0, 1 or 2, as monitoring systems read a check's exit code.
+    pub fn exit_code(self) -> u8 {
+        match self {
+            Health::Ok => 0,
+            Health::Warning => 1,
+            Health::Critical => 2,
+        }
+    }
+
+    fn label(self) -> &'static str {
+        match self {
+            Health::Ok => "OK",
+            Health::Warning => "WARNING",
+            Health::Critical => "CRITICAL",
+        }
+    }
+}
+
+/// Judges whether the scheduled passes are running and succeeding, for a
+/// monitoring system: each mailbox in `expected` (the config's; all in the
+/// log when `None`) needs a pass that finished within `max_age_secs` of
+/// `now`, and without error. A failed message is a warning. The first line
+/// is the plugin-style summary; one line per mailbox follows.
+pub fn health_check(
+    statuses: &[MailboxStatus],
+    expected: Option<&[String]>,
+    max_age_secs: i64,
+    now: i64,
+) -> (Health, String) {
+    let names: Vec<&str> = match expected {
+        Some(names) => names.iter().map(String::as_str).collect(),
+        None => statuses.iter().map(|status| status.name.as_str()).collect(),
+    };
+    let mut worst = Health::Ok;
+    let mut problems = Vec::new();
+    let mut lines = String::new();
+    for name in &names {
+        let status = statuses.iter().find(|status| status.name == *name);
+        let (health, verdict) = mailbox_health(status, max_age_secs, now);
+        if health != Health::Ok {
+            problems.push(format!("{name}: {verdict}"));
+        }
+        worst = worst.max(health);
+        let held = status
+            .and_then(|status| status.counts.iter().find(|(state, _)| state == "held"))
+            .map_or(0, |(_, count)| *count);
+        let _ = writeln!(
+            lines,
+            "{:<8} {name}: {verdict}; {held} held",
+            health.label()
+        );
+    }
+    let summary = if names.is_empty() {
+        worst = Health::Critical;
+        "no mailbox has been worked on yet".to_owned()
+    } else if problems.is_empty() {
+        format!(
+            "{} mailbox(es) passed within the last {}",
+            names.len(),
+            age_text(max_age_secs)
+        )
+    } else {
+        problems.join("; ")
+    };
+    (
+        worst,
+        format!("DESKBRIDGE {} - {summary}\n{lines}", worst.label()),
+    )
+}
+
+fn mailbox_health(status: Option<&MailboxStatus>, max_age_secs: i64, now: i64) -> (Health, String) {
+    let Some(status) = status else {
+        return (Health::Critical, "no pass has run".to_owned());
+    };
+    let started = status.last_pass_started_at.as_deref();
+    let finished = status.last_pass_finished_at.as_deref();
+    let ago = |at: &str| {
+        crate::clock::parse_rfc3339(at).map_or_else(
+            || at.to_owned(),
+            |unix| format!("{at}, {} ago", age_text(now.saturating_sub(unix))),
+        )
+    };
+    let age_of = |at: &str| crate::clock::parse_rfc3339(at).map(|unix| now.saturating_sub(unix));
+    // NOTE: Both times are written in one sortable form; a start after the
+    // last finish is a pass at work now, or one that died.
+    let running = started.filter(|started| finished.is_none_or(|finished| finished < *started));
+    if let Some(started) = running
+        && age_of(started).is_none_or(|age| max_age_secs < age)
+    {
+        return (
+            Health::Critical,
+            format!("a pass started {} has not finished", ago(started)),
+        );
+    }
+    let Some(finished) = finished else {
+        return match running {
+            Some(started) => (
+                Health::Ok,
+                format!("the first pass is at work, since {}", ago(started)),
+            ),
+            None => (Health::Critical, "no pass has finished yet".to_owned()),
+        };
+    };
+    // NOTE: A long pass at work (a backlog) is not a stale one; one that
+    // runs past max_age is caught above.
+    if running.is_none() && age_of(finished).is_none_or(|age| max_age_secs < age) {
+        return (
+            Health::Critical,
+            format!(
+                "no pass finished within {} (the last at {}): is the timer or cron job running?",
+                age_text(max_age_secs),
+                ago(finished)
+            ),
+        );
+    }
+    let outcome = status.last_pass_outcome.as_deref().unwrap_or("");
+    let health = if outcome.starts_with("error") {
+        Health::Critical
+    } else if outcome == "ok" {
+        Health::Ok
+    } else {
+        Health::Warning
+    };
+    let mut verdict = format!("last pass {}: {outcome}", ago(finished));
+    if let Some(started) = running {
+        verdict.push_str(&format!("; a pass at work since {}", ago(started)));
+    }
+    (health, verdict)
+}
+
+/// `90s`, `12m`, `5h`, `3d`: the largest whole unit.
+fn age_text(secs: i64) -> String {
+    if secs < 120 {
+        format!("{secs}s")
+    } else if secs < 7200 {
+        format!("{}m", secs / 60)
+    } else if secs < 172_800 {
+        format!("{}h", secs / 3600)
+    } else {
+        format!("{}d", secs / 86_400)
+    }
 }
 
 /// `deskbridge messages` as an aligned table, newest first.
@@ -350,6 +504,119 @@ fn clip(text: &str, width: usize) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A mailbox whose last pass started and finished the given number of
+    /// seconds before `NOW` (None: never).
+    fn pass(
+        name: &str,
+        started_ago: Option<i64>,
+        finished_ago: Option<i64>,
+        outcome: &str,
+    ) -> MailboxStatus {
+        let at = |ago: i64| crate::clock::rfc3339(NOW - ago);
+        MailboxStatus {
+            name: name.to_owned(),
+            uidvalidity: Some(1),
+            last_uid: 10,
+            last_pass_started_at: started_ago.map(at),
+            last_pass_finished_at: finished_ago.map(at),
+            last_pass_outcome: finished_ago.map(|_| outcome.to_owned()),
+            counts: vec![("held".to_owned(), 3), ("forwarded".to_owned(), 7)],
+        }
+    }
+
+    const NOW: i64 = 1_795_953_600;
+    const FIFTEEN_MINUTES: i64 = 900;
+
+    fn verdict(statuses: &[MailboxStatus], expected: Option<&[String]>) -> (Health, String) {
+        health_check(statuses, expected, FIFTEEN_MINUTES, NOW)
+    }
+
+    #[test]
+    fn health_is_ok_after_a_recent_clean_pass() {
+        let (health, text) = verdict(&[pass("support", Some(62), Some(60), "ok")], None);
+        assert_eq!(health, Health::Ok);
+        assert_eq!(health.exit_code(), 0);
+        assert!(
+            text.starts_with("DESKBRIDGE OK - 1 mailbox(es) passed within the last 15m\n"),
+            "{text}"
+        );
+        assert!(text.contains("OK       support: last pass "), "{text}");
+        assert!(text.contains(", 60s ago: ok; 3 held"), "{text}");
+    }
+
+    #[test]
+    fn health_is_critical_when_passes_stop_or_fail() {
+        let (health, text) = verdict(&[pass("support", Some(7300), Some(7200), "ok")], None);
+        assert_eq!(health, Health::Critical);
+        assert!(
+            text.contains("no pass finished within 15m (the last at ")
+                && text.contains(", 2h ago): is the timer or cron job running?"),
+            "{text}"
+        );
+
+        let (health, text) = verdict(
+            &[pass("support", Some(61), Some(60), "error: login refused")],
+            None,
+        );
+        assert_eq!(health, Health::Critical);
+        assert!(
+            text.starts_with("DESKBRIDGE CRITICAL - support: last pass "),
+            "{text}"
+        );
+        assert!(text.contains("error: login refused"), "{text}");
+
+        let (health, text) = verdict(&[pass("support", Some(3600), Some(4000), "ok")], None);
+        assert_eq!(
+            health,
+            Health::Critical,
+            "a pass at work for an hour is stuck"
+        );
+        assert!(text.contains(", 60m ago has not finished"), "{text}");
+
+        let expected = ["support".to_owned(), "billing".to_owned()];
+        let (health, text) = verdict(
+            &[pass("support", Some(61), Some(60), "ok")],
+            Some(&expected),
+        );
+        assert_eq!(
+            health,
+            Health::Critical,
+            "a configured mailbox never worked on"
+        );
+        assert!(text.contains("billing: no pass has run"), "{text}");
+
+        let (health, _) = verdict(&[], None);
+        assert_eq!(health, Health::Critical, "an empty log");
+    }
+
+    #[test]
+    fn health_warns_on_failed_messages_and_takes_the_worst_mailbox() {
+        let statuses = [
+            pass("billing", Some(61), Some(60), "partial: 2 failed"),
+            pass("support", Some(61), Some(60), "ok"),
+        ];
+        let (health, text) = verdict(&statuses, None);
+        assert_eq!(health, Health::Warning);
+        assert_eq!(health.exit_code(), 1);
+        assert!(text.contains("WARNING  billing:"), "{text}");
+        assert!(text.contains("OK       support:"), "{text}");
+
+        let with_stale = [statuses[0].clone(), pass("support", None, Some(3600), "ok")];
+        assert_eq!(verdict(&with_stale, None).0, Health::Critical);
+    }
+
+    #[test]
+    fn health_lets_a_pass_at_work_finish() {
+        // A first pass through a backlog, 5 minutes in.
+        let (health, text) = verdict(&[pass("support", Some(300), None, "")], None);
+        assert_eq!(health, Health::Ok, "{text}");
+        assert!(text.contains("the first pass is at work, since "), "{text}");
+        // A long pass after an old one: not stale while it is within max_age.
+        let (health, text) = verdict(&[pass("support", Some(600), Some(1200), "ok")], None);
+        assert_eq!(health, Health::Ok, "{text}");
+        assert!(text.contains("a pass at work since "), "{text}");
+    }
 
     #[test]
     fn connection_checks_mark_each_finding_and_count_failures() {

@@ -129,6 +129,18 @@ pub enum NextEnvelope {
     Lost,
 }
 
+/// What a server said to an envelope that [`SmtpSink::probe_envelope`]
+/// tried without sending a message.
+#[derive(Debug)]
+pub enum EnvelopeProbe {
+    /// The server took the sender (and the recipient); its last reply.
+    Accepted(String),
+    /// The server refused MAIL FROM (4xx or 5xx).
+    SenderRefused(SendError),
+    /// The server took the sender and refused RCPT TO (4xx or 5xx).
+    RecipientRefused(SendError),
+}
+
 /// An open SMTP session, reused for every message of a pass.
 pub struct SmtpSink {
     conn: AsyncSmtpConnection,
@@ -485,30 +497,74 @@ impl SmtpSink {
         result
     }
 
-    /// Asks whether the server takes mail from `envelope_from` to
-    /// `forward_to`: MAIL FROM and RCPT TO, then RSET. No DATA is sent, so
-    /// no message can come of it. Returns the reply to RCPT TO.
+    /// Asks whether the server takes mail from `envelope_from` (or from the
+    /// null sender `<>`, which auto-replies use) and, given `forward_to`,
+    /// to that address: MAIL FROM and RCPT TO, then RSET. No DATA is sent,
+    /// so no message can come of it.
     ///
     /// # Errors
-    /// [`SendError`]: the server refused the sender or the recipient, or
-    /// the session broke.
-    pub async fn probe_envelope(&mut self, forward_to: &str) -> Result<String, SendError> {
-        let (mail, rcpt) = self.envelope(Some(self.envelope_from.clone()), forward_to, b"", b"")?;
-        let accepted = match self
-            .step("MAIL FROM", self.completion(), |conn| conn.command(mail))
+    /// [`SendError::Broken`]: the session broke, or the server refused RSET
+    /// (its state is then unknown); drop the session. After a refusal the
+    /// refusal is returned even when the RSET after it failed: the next
+    /// command then finds the session broken.
+    pub async fn probe_envelope(
+        &mut self,
+        null_sender: bool,
+        forward_to: Option<&str>,
+    ) -> Result<EnvelopeProbe, SendError> {
+        let sender = (!null_sender).then(|| self.envelope_from.clone());
+        let mut reply = match self
+            .step("MAIL FROM", self.completion(), |conn| {
+                conn.command(Mail::new(sender, Vec::new()))
+            })
             .await
         {
-            Ok(_) => {
-                self.step("RCPT TO", self.completion(), |conn| conn.command(rcpt))
-                    .await
+            Ok(reply) => reply_text(&reply),
+            Err(err @ SendError::Broken { .. }) => return Err(err),
+            Err(refusal) => {
+                let _ = self.reset_or_drop().await;
+                return Ok(EnvelopeProbe::SenderRefused(refusal));
             }
-            Err(err) => Err(err),
         };
-        if let Err(err @ SendError::Broken { .. }) = accepted {
-            return Err(err);
+        if let Some(forward_to) = forward_to {
+            let recipient = match Address::from_str(forward_to) {
+                Ok(recipient) => recipient,
+                Err(err) => {
+                    self.reset_or_drop().await?;
+                    return Ok(EnvelopeProbe::RecipientRefused(SendError::Permanent {
+                        reply: format!("invalid recipient {forward_to}: {err}"),
+                    }));
+                }
+            };
+            match self
+                .step("RCPT TO", self.completion(), |conn| {
+                    conn.command(Rcpt::new(recipient, Vec::new()))
+                })
+                .await
+            {
+                Ok(accepted) => reply = reply_text(&accepted),
+                Err(err @ SendError::Broken { .. }) => return Err(err),
+                Err(refusal) => {
+                    let _ = self.reset_or_drop().await;
+                    return Ok(EnvelopeProbe::RecipientRefused(refusal));
+                }
+            }
         }
-        self.reset().await?;
-        accepted.map(|reply| reply_text(&reply))
+        self.reset_or_drop().await?;
+        Ok(EnvelopeProbe::Accepted(reply))
+    }
+
+    /// RSET, where any refusal means the session can no longer be trusted.
+    async fn reset_or_drop(&mut self) -> Result<(), SendError> {
+        match self.reset().await {
+            Ok(()) => Ok(()),
+            Err(err @ SendError::Broken { .. }) => Err(err),
+            Err(refusal) => Err(SendError::Broken {
+                addr: self.addr.clone(),
+                message: refusal.to_string(),
+                content_sent: false,
+            }),
+        }
     }
 
     /// MAIL FROM and RCPT TO for one message; BODY=8BITMIME when its bytes

@@ -12,7 +12,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_imap::Session;
-use async_imap::imap_proto::{AttributeValue, MailboxDatum, Response, Status};
+use async_imap::imap_proto::{AttributeValue, MailboxDatum, NameAttribute, Response, Status};
 use rustls::pki_types::ServerName;
 use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
@@ -818,7 +818,21 @@ impl ImapSource {
             ("LIST", timeout),
             format!("look up folder {folder}"),
             |response| {
-                exists |= matches!(response, Response::MailboxData(MailboxDatum::List { .. }));
+                // NOTE: `%` and `*` in a name are LIST wildcards, so other
+                // folders can answer; and a server may list a name that
+                // does not exist as \NonExistent (RFC 5258).
+                if let Response::MailboxData(MailboxDatum::List {
+                    name,
+                    name_attributes,
+                    ..
+                }) = response
+                {
+                    exists |= same_folder(name, folder)
+                        && !name_attributes.iter().any(|attribute| {
+                            matches!(attribute, NameAttribute::Extension(extension)
+                                if extension.eq_ignore_ascii_case("\\NonExistent"))
+                        });
+                }
             },
         )
         .await?;
@@ -829,6 +843,12 @@ impl ImapSource {
     /// COPY, then a delete.
     pub fn can_move(&self) -> bool {
         self.can_move
+    }
+
+    /// Whether the server offers UIDPLUS, so a copy's original can be
+    /// expunged alone (`UID EXPUNGE`).
+    pub fn can_uid_expunge(&self) -> bool {
+        self.can_uid_expunge
     }
 
     async fn ensure_folder(&mut self, folder: &str) -> Result<()> {
@@ -857,6 +877,13 @@ impl ImapSource {
 /// must stay well inside servers' command-line limits (RFC 7162 §4 asks
 /// clients to keep to about 8 KB).
 const UIDS_PER_COMMAND: usize = 500;
+
+/// Whether a name from LIST is `folder`; INBOX in any letter case is INBOX
+/// (RFC 3501 §5.1).
+fn same_folder(listed: &str, folder: &str) -> bool {
+    listed == folder
+        || (listed.eq_ignore_ascii_case("INBOX") && folder.eq_ignore_ascii_case("INBOX"))
+}
 
 /// Runs one network step under the timeout.
 async fn limit<T>(

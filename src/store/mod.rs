@@ -110,6 +110,9 @@ pub struct LogLocation {
     /// The folder lets this user create files (the log, its `-wal` and
     /// `-shm` files, the lock file).
     pub folder_writable: bool,
+    /// Those of the log's files that exist and that this user cannot read
+    /// and write.
+    pub unwritable: Vec<PathBuf>,
 }
 
 /// Looks at the log's folder and file without touching them.
@@ -127,13 +130,21 @@ pub fn log_location(path: &Path) -> std::io::Result<LogLocation> {
             format!("{} is not a folder", folder.display()),
         ));
     }
-    let writable = rustix::fs::access(
-        folder,
-        rustix::fs::Access::WRITE_OK | rustix::fs::Access::EXEC_OK,
-    );
+    use rustix::fs::{Access, access};
+    let writable = access(folder, Access::WRITE_OK | Access::EXEC_OK);
+    let unwritable = ["", "-wal", "-shm", ".lock"]
+        .iter()
+        .map(|suffix| {
+            let mut file = path.as_os_str().to_owned();
+            file.push(suffix);
+            PathBuf::from(file)
+        })
+        .filter(|file| file.exists() && access(file, Access::READ_OK | Access::WRITE_OK).is_err())
+        .collect();
     Ok(LogLocation {
         exists: path.exists(),
         folder_writable: writable.is_ok(),
+        unwritable,
     })
 }
 
@@ -1275,6 +1286,7 @@ mod tests {
         let before = log_location(&path).expect("folder exists");
         assert!(!before.exists);
         assert!(before.folder_writable);
+        assert!(before.unwritable.is_empty());
         assert!(!path.exists(), "looking created the log");
         drop(Store::open(&path).expect("open"));
         assert!(log_location(&path).expect("folder exists").exists);

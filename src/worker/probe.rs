@@ -8,6 +8,7 @@
 use std::time::Instant;
 
 use crate::config::{AfterForward, AfterHold, AuthMethod, MailboxSettings, Settings};
+use crate::sink::EnvelopeProbe;
 use crate::{sink, source, store};
 
 /// One finding about one connection or place.
@@ -67,7 +68,22 @@ fn check_log(settings: &Settings) -> Check {
                     "this user cannot create files in the log's folder (the log's -wal and -shm files and the lock file live there): run as the user that owns it".to_owned(),
                 ));
             }
+            for file in location.unwritable {
+                findings.push(Finding::Failed(format!(
+                    "this user cannot read and write {}: run as the user that owns it",
+                    file.display()
+                )));
+            }
         }
+    }
+    if settings.store_min_free == 0 {
+        findings.push(Finding::Ok(
+            "free space not checked (min_free_mb = 0)".to_owned(),
+        ));
+        return Check {
+            target: format!("log {}", path.display()),
+            findings,
+        };
     }
     match (settings.log_free_space)(path) {
         Ok(free) if settings.store_min_free <= free => findings.push(Finding::Ok(format!(
@@ -116,8 +132,15 @@ async fn check_smtp(settings: &Settings) -> Check {
         smtp.tls,
         started.elapsed().as_millis()
     ))];
-    // NOTE: Held notices go to the same addresses; auto-replies go to
-    // senders, whom no test can name in advance.
+    findings.extend(ehlo_findings(settings, &sink));
+
+    // NOTE: Held notices go to the forward_to addresses from envelope_from,
+    // as redirects do; auto-replies go from the null sender to senders,
+    // whom no check can name in advance, so only MAIL FROM:<> is tried.
+    let mut envelopes: Vec<(bool, Option<&str>)> = Vec::new();
+    if settings.mailboxes.iter().any(|mailbox| mailbox.auto_reply) {
+        envelopes.push((true, None));
+    }
     let mut recipients: Vec<&str> = settings
         .mailboxes
         .iter()
@@ -125,39 +148,79 @@ async fn check_smtp(settings: &Settings) -> Check {
         .collect();
     recipients.sort_unstable();
     recipients.dedup();
-    for recipient in recipients {
-        match sink.probe_envelope(recipient).await {
-            Ok(reply) => findings.push(Finding::Ok(format!(
-                "takes mail from <{}> to <{recipient}> ({reply}); reset before DATA, nothing sent",
-                smtp.envelope_from
+    envelopes.extend(
+        recipients
+            .into_iter()
+            .map(|recipient| (false, Some(recipient))),
+    );
+
+    let from = &smtp.envelope_from;
+    let mut not_checked: Option<String> = None;
+    for (null_sender, recipient) in envelopes {
+        let what = match recipient {
+            Some(recipient) => format!("mail from <{from}> to <{recipient}>"),
+            None => "mail from the null sender <> (auto-replies)".to_owned(),
+        };
+        if let Some(why) = &not_checked {
+            findings.push(Finding::Failed(format!("{what}: not checked, {why}")));
+            continue;
+        }
+        match sink.probe_envelope(null_sender, recipient).await {
+            Ok(EnvelopeProbe::Accepted(reply)) => findings.push(Finding::Ok(format!(
+                "takes {what} ({reply}); reset before DATA, nothing sent"
             ))),
-            Err(err @ sink::SendError::Broken { .. }) => {
-                findings.push(Finding::Failed(err.to_string()));
-                return Check { target, findings };
+            Ok(EnvelopeProbe::SenderRefused(err)) if null_sender => {
+                findings.push(Finding::Failed(format!(
+                    "refuses {what}: {err}; allow it, or set auto_reply = false"
+                )));
             }
-            Err(err) => findings.push(Finding::Failed(format!(
-                "refuses mail from <{}> to <{recipient}>: {err}",
-                smtp.envelope_from
-            ))),
+            Ok(EnvelopeProbe::SenderRefused(err)) => {
+                findings.push(Finding::Failed(format!(
+                    "refuses envelope_from <{from}>: {err}; it must be an address this login may send as"
+                )));
+                not_checked = Some("because the server refused envelope_from".to_owned());
+            }
+            Ok(EnvelopeProbe::RecipientRefused(err @ sink::SendError::Temporary { .. })) => {
+                findings.push(Finding::Failed(format!(
+                    "defers {what} (4xx): {err}; a pass would keep such mail and try again until give_up_after, so if this lasts, the server's policy refuses it"
+                )));
+            }
+            Ok(EnvelopeProbe::RecipientRefused(err)) => {
+                findings.push(Finding::Failed(format!("refuses {what}: {err}")));
+            }
+            Err(err) => {
+                findings.push(Finding::Failed(format!("{what}: {err}")));
+                not_checked = Some("because the session broke".to_owned());
+            }
         }
     }
+    if not_checked.is_none() {
+        sink.quit().await;
+    }
+    Check { target, findings }
+}
+
+/// What the server's EHLO told: pipelining, and its size limit against
+/// the largest message a mailbox forwards.
+fn ehlo_findings(settings: &Settings, sink: &sink::SmtpSink) -> Vec<Finding> {
+    let mut findings = Vec::new();
     if !sink.pipelines() {
         findings.push(Finding::Warning(
             "no PIPELINING: each message costs an extra round trip".to_owned(),
         ));
     }
     if let Some(limit) = sink.size_limit() {
+        // A redirect is the message plus the trace block deskbridge adds.
         let largest = settings
             .mailboxes
             .iter()
-            .map(|mailbox| mailbox.max_message_bytes)
+            .map(|mailbox| mailbox.max_message_bytes.saturating_add(TRACE_ALLOWANCE))
             .max()
             .unwrap_or(0);
         if limit < largest {
             findings.push(Finding::Warning(format!(
-                "takes messages up to {} KiB, less than max_message_mb allows ({} KiB): larger ones will fail there instead of being held as too-large",
-                limit >> 10,
-                largest >> 10
+                "takes messages up to {} KiB, less than max_message_mb allows: larger ones will fail there instead of being held as too-large; lower max_message_mb below the server's limit",
+                limit >> 10
             )));
         } else {
             findings.push(Finding::Ok(format!(
@@ -166,9 +229,11 @@ async fn check_smtp(settings: &Settings) -> Check {
             )));
         }
     }
-    sink.quit().await;
-    Check { target, findings }
+    findings
 }
+
+/// Room for the trace block on top of a message, in the size comparison.
+const TRACE_ALLOWANCE: u64 = 4096;
 
 async fn check_mailbox(mailbox: &MailboxSettings) -> Check {
     let target = format!(
@@ -227,9 +292,11 @@ async fn check_mailbox(mailbox: &MailboxSettings) -> Check {
         }
     }
     if moves && !session.can_move() {
-        findings.push(Finding::Warning(
-            "no MOVE: a move is a copy, then a delete of the original".to_owned(),
-        ));
+        findings.push(Finding::Warning(if session.can_uid_expunge() {
+            "no MOVE: a move is a copy, then a delete of the original".to_owned()
+        } else {
+            "no MOVE and no UIDPLUS: a move copies the message and only marks the original \\Deleted; it goes at the folder's next expunge".to_owned()
+        }));
     }
     session.logout().await;
     Check { target, findings }

@@ -4,8 +4,8 @@
 use std::process::{Command, Output};
 
 use crate::helpers::{
-    ConfigOptions, TestEnv, backlog, binary, read_folder, read_folder_if_any, set_recipient_access,
-    wait_until_queue_clear, write_secret,
+    ConfigOptions, TestEnv, backlog, binary, read_folder, read_folder_if_any, second_mailbox,
+    set_recipient_access, wait_until_queue_clear, write_secret,
 };
 
 fn check_connect(config: &std::path::Path) -> Output {
@@ -57,18 +57,17 @@ async fn connect_check_passes_and_changes_nothing() {
 
     assert!(!env.db_path().exists(), "the check created the log");
     wait_until_queue_clear(&env.stack, &env.helpdesk_user).await;
-    let delivered = read_folder_if_any(&env.stack, &env.helpdesk_user, "INBOX")
-        .await
-        .unwrap_or_default();
-    assert!(delivered.is_empty(), "the check delivered mail");
+    let delivered = read_folder_if_any(&env.stack, &env.helpdesk_user, "INBOX").await;
+    assert!(
+        delivered.as_ref().is_none_or(Vec::is_empty),
+        "the check delivered mail"
+    );
     let support = read_folder(&env.stack, &env.support_user, "INBOX").await;
     assert_eq!(support.len(), 2, "both messages stay in the folder");
+    // NOTE: APPEND leaves a message \Recent until a session SELECTs its
+    // folder; EXAMINE keeps it, so a check that selected would show here.
     for message in &support {
-        assert!(
-            message.flags.iter().all(|flag| flag == "Recent"),
-            "the check changed flags: {:?}",
-            message.flags
-        );
+        assert_eq!(message.flags, ["Recent"], "the check changed flags");
     }
     assert!(
         read_folder_if_any(&env.stack, &env.support_user, "Done.Forwarded")
@@ -78,14 +77,30 @@ async fn connect_check_passes_and_changes_nothing() {
     );
 }
 
-/// A refused login and a refused recipient are both reported in one run,
-/// each naming what failed, and the exit code is 2.
+/// A refused login, a refused recipient and a deferred one are all
+/// reported in one run, each naming what failed, while the addresses and
+/// mailboxes that work still show as ok; the exit code is 2.
 #[tokio::test]
 async fn connect_check_names_every_failure() {
     let env = TestEnv::new("probe-bad");
+    let deferring = TestEnv::new("probe-defer");
+    let fine = TestEnv::new("probe-fine");
     write_secret(&env.dir.path().join("wrong"), "not-the-password-3q");
+    let mut extra = second_mailbox(
+        &env.stack,
+        "deferring",
+        &deferring,
+        &deferring.helpdesk_user,
+    );
+    extra.push_str(&second_mailbox(
+        &env.stack,
+        "fine",
+        &fine,
+        &fine.helpdesk_user,
+    ));
     let config = env.write_config(&ConfigOptions {
         imap_password_file: Some("wrong".to_owned()),
+        extra_mailbox: format!("auto_reply = true\n{extra}"),
         ..ConfigOptions::default()
     });
     set_recipient_access(
@@ -93,22 +108,58 @@ async fn connect_check_names_every_failure() {
         &env.helpdesk_user,
         Some("550 5.1.1 no such intake address"),
     );
+    set_recipient_access(
+        &env.stack,
+        &deferring.helpdesk_user,
+        Some("450 4.2.1 intake busy"),
+    );
     let output = check_connect(&config);
     set_recipient_access(&env.stack, &env.helpdesk_user, None);
+    set_recipient_access(&env.stack, &deferring.helpdesk_user, None);
 
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert_eq!(output.status.code(), Some(2), "{stderr}");
+    let from = "mail from <bridge@company.test>";
     assert!(
         stderr.contains(&format!(
-            "FAILED  refuses mail from <bridge@company.test> to <{}>",
+            "FAILED  refuses {from} to <{}>: RCPT TO: permanent error (550): 5.1.1",
             env.helpdesk_user
         )),
         "{stderr}"
     );
     assert!(stderr.contains("no such intake address"), "{stderr}");
+    assert!(
+        stderr.contains(&format!(
+            "FAILED  defers {from} to <{}> (4xx)",
+            deferring.helpdesk_user
+        )),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("intake busy; a pass would keep such mail"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains(&format!(
+            "ok      takes {from} to <{}> (250",
+            fine.helpdesk_user
+        )),
+        "after two refusals the session still checks the next address: {stderr}"
+    );
+    assert!(
+        stderr.contains("ok      takes mail from the null sender <> (auto-replies)"),
+        "{stderr}"
+    );
     assert!(stderr.contains("rejected the login"), "{stderr}");
     assert!(stderr.contains("check username and password"), "{stderr}");
-    assert!(stderr.contains("2 of 3 checks failed"), "{stderr}");
+    assert!(
+        stderr.contains(&format!(
+            "mailbox fine (127.0.0.1:{})\n  ok      implicit TLS and logged in as {}",
+            env.stack.imaps_port, fine.support_user
+        )),
+        "{stderr}"
+    );
+    assert!(stderr.contains("2 of 5 checks failed"), "{stderr}");
     assert!(!stderr.contains("not-the-password-3q"), "{stderr}");
     assert!(!env.db_path().exists(), "the check created the log");
 }

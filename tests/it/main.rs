@@ -10,6 +10,7 @@ mod corpus;
 mod failures;
 mod held;
 mod helpers;
+mod monitoring;
 mod oauth;
 mod pipeline;
 mod threads;
