@@ -421,6 +421,15 @@ fn inspect(files: &[PathBuf]) -> anyhow::Result<u8> {
 /// `status --check`: the verdict on stdout, whatever it is, as monitoring
 /// systems read it; the exit code is the verdict's.
 fn status_check(db: Option<&Path>, config: Option<&Path>, max_age: &str) -> anyhow::Result<u8> {
+    // NOTE: A monitoring system shows what the check prints on stdout; an
+    // error only on stderr would reach it as a verdict without a reason.
+    check_or_report(db, config, max_age).or_else(|err| {
+        write_stdout(&format!("DESKBRIDGE CRITICAL - cannot check: {err:#}\n"))?;
+        Ok(report::Health::Critical.exit_code())
+    })
+}
+
+fn check_or_report(db: Option<&Path>, config: Option<&Path>, max_age: &str) -> anyhow::Result<u8> {
     let max_age = parse_age(max_age).context("--max-age")?;
     let (path, expected) = match (db, config) {
         (Some(db), _) => (db.to_path_buf(), None),
@@ -497,10 +506,10 @@ fn load_settings(config: Option<&Path>) -> anyhow::Result<config::Settings> {
     Ok(config::load(config_path(config)?)?)
 }
 
-/// Opens the log for the read commands: `--db`, else the config's store.
 /// How long another pass may hold the lock before a run that meets it
-/// reports an error instead of leaving the work to it.
-const STUCK_AFTER_SECS: i64 = 3600;
+/// reports an error instead of leaving the work to it (`status --check`
+/// calls such a pass stuck too).
+const STUCK_AFTER_SECS: i64 = report::STUCK_AFTER_SECS;
 
 /// Whether `err` is a busy pass lock taken less than `secs` ago (a lock
 /// whose holder line gives no time counts as just taken).
@@ -514,6 +523,7 @@ fn busy_for_less_than(err: &anyhow::Error, secs: i64) -> bool {
     }
 }
 
+/// Opens the log for the read commands: `--db`, else the config's store.
 fn open_log(db: Option<&Path>, config: Option<&Path>) -> anyhow::Result<Store> {
     Ok(Store::open_existing(&log_path(db, config)?)?)
 }

@@ -148,11 +148,22 @@ impl Health {
     }
 }
 
+/// A pass at work for longer than this (or than `max_age`, if longer) is
+/// stuck; `run` reports a lock held this long as stuck too.
+pub const STUCK_AFTER_SECS: i64 = 3600;
+
+/// How far ahead of this machine's clock a time in the log may be before
+/// the check distrusts it: a clock stepped back would otherwise make old
+/// passes look recent.
+const CLOCK_SLACK_SECS: i64 = 60;
+
 /// Judges whether the scheduled passes are running and succeeding, for a
 /// monitoring system: each mailbox in `expected` (the config's; all in the
 /// log when `None`) needs a pass that finished within `max_age_secs` of
-/// `now`, and without error. A failed message is a warning. The first line
-/// is the plugin-style summary; one line per mailbox follows.
+/// `now`, and without error. A pass at work counts as fresh for every
+/// mailbox (they are worked on one after another) until it is stuck. A
+/// failed message is a warning. The first line is the plugin-style
+/// summary; one line per mailbox follows.
 pub fn health_check(
     statuses: &[MailboxStatus],
     expected: Option<&[String]>,
@@ -163,12 +174,25 @@ pub fn health_check(
         Some(names) => names.iter().map(String::as_str).collect(),
         None => statuses.iter().map(|status| status.name.as_str()).collect(),
     };
+    let clock = Clock {
+        now,
+        max_age_secs,
+        stuck_after_secs: max_age_secs.max(STUCK_AFTER_SECS),
+    };
+    let pass_at_work = statuses.iter().any(|status| {
+        running_since(status).is_some_and(|started| {
+            clock
+                .age(started)
+                .is_some_and(|age| age <= clock.stuck_after_secs)
+        })
+    });
     let mut worst = Health::Ok;
     let mut problems = Vec::new();
     let mut lines = String::new();
     for name in &names {
         let status = statuses.iter().find(|status| status.name == *name);
-        let (health, verdict) = mailbox_health(status, max_age_secs, now);
+        let (health, verdict) = mailbox_health(status, &clock, pass_at_work);
+        let verdict = one_plugin_line(&verdict);
         if health != Health::Ok {
             problems.push(format!("{name}: {verdict}"));
         }
@@ -200,48 +224,104 @@ pub fn health_check(
     )
 }
 
-fn mailbox_health(status: Option<&MailboxStatus>, max_age_secs: i64, now: i64) -> (Health, String) {
+/// The times a verdict is judged against.
+struct Clock {
+    now: i64,
+    max_age_secs: i64,
+    stuck_after_secs: i64,
+}
+
+impl Clock {
+    /// Seconds since a time in the log; `None` when it cannot be read.
+    fn age(&self, at: &str) -> Option<i64> {
+        crate::clock::parse_rfc3339(at).map(|unix| self.now.saturating_sub(unix))
+    }
+
+    /// `2026-11-29T12:00:00Z, 3m ago`.
+    fn ago(&self, at: &str) -> String {
+        match self.age(at) {
+            Some(age) if 0 <= age => format!("{at}, {} ago", age_text(age)),
+            _ => at.to_owned(),
+        }
+    }
+}
+
+/// The start of a pass at work now (or one that died since), if the last
+/// start came after the last finish; both are written in one sortable form.
+fn running_since(status: &MailboxStatus) -> Option<&str> {
+    let started = status.last_pass_started_at.as_deref()?;
+    status
+        .last_pass_finished_at
+        .as_deref()
+        .is_none_or(|finished| finished < started)
+        .then_some(started)
+}
+
+fn mailbox_health(
+    status: Option<&MailboxStatus>,
+    clock: &Clock,
+    pass_at_work: bool,
+) -> (Health, String) {
     let Some(status) = status else {
-        return (Health::Critical, "no pass has run".to_owned());
+        return if pass_at_work {
+            (
+                Health::Ok,
+                "not worked on yet; a pass is at work".to_owned(),
+            )
+        } else {
+            (Health::Critical, "no pass has run".to_owned())
+        };
     };
-    let started = status.last_pass_started_at.as_deref();
-    let finished = status.last_pass_finished_at.as_deref();
-    let ago = |at: &str| {
-        crate::clock::parse_rfc3339(at).map_or_else(
-            || at.to_owned(),
-            |unix| format!("{at}, {} ago", age_text(now.saturating_sub(unix))),
-        )
-    };
-    let age_of = |at: &str| crate::clock::parse_rfc3339(at).map(|unix| now.saturating_sub(unix));
-    // NOTE: Both times are written in one sortable form; a start after the
-    // last finish is a pass at work now, or one that died.
-    let running = started.filter(|started| finished.is_none_or(|finished| finished < *started));
-    if let Some(started) = running
-        && age_of(started).is_none_or(|age| max_age_secs < age)
+    let times = [
+        status.last_pass_started_at.as_deref(),
+        status.last_pass_finished_at.as_deref(),
+    ];
+    if let Some(ahead) = times
+        .into_iter()
+        .flatten()
+        .find(|at| clock.age(at).is_some_and(|age| age < -CLOCK_SLACK_SECS))
     {
         return (
             Health::Critical,
-            format!("a pass started {} has not finished", ago(started)),
+            format!("the log says {ahead}, ahead of this machine's clock: was the clock set back?"),
         );
     }
-    let Some(finished) = finished else {
+    let running = running_since(status);
+    if let Some(started) = running
+        && clock
+            .age(started)
+            .is_none_or(|age| clock.stuck_after_secs < age)
+    {
+        return (
+            Health::Critical,
+            format!(
+                "a pass started {} has not finished: is it stuck?",
+                clock.ago(started)
+            ),
+        );
+    }
+    let Some(finished) = status.last_pass_finished_at.as_deref() else {
         return match running {
             Some(started) => (
                 Health::Ok,
-                format!("the first pass is at work, since {}", ago(started)),
+                format!("the first pass is at work, since {}", clock.ago(started)),
             ),
             None => (Health::Critical, "no pass has finished yet".to_owned()),
         };
     };
-    // NOTE: A long pass at work (a backlog) is not a stale one; one that
-    // runs past max_age is caught above.
-    if running.is_none() && age_of(finished).is_none_or(|age| max_age_secs < age) {
+    // NOTE: A long pass (a backlog, or another mailbox's) is not a stopped
+    // timer; one that runs too long is caught above.
+    if !pass_at_work
+        && clock
+            .age(finished)
+            .is_none_or(|age| clock.max_age_secs < age)
+    {
         return (
             Health::Critical,
             format!(
                 "no pass finished within {} (the last at {}): is the timer or cron job running?",
-                age_text(max_age_secs),
-                ago(finished)
+                age_text(clock.max_age_secs),
+                clock.ago(finished)
             ),
         );
     }
@@ -253,11 +333,26 @@ fn mailbox_health(status: Option<&MailboxStatus>, max_age_secs: i64, now: i64) -
     } else {
         Health::Warning
     };
-    let mut verdict = format!("last pass {}: {outcome}", ago(finished));
+    let mut verdict = format!("last pass {}: {outcome}", clock.ago(finished));
     if let Some(started) = running {
-        verdict.push_str(&format!("; a pass at work since {}", ago(started)));
+        verdict.push_str(&format!("; a pass at work since {}", clock.ago(started)));
     }
     (health, verdict)
+}
+
+/// A verdict as part of one plugin output line: outcomes quote servers'
+/// replies, whose line breaks would end the line and whose `|` would
+/// start the plugin's performance data.
+fn one_plugin_line(text: &str) -> String {
+    let flat: String = text
+        .chars()
+        .map(|c| match c {
+            '\r' | '\n' => ' ',
+            '|' => '/',
+            other => other,
+        })
+        .collect();
+    terminal_safe(&flat).into_owned()
 }
 
 /// `90s`, `12m`, `5h`, `3d`: the largest whole unit.
@@ -566,13 +661,28 @@ mod tests {
         );
         assert!(text.contains("error: login refused"), "{text}");
 
-        let (health, text) = verdict(&[pass("support", Some(3600), Some(4000), "ok")], None);
+        let (health, text) = verdict(&[pass("support", Some(3700), Some(4000), "ok")], None);
         assert_eq!(
             health,
             Health::Critical,
-            "a pass at work for an hour is stuck"
+            "a pass at work for over an hour is stuck"
         );
-        assert!(text.contains(", 60m ago has not finished"), "{text}");
+        assert!(
+            text.contains(", 61m ago has not finished: is it stuck?"),
+            "{text}"
+        );
+        let (health, _) = verdict(&[pass("support", Some(3500), Some(4000), "ok")], None);
+        assert_eq!(
+            health,
+            Health::Ok,
+            "a long pass is not stuck before an hour"
+        );
+
+        let (health, text) = verdict(&[pass("support", Some(-600), Some(-599), "ok")], None);
+        assert_eq!(health, Health::Critical, "times ahead of the clock");
+        assert!(text.contains("was the clock set back?"), "{text}");
+        let (health, _) = verdict(&[pass("support", Some(-20), Some(-19), "ok")], None);
+        assert_eq!(health, Health::Ok, "a little clock skew is fine");
 
         let expected = ["support".to_owned(), "billing".to_owned()];
         let (health, text) = verdict(
@@ -604,6 +714,48 @@ mod tests {
 
         let with_stale = [statuses[0].clone(), pass("support", None, Some(3600), "ok")];
         assert_eq!(verdict(&with_stale, None).0, Health::Critical);
+    }
+
+    #[test]
+    fn health_counts_a_pass_at_work_on_one_mailbox_for_all() {
+        // The pass is on "billing"; "support", worked on after it, last
+        // finished half an hour ago, and "new" was just added to the config.
+        let statuses = [
+            pass("billing", Some(300), Some(1800), "ok"),
+            pass("support", Some(1810), Some(1800), "ok"),
+        ];
+        let expected = ["billing".to_owned(), "support".to_owned(), "new".to_owned()];
+        let (health, text) = verdict(&statuses, Some(&expected));
+        assert_eq!(health, Health::Ok, "{text}");
+        assert!(
+            text.contains("new: not worked on yet; a pass is at work"),
+            "{text}"
+        );
+        let (health, _) = verdict(&statuses[1..], None);
+        assert_eq!(
+            health,
+            Health::Critical,
+            "without a pass at work, 30m is stale"
+        );
+    }
+
+    #[test]
+    fn health_keeps_server_text_on_one_line() {
+        let (_, text) = verdict(
+            &[pass(
+                "support",
+                Some(61),
+                Some(60),
+                "error: the server said: no\r\n| load=9 \u{1b}[2J",
+            )],
+            None,
+        );
+        let first = text.lines().next().unwrap_or_default();
+        assert!(
+            first.ends_with("error: the server said: no  / load=9 \u{fffd}[2J"),
+            "{first}"
+        );
+        assert_eq!(text.lines().count(), 2, "{text}");
     }
 
     #[test]

@@ -522,9 +522,24 @@ impl Store {
             .map_err(|source| self.query_error("read the mailbox checkpoint", source))
     }
 
-    /// Notes the start of a pass over a mailbox.
+    /// Notes the start of a pass over a mailbox. A pass runs under the
+    /// pass lock, so a start found without its finish belongs to a pass
+    /// that died (killed, out of memory, a power cut): that pass is
+    /// recorded as failed first, so that `status --check` does not take
+    /// the last clean outcome for the current one.
     pub fn begin_pass(&self, mailbox: &str) -> Result<()> {
         let now = clock::rfc3339(clock::unix_now());
+        self.conn
+            .execute_cached(
+                "UPDATE mailboxes SET last_pass_finished_at = last_pass_started_at,
+                     last_pass_outcome = 'error: the pass started at ' || last_pass_started_at
+                         || ' ended without finishing (killed, or the machine stopped)'
+                 WHERE name = ?1 AND last_pass_started_at IS NOT NULL
+                     AND (last_pass_finished_at IS NULL
+                          OR last_pass_finished_at < last_pass_started_at)",
+                params![mailbox],
+            )
+            .map_err(|source| self.query_error("record a pass that died", source))?;
         self.conn
             .execute_cached(
                 "INSERT INTO mailboxes (name, last_pass_started_at) VALUES (?1, ?2)
@@ -1277,6 +1292,40 @@ mod tests {
             body_sha256: None,
             forward_to: "intake@helpdesk.test".to_owned(),
         }
+    }
+
+    #[test]
+    fn a_pass_that_died_is_recorded_as_failed_at_the_next_start() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = Store::open(&dir.path().join("log.db")).expect("open");
+        store.begin_pass("support").expect("begin");
+        store.finish_pass("support", "ok").expect("finish");
+        let clean = store.mailbox_status().expect("status");
+        assert_eq!(clean[0].last_pass_outcome.as_deref(), Some("ok"));
+
+        // The next pass began (a minute on, not to wait a second) and was killed.
+        store
+            .conn
+            .execute(
+                "UPDATE mailboxes SET last_pass_started_at = ?1",
+                [clock::rfc3339(clock::unix_now() + 60)],
+            )
+            .expect("move the start");
+        store.begin_pass("support").expect("begin again");
+        let status = &store.mailbox_status().expect("status")[0];
+        let outcome = status.last_pass_outcome.as_deref().unwrap_or_default();
+        assert!(
+            outcome.starts_with("error: the pass started at ")
+                && outcome.ends_with(" ended without finishing (killed, or the machine stopped)"),
+            "{outcome}"
+        );
+        assert!(status.last_pass_finished_at.is_some());
+
+        // A start after a clean finish is not a death.
+        store.finish_pass("support", "ok").expect("finish");
+        store.begin_pass("support").expect("begin");
+        let status = &store.mailbox_status().expect("status")[0];
+        assert_eq!(status.last_pass_outcome.as_deref(), Some("ok"));
     }
 
     #[test]

@@ -207,6 +207,9 @@ pub async fn run_once(settings: &Settings, stop: &AtomicBool) -> anyhow::Result<
                 store.finish_pass(&mailbox.name, &outcome)?;
             }
             Err(Stop::Store(err)) => {
+                // Best effort: the log is what failed, but a record of the
+                // failure lets `status --check` name it.
+                let _ = store.finish_pass(&mailbox.name, &format!("error: the log: {err}"));
                 return Err(anyhow::Error::new(err)
                     .context(format!("pass stopped in mailbox {}", mailbox.name)));
             }
