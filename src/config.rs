@@ -581,12 +581,21 @@ fn validate_smtp(raw: RawSmtp, base_dir: &Path, env: Env<'_>) -> Result<SmtpSett
         envelope_from: raw.envelope_from,
         helo_name,
         timeout: timeout_from("[smtp] timeout_secs", raw.timeout_secs)?,
-        give_up_after: span(
-            "[smtp] give_up_after_hours",
-            raw.give_up_after_hours
-                .unwrap_or(DEFAULT_GIVE_UP_AFTER_HOURS),
-            3600,
-        )?,
+        give_up_after: match raw.give_up_after_hours {
+            // NOTE: 0 is not "never": every deferral would be older than it,
+            // so each 4xx would fail its message at once.
+            Some(0) => {
+                return Err(
+                    "[smtp] give_up_after_hours must be at least 1: with 0, a message the server defers (4xx) would fail at once instead of being tried again"
+                        .to_owned(),
+                );
+            }
+            hours => span(
+                "[smtp] give_up_after_hours",
+                hours.unwrap_or(DEFAULT_GIVE_UP_AFTER_HOURS),
+                3600,
+            )?,
+        },
     })
 }
 
@@ -1177,6 +1186,17 @@ mod tests {
         let err = parse_example(&text).expect_err("zero window").to_string();
         assert!(err.contains("rate_limit_minutes"), "{err}");
         assert!(err.contains("rate_limit_messages = 0"), "{err}");
+    }
+
+    #[test]
+    fn giving_up_at_once_is_refused() {
+        let text = EXAMPLE.replace("# give_up_after_hours = 120", "give_up_after_hours = 0");
+        assert_ne!(text, EXAMPLE);
+        let err = parse_example(&text).expect_err("0 hours").to_string();
+        assert!(
+            err.contains("give_up_after_hours must be at least 1"),
+            "{err}"
+        );
     }
 
     #[test]

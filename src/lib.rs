@@ -45,7 +45,8 @@
 //!    never panic on malformed mail (were one to, `worker` holds that message alone as
 //!    unparseable).
 //! 2. Only `source` talks IMAP, only `sink` talks SMTP, only `store` opens
-//!    SQLite. Stages never import one another; only `worker` composes them.
+//!    SQLite. Stages share types (a classification, a thread key) but never
+//!    call into one another's I/O; only `worker` composes them.
 //! 3. Record before send: nothing is sent before its row exists in the
 //!    store, and a row is marked `forwarded` only after the SMTP server's
 //!    250. A rerun never re-sends a `forwarded` row. Outcomes are on disk

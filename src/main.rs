@@ -23,8 +23,9 @@ struct Cli {
     /// The TOML config file.
     #[arg(long, short = 'c', env = "DESKBRIDGE_CONFIG", global = true)]
     config: Option<PathBuf>,
-    /// The SQLite log to read, instead of the one the config names
-    /// (status, messages, show).
+    /// The SQLite log to use instead of the one the config names (status,
+    /// messages, show, threads, thread, correspondents, prune; a pass,
+    /// check-config and release always use the config's).
     #[arg(long, global = true)]
     db: Option<PathBuf>,
     /// More log output on stderr (-v info, -vv debug). DESKBRIDGE_LOG
@@ -56,10 +57,12 @@ enum Command {
         /// One JSON object per mailbox per line.
         #[arg(long, conflicts_with = "check")]
         json: bool,
-        /// For monitoring (Nagios-style): exit 0 when every mailbox had a
-        /// pass finish within --max-age without error, 1 when that pass
-        /// left failed messages, 2 when a pass failed, none finished in
-        /// time, or one is stuck.
+        /// For monitoring (Nagios-style verdict on stdout): exit 0 when every
+        /// mailbox had a pass finish within --max-age without error (or a
+        /// pass is at work), 1 when the last pass left failed or refused
+        /// messages or a signal stopped it, 2 when there is no log, a pass
+        /// failed or died, none finished in time, one is stuck, or the
+        /// check itself failed.
         #[arg(long)]
         check: bool,
         /// With --check: how long ago the last pass may have finished
@@ -75,7 +78,7 @@ enum Command {
         /// Only this mailbox (its name in the config).
         #[arg(long)]
         mailbox: Option<String>,
-        /// At most this many rows.
+        /// At most this many rows (0 for all, as without it).
         #[arg(long)]
         limit: Option<u32>,
         /// One JSON object per message per line.
@@ -281,7 +284,7 @@ fn run(cli: Cli) -> anyhow::Result<u8> {
             let rows = store.list_messages(&MessageFilter {
                 state,
                 mailbox,
-                limit,
+                limit: limit.filter(|&limit| limit != 0),
             })?;
             let out = if json {
                 rows.iter()

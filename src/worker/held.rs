@@ -158,6 +158,9 @@ pub(super) async fn follow_up_held(
 /// server, or IMAP, SMTP or the database fail.
 pub async fn release(settings: &Settings, id: i64) -> anyhow::Result<String> {
     let _lock = PassLock::acquire(&settings.store_path)?;
+    // NOTE: A release sends the message; as in a pass, nothing is sent
+    // that the log might not have room to record.
+    super::ensure_log_space(settings)?;
     let mut store = Store::open(&settings.store_path)?;
     let row = store
         .message(id)?

@@ -199,10 +199,8 @@ pub async fn run_once(settings: &Settings, stop: &AtomicBool) -> anyhow::Result<
             Ok(()) => {
                 let outcome = if stop.load(Ordering::Relaxed) {
                     "interrupted by a signal".to_owned()
-                } else if 0 < mailbox_report.failed {
-                    format!("partial: {} failed", mailbox_report.failed)
                 } else {
-                    "ok".to_owned()
+                    partial_outcome(&mailbox_report).unwrap_or_else(|| "ok".to_owned())
                 };
                 store.finish_pass(&mailbox.name, &outcome)?;
             }
@@ -225,6 +223,23 @@ pub async fn run_once(settings: &Settings, stop: &AtomicBool) -> anyhow::Result<
     pool.quit().await;
     report.interrupted = stop.load(Ordering::Relaxed);
     Ok(report)
+}
+
+/// What went wrong in a completed pass over one mailbox, as the log's
+/// `last_pass_outcome` (`partial: 2 failed, 1 refused by the IMAP
+/// server`): the same counts that make the pass exit 1, so that `status
+/// --check` warns about them too.
+fn partial_outcome(report: &MailboxReport) -> Option<String> {
+    let parts: Vec<String> = [
+        (report.failed, "failed"),
+        (report.unfetched, "refused by the IMAP server"),
+        (report.settle_errors, "settle or notice errors"),
+    ]
+    .into_iter()
+    .filter(|(count, _)| 0 < *count)
+    .map(|(count, what)| format!("{count} {what}"))
+    .collect();
+    (!parts.is_empty()).then(|| format!("partial: {}", parts.join(", ")))
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -1032,6 +1047,28 @@ fn settlement_for(state: State, mailbox: &MailboxSettings) -> Option<Settlement>
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn every_count_that_makes_a_pass_exit_1_makes_it_partial() {
+        let mut report = MailboxReport::default();
+        assert_eq!(partial_outcome(&report), None);
+        report.unfetched = 1;
+        assert_eq!(
+            partial_outcome(&report).as_deref(),
+            Some("partial: 1 refused by the IMAP server")
+        );
+        report.failed = 2;
+        report.settle_errors = 3;
+        assert_eq!(
+            partial_outcome(&report).as_deref(),
+            Some("partial: 2 failed, 1 refused by the IMAP server, 3 settle or notice errors")
+        );
+        let pass = PassReport {
+            mailboxes: vec![report],
+            interrupted: false,
+        };
+        assert_eq!(pass.exit_code(), 1);
+    }
 
     #[test]
     fn a_store_failure_outranks_a_mailbox_failure() {
