@@ -506,9 +506,11 @@ pub fn load_log_view(path: &Path) -> Result<(PathBuf, Vec<String>), ConfigError>
         path: path.to_path_buf(),
         source,
     })?;
+    // NOTE: toml's Display quotes the offending line, which may hold a
+    // pasted secret; status --check prints this error to monitoring.
     let raw: StoreAndNames = toml::from_str(&text).map_err(|err| ConfigError::Parse {
         path: path.to_path_buf(),
-        message: err.to_string().trim_end().replace('\n', " "),
+        message: parse_error_message(&err, &text),
     })?;
     Ok((
         path.parent().unwrap_or(Path::new(".")).join(raw.store.path),
@@ -1186,6 +1188,27 @@ mod tests {
         let err = parse_example(&text).expect_err("zero window").to_string();
         assert!(err.contains("rate_limit_minutes"), "{err}");
         assert!(err.contains("rate_limit_messages = 0"), "{err}");
+    }
+
+    #[test]
+    fn the_log_view_never_quotes_a_broken_line() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("deskbridge.toml");
+        std::fs::write(
+            &path,
+            "[store]\npath = \"log.db\"\n[smtp]\npassword = hunter2 pasted\n",
+        )
+        .expect("write");
+        let err = load_log_view(&path).expect_err("broken TOML").to_string();
+        assert!(!err.contains("hunter2"), "{err}");
+        std::fs::write(
+            &path,
+            "[store]\npath = \"log.db\"\n[[mailbox]]\nname = \"support\"\n[[mailbox]]\nname = \"sales\"\n",
+        )
+        .expect("write");
+        let (log, names) = load_log_view(&path).expect("store and names");
+        assert_eq!(log, dir.path().join("log.db"));
+        assert_eq!(names, ["support", "sales"]);
     }
 
     #[test]

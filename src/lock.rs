@@ -81,6 +81,30 @@ impl PassLock {
     }
 }
 
+/// Whether a pass holds the lock beside `database` now, for `status
+/// --check`: a start without a finish is a pass at work only if so.
+///
+/// NOTE: It takes a shared lock for an instant; a pass starting in that
+/// instant finds the lock busy and leaves its work to the next one.
+///
+/// # Errors
+/// The lock file exists but cannot be opened or locked.
+pub fn is_held(database: &Path) -> Result<bool, LockError> {
+    let mut path = database.as_os_str().to_owned();
+    path.push(".lock");
+    let path = PathBuf::from(path);
+    let file = match File::open(&path) {
+        Ok(file) => file,
+        Err(err) if err.kind() == std::io::ErrorKind::NotFound => return Ok(false),
+        Err(source) => return Err(LockError::Open { path, source }),
+    };
+    match file.try_lock_shared() {
+        Ok(()) => Ok(false),
+        Err(TryLockError::WouldBlock) => Ok(true),
+        Err(TryLockError::Error(source)) => Err(LockError::Open { path, source }),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -102,7 +126,15 @@ mod tests {
         };
         let age = crate::clock::unix_now() - since_unix.expect("the holder line has a time");
         assert!((0..60).contains(&age), "{age}");
+        assert!(is_held(&database).expect("probe"));
         drop(first);
+        assert!(!is_held(&database).expect("probe"));
         PassLock::acquire(&database).expect("free again");
+    }
+
+    #[test]
+    fn no_lock_file_is_no_pass() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        assert!(!is_held(&dir.path().join("log.db")).expect("probe"));
     }
 }

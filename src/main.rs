@@ -449,11 +449,12 @@ fn check_or_report(db: Option<&Path>, config: Option<&Path>, max_age: &str) -> a
         return Ok(report::Health::Critical.exit_code());
     }
     let statuses = Store::open_existing(&path)?.mailbox_status()?;
+    let lock_held = deskbridge::lock::is_held(&path).ok();
     let (health, text) = report::health_check(
         &statuses,
         expected.as_deref(),
-        max_age,
-        deskbridge::clock::unix_now(),
+        (max_age, deskbridge::clock::unix_now()),
+        lock_held,
     );
     write_stdout(&text)?;
     Ok(health.exit_code())

@@ -161,14 +161,16 @@ const CLOCK_SLACK_SECS: i64 = 60;
 /// monitoring system: each mailbox in `expected` (the config's; all in the
 /// log when `None`) needs a pass that finished within `max_age_secs` of
 /// `now`, and without error. A pass at work counts as fresh for every
-/// mailbox (they are worked on one after another) until it is stuck. A
-/// failed message is a warning. The first line is the plugin-style
+/// mailbox (they are worked on one after another) until it is stuck.
+/// `lock_held` says whether a pass holds the pass lock now (`None`: not
+/// known); when none does, a start without a finish is a pass that died.
+/// A failed message is a warning. The first line is the plugin-style
 /// summary; one line per mailbox follows.
 pub fn health_check(
     statuses: &[MailboxStatus],
     expected: Option<&[String]>,
-    max_age_secs: i64,
-    now: i64,
+    (max_age_secs, now): (i64, i64),
+    lock_held: Option<bool>,
 ) -> (Health, String) {
     let names: Vec<&str> = match expected {
         Some(names) => names.iter().map(String::as_str).collect(),
@@ -178,14 +180,19 @@ pub fn health_check(
         now,
         max_age_secs,
         stuck_after_secs: max_age_secs.max(STUCK_AFTER_SECS),
+        lock_held,
     };
-    let pass_at_work = statuses.iter().any(|status| {
-        running_since(status).is_some_and(|started| {
-            clock
-                .age(started)
-                .is_some_and(|age| age <= clock.stuck_after_secs)
-        })
-    });
+    let pass_at_work = lock_held != Some(false)
+        && statuses
+            .iter()
+            .filter(|status| names.contains(&status.name.as_str()))
+            .any(|status| {
+                running_since(status).is_some_and(|started| {
+                    clock.age(started).is_some_and(|age| {
+                        -CLOCK_SLACK_SECS <= age && age <= clock.stuck_after_secs
+                    })
+                })
+            });
     let mut worst = Health::Ok;
     let mut problems = Vec::new();
     let mut lines = String::new();
@@ -229,6 +236,7 @@ struct Clock {
     now: i64,
     max_age_secs: i64,
     stuck_after_secs: i64,
+    lock_held: Option<bool>,
 }
 
 impl Clock {
@@ -287,6 +295,17 @@ fn mailbox_health(
         );
     }
     let running = running_since(status);
+    if let Some(started) = running
+        && clock.lock_held == Some(false)
+    {
+        return (
+            Health::Critical,
+            format!(
+                "the pass started {} ended without finishing (killed, or the machine stopped)",
+                clock.ago(started)
+            ),
+        );
+    }
     if let Some(started) = running
         && clock
             .age(started)
@@ -624,7 +643,7 @@ mod tests {
     const FIFTEEN_MINUTES: i64 = 900;
 
     fn verdict(statuses: &[MailboxStatus], expected: Option<&[String]>) -> (Health, String) {
-        health_check(statuses, expected, FIFTEEN_MINUTES, NOW)
+        health_check(statuses, expected, (FIFTEEN_MINUTES, NOW), None)
     }
 
     #[test]
@@ -737,6 +756,24 @@ mod tests {
             Health::Critical,
             "without a pass at work, 30m is stale"
         );
+    }
+
+    #[test]
+    fn health_takes_an_unfinished_start_without_the_lock_for_a_dead_pass() {
+        let statuses = [pass("support", Some(120), Some(1800), "ok")];
+        let (health, text) = health_check(&statuses, None, (FIFTEEN_MINUTES, NOW), Some(false));
+        assert_eq!(health, Health::Critical, "{text}");
+        assert!(text.contains(", 2m ago ended without finishing"), "{text}");
+        let (health, text) = health_check(&statuses, None, (FIFTEEN_MINUTES, NOW), Some(true));
+        assert_eq!(health, Health::Ok, "a pass holds the lock: {text}");
+        // A dead pass on a mailbox the config no longer has keeps no other
+        // mailbox fresh.
+        let statuses = [
+            pass("old", Some(120), Some(1800), "ok"),
+            pass("support", Some(1810), Some(1800), "ok"),
+        ];
+        let expected = ["support".to_owned()];
+        assert_eq!(verdict(&statuses, Some(&expected)).0, Health::Critical);
     }
 
     #[test]

@@ -813,21 +813,25 @@ impl ImapSource {
         let timeout = self.timeout;
         let quoted = format!("\"{}\"", folder.replace('\\', "\\\\").replace('"', "\\\""));
         let mut exists = false;
+        let wildcards = folder.contains(['%', '*']);
         self.run_checked(
             &format!("LIST \"\" {quoted}"),
             ("LIST", timeout),
             format!("look up folder {folder}"),
             |response| {
-                // NOTE: `%` and `*` in a name are LIST wildcards, so other
-                // folders can answer; and a server may list a name that
-                // does not exist as \NonExistent (RFC 5258).
+                // NOTE: Without wildcards only the folder itself answers,
+                // though in the server's spelling (Exchange keeps the
+                // stored letter case): any answer counts. `%` and `*` are
+                // LIST wildcards, so then other folders can answer, and
+                // only the name itself counts. A server may also list a
+                // name that does not exist as \NonExistent (RFC 5258).
                 if let Response::MailboxData(MailboxDatum::List {
                     name,
                     name_attributes,
                     ..
                 }) = response
                 {
-                    exists |= same_folder(name, folder)
+                    exists |= (!wildcards || same_folder(name, folder))
                         && !name_attributes.iter().any(|attribute| {
                             matches!(attribute, NameAttribute::Extension(extension)
                                 if extension.eq_ignore_ascii_case("\\NonExistent"))
@@ -859,9 +863,13 @@ impl ImapSource {
         let timeout = self.timeout;
         if !self.folder_exists(folder).await? {
             let fail = self.command_error(format!("create folder {folder}"));
-            limit(&addr, timeout, "CREATE", self.session.create(folder))
-                .await?
-                .map_err(fail)?;
+            match limit(&addr, timeout, "CREATE", self.session.create(folder)).await? {
+                Ok(()) => (),
+                // NOTE: LIST and the server can disagree on a name's
+                // spelling; a folder that is there is what the move needs.
+                Err(err) if err.to_string().contains("ALREADYEXISTS") => (),
+                Err(err) => return Err(fail(err)),
+            }
         }
         self.known_folders.insert(folder.to_owned());
         Ok(())

@@ -1304,11 +1304,12 @@ mod tests {
         assert_eq!(clean[0].last_pass_outcome.as_deref(), Some("ok"));
 
         // The next pass began (a minute on, not to wait a second) and was killed.
+        let killed_start = clock::rfc3339(clock::unix_now() + 60);
         store
             .conn
             .execute(
                 "UPDATE mailboxes SET last_pass_started_at = ?1",
-                [clock::rfc3339(clock::unix_now() + 60)],
+                [&killed_start],
             )
             .expect("move the start");
         store.begin_pass("support").expect("begin again");
@@ -1319,7 +1320,11 @@ mod tests {
                 && outcome.ends_with(" ended without finishing (killed, or the machine stopped)"),
             "{outcome}"
         );
-        assert!(status.last_pass_finished_at.is_some());
+        assert_eq!(
+            status.last_pass_finished_at.as_deref(),
+            Some(killed_start.as_str()),
+            "the dead pass ends where it started"
+        );
 
         // A start after a clean finish is not a death.
         store.finish_pass("support", "ok").expect("finish");
