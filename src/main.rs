@@ -10,6 +10,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
+use tokio::signal::unix::{Signal, SignalKind, signal};
 
 use deskbridge::lock::LockError;
 use deskbridge::store::{MessageFilter, State, Store, ThreadFilter};
@@ -181,7 +182,7 @@ fn run(cli: Cli) -> anyhow::Result<u8> {
                 .context("cannot start the async runtime")?;
             let pass = runtime.block_on(async {
                 let stop = Arc::new(AtomicBool::new(false));
-                spawn_signal_watch(Arc::clone(&stop));
+                spawn_signal_watch(Arc::clone(&stop), settings.store_path.clone())?;
                 worker::run_once(&settings, &stop).await
             });
             // NOTE: From cron, a pass that outlasts the interval meets the
@@ -599,25 +600,28 @@ fn init_tracing(verbose: u8) {
 }
 
 /// Returns when SIGINT or SIGTERM arrives.
-async fn interrupted() {
-    let terminate = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut signal) => {
-                signal.recv().await;
-            }
-            Err(_) => std::future::pending::<()>().await,
-        }
-    };
+/// The next SIGINT or SIGTERM.
+async fn next_signal(interrupt: &mut Signal, terminate: &mut Signal) {
     tokio::select! {
-        _ = tokio::signal::ctrl_c() => (),
-        () = terminate => (),
+        _ = interrupt.recv() => (),
+        _ = terminate.recv() => (),
     }
 }
 
 /// Sets `stop` on SIGINT or SIGTERM so the pass ends between messages.
-fn spawn_signal_watch(stop: Arc<AtomicBool>) {
+///
+/// # Errors
+/// The signal handlers cannot be installed.
+fn spawn_signal_watch(stop: Arc<AtomicBool>, log: PathBuf) -> anyhow::Result<()> {
+    // NOTE: Installed here, before the pass starts: a task spawned on this
+    // one thread is first polled at the pass's first await, and a signal
+    // before its handler exists would kill the pass mid-step.
+    let mut interrupt =
+        signal(SignalKind::interrupt()).context("cannot install the SIGINT handler")?;
+    let mut terminate =
+        signal(SignalKind::terminate()).context("cannot install the SIGTERM handler")?;
     tokio::spawn(async move {
-        interrupted().await;
+        next_signal(&mut interrupt, &mut terminate).await;
         tracing::warn!(
             "signal received: finishing the messages in flight, then stopping (a second signal exits at once)"
         );
@@ -625,7 +629,7 @@ fn spawn_signal_watch(stop: Arc<AtomicBool>) {
         // NOTE: A second signal means "now": a step may wait out its
         // timeout otherwise. Exiting here is a crash as far as the log is
         // concerned, which record-before-send makes safe.
-        interrupted().await;
+        next_signal(&mut interrupt, &mut terminate).await;
         eprintln!(
             "deskbridge: second signal: exiting now; pending messages are sent by the next pass"
         );
@@ -633,6 +637,12 @@ fn spawn_signal_watch(stop: Arc<AtomicBool>) {
         // what arrived within 5 ms: a 250 already received must reach the
         // log, or that message would be sent again.
         tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+        // Best effort: without this, the next pass and `status --check`
+        // would take the open pass for one that died.
+        if let Ok(store) = Store::open_existing(&log) {
+            let _ = store.interrupt_open_passes();
+        }
         std::process::exit(130);
     });
+    Ok(())
 }

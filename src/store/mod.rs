@@ -550,6 +550,24 @@ impl Store {
         Ok(())
     }
 
+    /// Ends every pass still open (started after its last finish) as
+    /// stopped by a second signal, which exits at once: recorded, so that
+    /// `status --check` and the next pass read a stop, not a death.
+    pub fn interrupt_open_passes(&self) -> Result<()> {
+        let now = clock::rfc3339(clock::unix_now());
+        self.conn
+            .execute(
+                "UPDATE mailboxes SET last_pass_finished_at = ?1,
+                     last_pass_outcome = 'interrupted by a second signal'
+                 WHERE last_pass_started_at IS NOT NULL
+                     AND (last_pass_finished_at IS NULL
+                          OR last_pass_finished_at < last_pass_started_at)",
+                params![now],
+            )
+            .map_err(|source| self.query_error("record a pass stopped by a signal", source))?;
+        Ok(())
+    }
+
     /// Notes the end of a pass over a mailbox and how it went.
     pub fn finish_pass(&self, mailbox: &str, outcome: &str) -> Result<()> {
         let now = clock::rfc3339(clock::unix_now());
@@ -1331,6 +1349,36 @@ mod tests {
         store.begin_pass("support").expect("begin");
         let status = &store.mailbox_status().expect("status")[0];
         assert_eq!(status.last_pass_outcome.as_deref(), Some("ok"));
+    }
+
+    #[test]
+    fn a_second_signal_closes_only_the_open_pass() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = Store::open(&dir.path().join("log.db")).expect("open");
+        store.begin_pass("billing").expect("begin");
+        store.finish_pass("billing", "ok").expect("finish");
+        store.begin_pass("support").expect("begin");
+        store.interrupt_open_passes().expect("interrupt");
+        let statuses = store.mailbox_status().expect("status");
+        let outcome = |name: &str| {
+            statuses
+                .iter()
+                .find(|status| status.name == name)
+                .and_then(|status| status.last_pass_outcome.clone())
+        };
+        assert_eq!(outcome("billing").as_deref(), Some("ok"));
+        assert_eq!(
+            outcome("support").as_deref(),
+            Some("interrupted by a second signal")
+        );
+        // The next pass finds it closed: not a death.
+        store.begin_pass("support").expect("begin");
+        let statuses = store.mailbox_status().expect("status");
+        let support = statuses.iter().find(|status| status.name == "support");
+        assert_eq!(
+            support.and_then(|status| status.last_pass_outcome.as_deref()),
+            Some("interrupted by a second signal")
+        );
     }
 
     #[test]

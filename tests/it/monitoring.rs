@@ -75,3 +75,71 @@ async fn status_check_follows_the_passes() {
     assert!(said.contains("rejected the login"), "{said}");
     assert!(!said.contains("wrong-password-8k"), "{said}");
 }
+
+/// A second signal ends a pass at once (exit 130), here while it waits on
+/// an IMAP server that accepted and says nothing: the log records a stop,
+/// not a death, so `status --check` warns rather than calling it critical,
+/// and the next pass does not take it for a killed one.
+#[tokio::test]
+async fn a_pass_ended_by_a_second_signal_is_a_warning() {
+    let env = TestEnv::new("monitor-sig");
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let port = listener.local_addr().expect("addr").port();
+    let holder = std::thread::spawn(move || {
+        let connection = listener.accept();
+        std::thread::sleep(std::time::Duration::from_secs(3));
+        drop(connection);
+    });
+    let config = env.write_config(&ConfigOptions {
+        imap_port: Some(port),
+        imap_timeout_secs: 30,
+        ..ConfigOptions::default()
+    });
+    let mut pass = Command::new(binary())
+        .arg("--config")
+        .arg(&config)
+        .args(["run", "--quiet"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("start a pass");
+    // Wait until the pass has recorded its start, then signal twice.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while rusqlite::Connection::open(env.db_path())
+        .and_then(|db| {
+            db.query_row(
+                "SELECT count(*) FROM mailboxes WHERE last_pass_started_at IS NOT NULL",
+                [],
+                |row| row.get::<_, i64>(0),
+            )
+        })
+        .unwrap_or(0)
+        == 0
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the pass never started"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    for _ in 0..2 {
+        let sent = Command::new("kill")
+            .args(["-INT", &pass.id().to_string()])
+            .status()
+            .expect("run kill");
+        assert!(sent.success());
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    let code = pass.wait().expect("the pass ends").code();
+    assert_eq!(code, Some(130), "the second signal exits at once");
+
+    let check = deskbridge(&config, &["status", "--check"]);
+    let said = String::from_utf8_lossy(&check.stdout);
+    assert_eq!(check.status.code(), Some(1), "{said}");
+    assert!(
+        said.starts_with("DESKBRIDGE WARNING - support: last pass ")
+            && said.contains(": interrupted by a second signal"),
+        "{said}"
+    );
+    holder.join().expect("holder thread");
+}
