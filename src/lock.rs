@@ -37,9 +37,7 @@ impl PassLock {
     /// # Errors
     /// [`LockError::Busy`] when another process holds it.
     pub fn acquire(database: &Path) -> Result<PassLock, LockError> {
-        let mut path = database.as_os_str().to_owned();
-        path.push(".lock");
-        let path = PathBuf::from(path);
+        let path = lock_path(database);
         let mut file = OpenOptions::new()
             .read(true)
             .write(true)
@@ -81,6 +79,13 @@ impl PassLock {
     }
 }
 
+/// `<database>.lock`.
+fn lock_path(database: &Path) -> PathBuf {
+    let mut path = database.as_os_str().to_owned();
+    path.push(".lock");
+    PathBuf::from(path)
+}
+
 /// Whether a pass holds the lock beside `database` now, for `status
 /// --check`: a start without a finish is a pass at work only if so.
 ///
@@ -90,9 +95,7 @@ impl PassLock {
 /// # Errors
 /// The lock file exists but cannot be opened or locked.
 pub fn is_held(database: &Path) -> Result<bool, LockError> {
-    let mut path = database.as_os_str().to_owned();
-    path.push(".lock");
-    let path = PathBuf::from(path);
+    let path = lock_path(database);
     let file = match File::open(&path) {
         Ok(file) => file,
         Err(err) if err.kind() == std::io::ErrorKind::NotFound => return Ok(false),

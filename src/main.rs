@@ -176,10 +176,7 @@ fn run(cli: Cli) -> anyhow::Result<u8> {
     match cli.command {
         Command::Run { quiet } => {
             let settings = load_settings(cli.config.as_deref())?;
-            let runtime = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .context("cannot start the async runtime")?;
+            let runtime = async_runtime()?;
             let pass = runtime.block_on(async {
                 let stop = Arc::new(AtomicBool::new(false));
                 spawn_signal_watch(Arc::clone(&stop), settings.store_path.clone())?;
@@ -242,10 +239,7 @@ fn run(cli: Cli) -> anyhow::Result<u8> {
                 write_stdout(&out)?;
                 return Ok(0);
             }
-            let runtime = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .context("cannot start the async runtime")?;
+            let runtime = async_runtime()?;
             let checks = runtime.block_on(worker::probe::probe(&settings));
             out.push_str(&report::connection_checks(&checks));
             if checks.iter().any(worker::probe::Check::failed) {
@@ -367,10 +361,7 @@ fn run(cli: Cli) -> anyhow::Result<u8> {
         }
         Command::Release { id } => {
             let settings = load_settings(cli.config.as_deref())?;
-            let runtime = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .context("cannot start the async runtime")?;
+            let runtime = async_runtime()?;
             let outcome = runtime.block_on(worker::release(&settings, id))?;
             write_stdout(&format!("{outcome}\n"))?;
             Ok(0)
@@ -501,6 +492,14 @@ fn parse_since(text: &str) -> anyhow::Result<String> {
     Ok(deskbridge::clock::rfc3339(
         deskbridge::clock::unix_now() - age,
     ))
+}
+
+/// The single-threaded runtime every networked command runs on.
+fn async_runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")
 }
 
 fn config_path(config: Option<&Path>) -> anyhow::Result<&Path> {

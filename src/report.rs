@@ -231,7 +231,8 @@ pub fn health_check(
     )
 }
 
-/// The times a verdict is judged against.
+/// What a verdict is judged against: the time, the limits, and whether a
+/// pass holds the lock.
 struct Clock {
     now: i64,
     max_age_secs: i64,

@@ -513,6 +513,10 @@ impl SmtpSink {
         forward_to: Option<&str>,
     ) -> Result<EnvelopeProbe, SendError> {
         let sender = (!null_sender).then(|| self.envelope_from.clone());
+        let recipient = match forward_to.map(recipient_address).transpose() {
+            Ok(recipient) => recipient,
+            Err(invalid) => return Ok(EnvelopeProbe::RecipientRefused(invalid)),
+        };
         let mut reply = match self
             .step("MAIL FROM", self.completion(), |conn| {
                 conn.command(Mail::new(sender, Vec::new()))
@@ -526,16 +530,7 @@ impl SmtpSink {
                 return Ok(EnvelopeProbe::SenderRefused(refusal));
             }
         };
-        if let Some(forward_to) = forward_to {
-            let recipient = match Address::from_str(forward_to) {
-                Ok(recipient) => recipient,
-                Err(err) => {
-                    self.reset_or_drop().await?;
-                    return Ok(EnvelopeProbe::RecipientRefused(SendError::Permanent {
-                        reply: format!("invalid recipient {forward_to}: {err}"),
-                    }));
-                }
-            };
+        if let Some(recipient) = recipient {
             match self
                 .step("RCPT TO", self.completion(), |conn| {
                     conn.command(Rcpt::new(recipient, Vec::new()))
@@ -576,9 +571,7 @@ impl SmtpSink {
         trace: &[u8],
         content: &[u8],
     ) -> Result<(Mail, Rcpt), SendError> {
-        let recipient = Address::from_str(forward_to).map_err(|err| SendError::Permanent {
-            reply: format!("invalid recipient {forward_to}: {err}"),
-        })?;
+        let recipient = recipient_address(forward_to)?;
         let mut options = Vec::new();
         if !(trace.is_ascii() && content.is_ascii())
             && self
@@ -847,6 +840,13 @@ const CONTENT: &str = "message content";
 /// How long the reply after a message's final dot may take (RFC 5321
 /// §4.5.3.2.6), unless `timeout_secs` is longer.
 const DATA_END_TIMEOUT: Duration = Duration::from_secs(600);
+
+/// `forward_to` as an SMTP address; one that is not is refused like a 5xx.
+fn recipient_address(forward_to: &str) -> Result<Address, SendError> {
+    Address::from_str(forward_to).map_err(|err| SendError::Permanent {
+        reply: format!("invalid recipient {forward_to}: {err}"),
+    })
+}
 
 /// The limit in an EHLO line `SIZE 10240000`; `SIZE` alone or `SIZE 0`
 /// names none.

@@ -101,6 +101,13 @@ pub enum StoreError {
 /// Result alias for store operations.
 pub type Result<T> = std::result::Result<T, StoreError>;
 
+/// The folder of the log at `path`, where its other files live too.
+fn log_folder(path: &Path) -> &Path {
+    path.parent()
+        .filter(|parent| !parent.as_os_str().is_empty())
+        .unwrap_or(Path::new("."))
+}
+
 /// What a pass will find where the log lives, for `check-config
 /// --connect`; nothing is created or opened.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -120,10 +127,7 @@ pub struct LogLocation {
 /// # Errors
 /// The folder does not exist or cannot be examined.
 pub fn log_location(path: &Path) -> std::io::Result<LogLocation> {
-    let folder = path
-        .parent()
-        .filter(|parent| !parent.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
+    let folder = log_folder(path);
     if !std::fs::metadata(folder)?.is_dir() {
         return Err(std::io::Error::new(
             std::io::ErrorKind::NotADirectory,
@@ -156,10 +160,7 @@ pub fn log_location(path: &Path) -> std::io::Result<LogLocation> {
 /// # Errors
 /// Neither can be examined.
 pub fn free_bytes(path: &Path) -> std::io::Result<u64> {
-    let folder = path
-        .parent()
-        .filter(|parent| !parent.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
+    let folder = log_folder(path);
     let stats = rustix::fs::statvfs(path).or_else(|_| rustix::fs::statvfs(folder))?;
     Ok(stats.f_bavail.saturating_mul(stats.f_frsize))
 }
@@ -522,6 +523,11 @@ impl Store {
             .map_err(|source| self.query_error("read the mailbox checkpoint", source))
     }
 
+    /// A pass that started after its mailbox's last finish: one at work,
+    /// or one that died (both times are written in one sortable form).
+    const OPEN_PASS: &str = "last_pass_started_at IS NOT NULL
+        AND (last_pass_finished_at IS NULL OR last_pass_finished_at < last_pass_started_at)";
+
     /// Notes the start of a pass over a mailbox. A pass runs under the
     /// pass lock, so a start found without its finish belongs to a pass
     /// that died (killed, out of memory, a power cut): that pass is
@@ -531,12 +537,13 @@ impl Store {
         let now = clock::rfc3339(clock::unix_now());
         self.conn
             .execute_cached(
-                "UPDATE mailboxes SET last_pass_finished_at = last_pass_started_at,
-                     last_pass_outcome = 'error: the pass started at ' || last_pass_started_at
-                         || ' ended without finishing (killed, or the machine stopped)'
-                 WHERE name = ?1 AND last_pass_started_at IS NOT NULL
-                     AND (last_pass_finished_at IS NULL
-                          OR last_pass_finished_at < last_pass_started_at)",
+                &format!(
+                    "UPDATE mailboxes SET last_pass_finished_at = last_pass_started_at,
+                         last_pass_outcome = 'error: the pass started at ' || last_pass_started_at
+                             || ' ended without finishing (killed, or the machine stopped)'
+                     WHERE name = ?1 AND {}",
+                    Self::OPEN_PASS
+                ),
                 params![mailbox],
             )
             .map_err(|source| self.query_error("record a pass that died", source))?;
@@ -557,11 +564,12 @@ impl Store {
         let now = clock::rfc3339(clock::unix_now());
         self.conn
             .execute(
-                "UPDATE mailboxes SET last_pass_finished_at = ?1,
-                     last_pass_outcome = 'interrupted by a second signal'
-                 WHERE last_pass_started_at IS NOT NULL
-                     AND (last_pass_finished_at IS NULL
-                          OR last_pass_finished_at < last_pass_started_at)",
+                &format!(
+                    "UPDATE mailboxes SET last_pass_finished_at = ?1,
+                         last_pass_outcome = 'interrupted by a second signal'
+                     WHERE {}",
+                    Self::OPEN_PASS
+                ),
                 params![now],
             )
             .map_err(|source| self.query_error("record a pass stopped by a signal", source))?;

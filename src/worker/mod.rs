@@ -119,9 +119,9 @@ impl From<StoreError> for Stop {
 /// Refuses to go on while the log's file system has less free space than
 /// `[store] min_free_mb`: once the log cannot record that a message was
 /// forwarded, the next pass sends it again. Checked at the start of a pass
-/// (which then stops), and before each batch is recorded or sent and
-/// before held mail is followed up (where it stops the mailbox, reported
-/// like any other).
+/// and of a release (which then stop), before each batch is recorded or
+/// sent (where it stops the mailbox, reported like any other), and before
+/// held mail is followed up (which then waits for the next pass).
 fn ensure_log_space(settings: &Settings) -> Result<(), StoreError> {
     if settings.store_min_free == 0 {
         return Ok(());
@@ -138,6 +138,12 @@ fn ensure_log_space(settings: &Settings) -> Result<(), StoreError> {
             Ok(())
         }
     }
+}
+
+/// [`ensure_log_space`] within a mailbox's work: too little space stops
+/// that mailbox, not the pass (a [`StoreError`] would stop the pass).
+fn ensure_log_space_for_mailbox(settings: &Settings) -> Result<(), Stop> {
+    ensure_log_space(settings).map_err(|err| Stop::Mailbox(err.into()))
 }
 
 /// A message of the current batch and what remains to do with it.
@@ -739,7 +745,7 @@ impl Batch<'_> {
         mails: Vec<RawMail>,
         report: &mut MailboxReport,
     ) -> Result<Option<(Vec<RawMail>, Vec<Item>)>, Stop> {
-        ensure_log_space(self.settings).map_err(|err| Stop::Mailbox(err.into()))?;
+        ensure_log_space_for_mailbox(self.settings)?;
         let refused = self.refused.borrow().clone();
         report.unfetched += chunk.iter().filter(|uid| refused.contains(uid)).count() as u32;
         fail_vanished(

@@ -21,6 +21,14 @@ pub enum Finding {
     Failed(String),
 }
 
+impl Finding {
+    /// A failure, told with the chain of its causes, as the CLI prints
+    /// errors.
+    fn failure(err: impl std::error::Error + Send + Sync + 'static) -> Finding {
+        Finding::Failed(format!("{:#}", anyhow::Error::from(err)))
+    }
+}
+
 /// The findings for one target: the log, the SMTP server, or a mailbox.
 #[derive(Debug, Clone)]
 pub struct Check {
@@ -115,7 +123,7 @@ async fn check_smtp(settings: &Settings) -> Check {
         Err(err) => {
             return Check {
                 target,
-                findings: vec![Finding::Failed(format!("{:#}", anyhow::Error::from(err)))],
+                findings: vec![Finding::failure(err)],
             };
         }
     };
@@ -246,7 +254,7 @@ async fn check_mailbox(mailbox: &MailboxSettings) -> Check {
         Err(err) => {
             return Check {
                 target,
-                findings: vec![Finding::Failed(format!("{:#}", anyhow::Error::from(err)))],
+                findings: vec![Finding::failure(err)],
             };
         }
     };
@@ -264,7 +272,7 @@ async fn check_mailbox(mailbox: &MailboxSettings) -> Check {
             "folder {}: {} messages, UIDVALIDITY {}",
             mailbox.folder, folder.exists, folder.uidvalidity
         ))),
-        Err(err) => findings.push(Finding::Failed(format!("{:#}", anyhow::Error::from(err)))),
+        Err(err) => findings.push(Finding::failure(err)),
     }
     let mut destinations = Vec::new();
     if mailbox.after_forward == AfterForward::Move {
@@ -287,7 +295,7 @@ async fn check_mailbox(mailbox: &MailboxSettings) -> Check {
                 "{key} {name} does not exist yet: the first move creates it"
             ))),
             Err(err) => {
-                findings.push(Finding::Failed(format!("{:#}", anyhow::Error::from(err))));
+                findings.push(Finding::failure(err));
             }
         }
     }

@@ -143,7 +143,7 @@ pub(super) async fn send_items(
         report.deferred += pending.len() as u32;
         return Ok(settle);
     }
-    super::ensure_log_space(settings).map_err(|err| Stop::Mailbox(err.into()))?;
+    super::ensure_log_space_for_mailbox(settings)?;
     pool.fill(&settings.smtp, pending.len())
         .await
         .map_err(|err| {
