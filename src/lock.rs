@@ -6,6 +6,14 @@
 use std::fs::{File, OpenOptions, TryLockError};
 use std::io::Write;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// How long [`PassLock::acquire`] keeps trying a busy lock before it calls
+/// the lock taken. `status --check` holds a shared lock for an instant, and
+/// a pass that starts in that instant should wait it out, not skip its
+/// work; a real pass holds the lock far longer than this.
+const BUSY_GRACE: Duration = Duration::from_secs(1);
+const BUSY_RETRY_EVERY: Duration = Duration::from_millis(25);
 
 /// Errors taking the pass lock.
 #[derive(Debug, thiserror::Error)]
@@ -32,10 +40,10 @@ pub struct PassLock {
 }
 
 impl PassLock {
-    /// Takes the lock beside `database` without waiting.
+    /// Takes the lock beside `database`, waiting at most a second (`BUSY_GRACE`).
     ///
     /// # Errors
-    /// [`LockError::Busy`] when another process holds it.
+    /// [`LockError::Busy`] when another process holds it that long.
     pub fn acquire(database: &Path) -> Result<PassLock, LockError> {
         let path = lock_path(database);
         let mut file = OpenOptions::new()
@@ -48,24 +56,33 @@ impl PassLock {
                 path: path.clone(),
                 source,
             })?;
-        match file.try_lock() {
-            Ok(()) => (),
-            Err(TryLockError::WouldBlock) => {
-                let holder = std::fs::read_to_string(&path)
-                    .ok()
-                    .map(|text| text.trim().to_owned())
-                    .filter(|text| !text.is_empty())
-                    .unwrap_or_else(|| "holder unknown".to_owned());
-                let since_unix = holder
-                    .split_once(" since ")
-                    .and_then(|(_, since)| crate::clock::parse_rfc3339(since));
-                return Err(LockError::Busy {
-                    database: database.to_path_buf(),
-                    holder,
-                    since_unix,
-                });
+        let mut waited = Duration::ZERO;
+        loop {
+            match file.try_lock() {
+                Ok(()) => break,
+                Err(TryLockError::WouldBlock) if waited < BUSY_GRACE => {
+                    std::thread::sleep(BUSY_RETRY_EVERY);
+                    waited += BUSY_RETRY_EVERY;
+                }
+                Err(TryLockError::WouldBlock) => {
+                    let holder = std::fs::read_to_string(&path)
+                        .ok()
+                        .map(|text| text.trim().to_owned())
+                        .filter(|text| !text.is_empty())
+                        .unwrap_or_else(|| "holder unknown".to_owned());
+                    let since_unix = holder
+                        .split_once(" since ")
+                        .and_then(|(_, since)| crate::clock::parse_rfc3339(since));
+                    return Err(LockError::Busy {
+                        database: database.to_path_buf(),
+                        holder,
+                        since_unix,
+                    });
+                }
+                Err(TryLockError::Error(source)) => {
+                    return Err(LockError::Open { path, source });
+                }
             }
-            Err(TryLockError::Error(source)) => return Err(LockError::Open { path, source }),
         }
         // NOTE: The holder line is informational; failing to write it is harmless.
         let _ = file.set_len(0);
@@ -90,7 +107,7 @@ fn lock_path(database: &Path) -> PathBuf {
 /// --check`: a start without a finish is a pass at work only if so.
 ///
 /// NOTE: It takes a shared lock for an instant; a pass starting in that
-/// instant finds the lock busy and leaves its work to the next one.
+/// instant waits it out (`BUSY_GRACE`).
 ///
 /// # Errors
 /// The lock file exists but cannot be opened or locked.
@@ -133,6 +150,23 @@ mod tests {
         drop(first);
         assert!(!is_held(&database).expect("probe"));
         PassLock::acquire(&database).expect("free again");
+    }
+
+    #[test]
+    fn a_pass_waits_out_a_probe_holding_the_lock_for_an_instant() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let database = dir.path().join("log.db");
+        std::fs::write(lock_path(&database), "").expect("lock file");
+        let probe = File::open(lock_path(&database)).expect("open");
+        probe.lock_shared().expect("shared lock");
+        let release = std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(200));
+            drop(probe);
+        });
+        let started = std::time::Instant::now();
+        PassLock::acquire(&database).expect("taken once the probe let go");
+        assert!(started.elapsed() >= Duration::from_millis(150));
+        release.join().expect("probe thread");
     }
 
     #[test]

@@ -7,7 +7,9 @@
 
 use std::fmt::Write as _;
 
-use crate::store::{CorrespondentRow, Event, MailboxStatus, MessageRow, ThreadRow};
+use crate::store::{
+    CorrespondentRow, DIED_PASS_ENDING, Event, MailboxStatus, MessageRow, ThreadRow,
+};
 use crate::worker::PassReport;
 use crate::worker::probe::{Check, Finding};
 
@@ -346,7 +348,10 @@ fn mailbox_health(
         );
     }
     let outcome = status.last_pass_outcome.as_deref().unwrap_or("");
-    let health = if outcome.starts_with("error") {
+    // NOTE: A pass that died is recorded when the next one reaches its
+    // mailbox; while that one works, the death is history, not the state.
+    let died_before_this_pass = running.is_some() && outcome.ends_with(DIED_PASS_ENDING);
+    let health = if outcome.starts_with("error") && !died_before_this_pass {
         Health::Critical
     } else if outcome == "ok" {
         Health::Ok
@@ -775,6 +780,27 @@ mod tests {
         ];
         let expected = ["support".to_owned()];
         assert_eq!(verdict(&statuses, Some(&expected)).0, Health::Critical);
+    }
+
+    #[test]
+    fn health_warns_of_a_dead_pass_while_the_next_one_works() {
+        // The next pass recorded the dead one's outcome when it began.
+        let died = format!(
+            "error: the pass started at {}{DIED_PASS_ENDING}",
+            crate::clock::rfc3339(NOW - 600)
+        );
+        let working = [pass("support", Some(30), Some(600), &died)];
+        let (health, text) = health_check(&working, None, (FIFTEEN_MINUTES, NOW), Some(true));
+        assert_eq!(health, Health::Warning, "{text}");
+        assert!(text.contains("a pass at work since"), "{text}");
+        // Once no pass is at work, the death is the last word again.
+        let finished = [pass("support", Some(600), Some(600), &died)];
+        let (health, text) = health_check(&finished, None, (FIFTEEN_MINUTES, NOW), Some(false));
+        assert_eq!(health, Health::Critical, "{text}");
+        // Any other error stays critical while a pass works.
+        let failed = [pass("support", Some(30), Some(600), "error: login refused")];
+        let (health, text) = health_check(&failed, None, (FIFTEEN_MINUTES, NOW), Some(true));
+        assert_eq!(health, Health::Critical, "{text}");
     }
 
     #[test]

@@ -331,6 +331,10 @@ const MESSAGE_COLUMNS: &str = "id, mailbox, uidvalidity, uid, message_id, in_rep
     settled_at, settled_as, class, relay, relay_alias, reply_token, thread_id, thread_key, \
     repaired, repair_headers, body_sha256, notice_sent_at, auto_replied_at";
 
+/// How the outcome recorded for a pass that died ends (after "error: the
+/// pass started at TIME"), so `status --check` can tell it apart.
+pub const DIED_PASS_ENDING: &str = " ended without finishing (killed, or the machine stopped)";
+
 /// An open log database.
 #[derive(Debug)]
 pub struct Store {
@@ -540,11 +544,11 @@ impl Store {
                 &format!(
                     "UPDATE mailboxes SET last_pass_finished_at = last_pass_started_at,
                          last_pass_outcome = 'error: the pass started at ' || last_pass_started_at
-                             || ' ended without finishing (killed, or the machine stopped)'
+                             || ?2
                      WHERE name = ?1 AND {}",
                     Self::OPEN_PASS
                 ),
-                params![mailbox],
+                params![mailbox, DIED_PASS_ENDING],
             )
             .map_err(|source| self.query_error("record a pass that died", source))?;
         self.conn
@@ -1343,7 +1347,7 @@ mod tests {
         let outcome = status.last_pass_outcome.as_deref().unwrap_or_default();
         assert!(
             outcome.starts_with("error: the pass started at ")
-                && outcome.ends_with(" ended without finishing (killed, or the machine stopped)"),
+                && outcome.ends_with(DIED_PASS_ENDING),
             "{outcome}"
         );
         assert_eq!(
