@@ -77,6 +77,15 @@ fn walk(message: &Message<'_>, depth: usize, scan: &mut Scan) {
         return;
     }
     inspect_message_headers(message, scan);
+    // NOTE: A `.p7s` or `.p7c` file is informational beside a body, but
+    // when it is the only content, the text may be inside it
+    // (encryption-markers.md E5).
+    let sole_content = message
+        .parts
+        .iter()
+        .filter(|part| !matches!(part.body, PartType::Multipart(_)))
+        .count()
+        == 1;
     for part in &message.parts {
         scan.parts_seen += 1;
         if MAX_PARTS < scan.parts_seen {
@@ -87,7 +96,7 @@ fn walk(message: &Message<'_>, depth: usize, scan: &mut Scan) {
             );
             return;
         }
-        inspect_part(part, depth, scan);
+        inspect_part(part, depth, sole_content, scan);
     }
 }
 
@@ -109,7 +118,7 @@ fn inspect_message_headers(message: &Message<'_>, scan: &mut Scan) {
 
 const RPMSG: &str = "the message is protected by Microsoft Purview / rights management (message.rpmsg); it opens only in Outlook for its recipient";
 
-fn inspect_part(part: &MessagePart<'_>, depth: usize, scan: &mut Scan) {
+fn inspect_part(part: &MessagePart<'_>, depth: usize, sole_content: bool, scan: &mut Scan) {
     let (ctype, subtype) = content_type(part);
     let names = part_names(part);
     match (ctype.as_str(), subtype.as_str()) {
@@ -166,10 +175,24 @@ fn inspect_part(part: &MessagePart<'_>, depth: usize, scan: &mut Scan) {
         ("application", "x-microsoft-rpmsg-message") => {
             scan.offer(Reason::Portal, CryptoClass::Portal, RPMSG)
         }
+        ("application", "ms-tnef" | "vnd.ms-tnef") => inspect_tnef(part, scan),
         _ => (),
     }
     for name in &names {
-        inspect_name(name, part, scan);
+        inspect_name(name, part, sole_content, scan);
+    }
+    if part.is_encoding_problem
+        && part
+            .content_transfer_encoding()
+            .is_some_and(|encoding| encoding.trim().eq_ignore_ascii_case("base64"))
+    {
+        // NOTE: mail-parser keeps a part's base64 undecoded when decoding
+        // fails (a stray character, an appended footer, a cut-off part) and
+        // flags it; other readers decode past the damage, so check what
+        // they would show.
+        let decoded = sniff::lenient_base64(part.contents());
+        inspect_text(&String::from_utf8_lossy(&decoded), scan);
+        inspect_bytes(&decoded, scan);
     }
     match &part.body {
         PartType::Text(text) => inspect_text(text, scan),
@@ -179,10 +202,12 @@ fn inspect_part(part: &MessagePart<'_>, depth: usize, scan: &mut Scan) {
         }
         PartType::Message(nested) => walk(nested, depth + 1, scan),
         PartType::Binary(bytes) | PartType::InlineBinary(bytes) => {
-            if ctype == "message" {
+            if ctype == "message" || names.iter().any(|name| name.ends_with(".eml")) {
                 // NOTE: mail-parser leaves base64/QP-encoded message/rfc822
                 // parts more than three levels deep as bytes
                 // (encryption-markers.md §2.6); parse them here.
+                // A `.eml` attachment sent as application/octet-stream is a
+                // message all the same.
                 match crate::mail::parse(bytes) {
                     Some(nested) => walk(&nested, depth + 1, scan),
                     None => inspect_bytes(bytes, scan),
@@ -196,13 +221,19 @@ fn inspect_part(part: &MessagePart<'_>, depth: usize, scan: &mut Scan) {
 }
 
 fn inspect_pkcs7(part: &MessagePart<'_>, smime_type: Option<&str>, scan: &mut Scan) {
+    let der = part.contents();
     let kind = match smime_type {
         Some("enveloped-data" | "authenveloped-data") => CmsKind::Enveloped,
         Some("signed-data") => CmsKind::Signed,
         Some("compressed-data") => CmsKind::Compressed,
-        // A certificate bundle carries nothing confidential (RFC 8551 §3.8).
-        Some("certs-only") => return,
-        _ => sniff::cms_kind(part.contents()),
+        // A certificate bundle (signedData without content) carries nothing
+        // confidential (RFC 8551 §3.8), but the label is only a claim:
+        // ciphertext under it is still ciphertext.
+        Some("certs-only") => match sniff::cms_kind(der) {
+            CmsKind::Enveloped => CmsKind::Enveloped,
+            _ => return,
+        },
+        _ => sniff::cms_kind(der),
     };
     match kind {
         CmsKind::Enveloped => scan.offer(
@@ -233,14 +264,18 @@ fn inspect_pkcs7(part: &MessagePart<'_>, smime_type: Option<&str>, scan: &mut Sc
     }
 }
 
-fn inspect_name(name: &str, part: &MessagePart<'_>, scan: &mut Scan) {
+fn inspect_name(name: &str, part: &MessagePart<'_>, sole_content: bool, scan: &mut Scan) {
     let portal = |vendor: &str| {
         format!(
             "the message is a {vendor} secure-mail notice: the content sits on the vendor's portal, not in the mail"
         )
     };
-    if name.ends_with(".p7m") {
+    if name.ends_with(".p7m")
+        || (sole_content && (name.ends_with(".p7s") || name.ends_with(".p7c")))
+    {
         inspect_pkcs7(part, None, scan);
+    } else if name == "winmail.dat" {
+        inspect_tnef(part, scan);
     } else if name.ends_with(".p7z") {
         scan.offer(
             Reason::SmimeOpaqueSigned,
@@ -288,7 +323,7 @@ fn inspect_name(name: &str, part: &MessagePart<'_>, scan: &mut Scan) {
     } else if name.ends_with(".tdf.html") || name.ends_with(".tdf") {
         scan.offer(Reason::Portal, CryptoClass::Portal, portal("Virtru"));
     } else if (name.ends_with(".pgp") || name.ends_with(".gpg"))
-        && !sniff::openpgp_key(part.contents())
+        && !sniff::openpgp_informational(part.contents())
     {
         scan.offer(
             Reason::PgpEncrypted,
@@ -301,6 +336,14 @@ fn inspect_name(name: &str, part: &MessagePart<'_>, scan: &mut Scan) {
             CryptoClass::PgpEncrypted,
             format!("the message has an OpenPGP message attachment ({name})"),
         );
+    }
+}
+
+/// Outlook's TNEF wrapper (`winmail.dat`) can carry a protected message
+/// (encryption-markers.md P16); ordinary rich text in it is forwarded.
+fn inspect_tnef(part: &MessagePart<'_>, scan: &mut Scan) {
+    if sniff::tnef_holds_rpmsg(part.contents()) {
+        scan.offer(Reason::Portal, CryptoClass::Portal, RPMSG);
     }
 }
 
@@ -360,6 +403,10 @@ fn inspect_portal_text(text: &str, scan: &mut Scan) {
         ),
         ("zixmessage center", "Zix"),
         (
+            "save and open the attachment (message.html)",
+            "Microsoft 365 Message Encryption (legacy OME)",
+        ),
+        (
             "this email has been sent to you securely using egress",
             "Egress",
         ),
@@ -368,8 +415,23 @@ fn inspect_portal_text(text: &str, scan: &mut Scan) {
             "Trend Micro Email Encryption",
         ),
     ];
-    let lower = text.to_ascii_lowercase();
-    if let Some((_, vendor)) = MARKERS.iter().find(|(marker, _)| lower.contains(marker)) {
+    // NOTE: Words are compared with their spacing collapsed: a notice's
+    // sentence may be wrapped onto two lines or joined by NBSPs.
+    let lower = text
+        .split_whitespace()
+        .collect::<Vec<_>>()
+        .join(" ")
+        .to_ascii_lowercase();
+    let vendor = MARKERS
+        .iter()
+        .find(|(marker, _)| lower.contains(marker))
+        .map(|(_, vendor)| *vendor)
+        .or_else(|| {
+            // A Cisco envelope may link to the customer's own appliance.
+            (lower.contains("/websafe/") && lower.contains("registered envelope"))
+                .then_some("Cisco Secure Email (Registered Envelope)")
+        });
+    if let Some(vendor) = vendor {
         scan.offer(
             Reason::Portal,
             CryptoClass::Portal,
@@ -405,7 +467,7 @@ fn inspect_bytes(bytes: &[u8], scan: &mut Scan) {
             CryptoClass::PasswordAttachment,
             "an Office document attachment is password-protected",
         );
-    } else if bytes.starts_with(&[0x76, 0xe8, 0x04, 0x60, 0xc4, 0x11, 0xe3, 0x86]) {
+    } else if bytes.starts_with(&sniff::RPMSG_MAGIC) {
         scan.offer(Reason::Portal, CryptoClass::Portal, RPMSG);
     }
 }

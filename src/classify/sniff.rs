@@ -72,16 +72,22 @@ pub(super) struct Armor {
 
 /// Finds armor header lines. A line counts when, after leading whitespace
 /// (NBSP included) and quote markers (`>`), it starts with the armor
-/// header; a sentence that mentions the marker mid-line does not count.
+/// header; a sentence that mentions the marker mid-line does not count,
+/// unless an armor tail line (`-----END PGP MESSAGE-----`) follows it: a
+/// block pasted after a few words of text is a block all the same.
 pub(super) fn armor(text: &str) -> Armor {
     let mut found = Armor::default();
+    let mut mentioned = false;
     for line in text.lines() {
-        let line =
-            line.trim_start_matches(|c: char| c.is_whitespace() || c == '>' || c == '\u{a0}');
+        let line = line.trim_start_matches(|c: char| c.is_whitespace() || c == '>' || invisible(c));
         if line.starts_with("-----BEGIN PGP MESSAGE") {
             found.message = true;
         } else if line.starts_with("-----BEGIN PGP SIGNED MESSAGE") {
             found.signed = true;
+        } else if line.contains("-----BEGIN PGP MESSAGE") {
+            mentioned = true;
+        } else if mentioned && line.starts_with("-----END PGP MESSAGE") {
+            found.message = true;
         }
     }
     found
@@ -93,16 +99,14 @@ pub(super) fn armor_bytes(bytes: &[u8]) -> Armor {
 }
 
 /// Whether an OpenPGP file holds a key (public or secret, binary or
-/// armored) rather than a message: a key is informational, and a `.gpg`
-/// name alone does not make it ciphertext.
-pub(super) fn openpgp_key(bytes: &[u8]) -> bool {
+/// armored) or a detached signature rather than a message: those are
+/// informational, and a `.gpg` name alone does not make a file ciphertext.
+pub(super) fn openpgp_informational(bytes: &[u8]) -> bool {
     let head = &bytes[..bytes.len().min(512)];
     let text = String::from_utf8_lossy(head);
-    let text = text.trim_start();
-    if text.starts_with("-----BEGIN PGP PUBLIC KEY BLOCK")
-        || text.starts_with("-----BEGIN PGP PRIVATE KEY BLOCK")
-    {
-        return true;
+    let text = text.trim_start_matches(|c: char| c.is_whitespace() || invisible(c));
+    if let Some(kind) = text.strip_prefix("-----BEGIN PGP ") {
+        return !kind.starts_with("MESSAGE");
     }
     // NOTE: RFC 9580 §4.2: the first octet has bit 7 set; bit 6 chooses the
     // new format (tag in bits 0-5) or the legacy one (tag in bits 2-5).
@@ -117,9 +121,31 @@ pub(super) fn openpgp_key(bytes: &[u8]) -> bool {
     } else {
         (first >> 2) & 0x0f
     };
-    // Secret key, public key, secret subkey, public subkey.
-    matches!(tag, 5 | 6 | 7 | 14)
+    // Signature, secret key, public key, secret subkey, public subkey.
+    matches!(tag, 2 | 5 | 6 | 7 | 14)
 }
+
+/// Characters that show as nothing (or as a box) before a line's text: a
+/// byte-order mark, zero-width spaces and joiners, and the replacement
+/// character a NBSP becomes in quoted-printable text without a charset.
+/// Armor behind them is still armor to a reader.
+fn invisible(c: char) -> bool {
+    matches!(
+        c,
+        '\u{a0}' | '\u{feff}' | '\u{200b}' | '\u{200c}' | '\u{200d}' | '\u{2060}' | '\u{fffd}'
+    )
+}
+
+/// Tags that sit inside a line of text. Every other tag (block elements,
+/// `<td>`, `<hr>`, `<title>`, `</style>`, `<body>`, unknown ones) ends a
+/// line, so armor right after it starts a line as a reader sees it, while
+/// armor styled within its line (`-----BEGIN PGP <b>MESSAGE</b>-----`)
+/// stays whole.
+const INLINE_TAGS: &[&str] = &[
+    "a", "abbr", "b", "bdi", "bdo", "big", "cite", "code", "data", "dfn", "em", "font", "i", "kbd",
+    "label", "mark", "q", "s", "samp", "small", "span", "strike", "strong", "sub", "sup", "time",
+    "tt", "u", "var", "wbr",
+];
 
 /// Reduces HTML to text lines so armor split by `<br>` or wrapped in
 /// `<pre>` is seen line by line.
@@ -141,10 +167,7 @@ pub(super) fn html_text(html: &str) -> String {
                     .next()
                     .unwrap_or("")
                     .to_ascii_lowercase();
-                if matches!(
-                    name.as_str(),
-                    "br" | "p" | "div" | "pre" | "tr" | "li" | "blockquote"
-                ) {
+                if !INLINE_TAGS.contains(&name.as_str()) {
                     text.push('\n');
                 }
             }
@@ -156,10 +179,111 @@ pub(super) fn html_text(html: &str) -> String {
             (false, c) => text.push(c),
         }
     }
-    text.replace("&nbsp;", " ")
-        .replace("&#160;", " ")
-        .replace("&gt;", ">")
+    decode_entities(&text)
 }
+
+/// Decodes the character references that can stand before or inside an
+/// armor line: numeric ones (`&#160;`, `&#xa0;`) and the common named ones.
+/// Anything else is left as written.
+fn decode_entities(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(at) = rest.find('&') {
+        out.push_str(&rest[..at]);
+        let after = &rest[at + 1..];
+        let reference = after
+            .find(';')
+            .filter(|end| *end <= 10)
+            .map(|end| (&after[..end], end));
+        let decoded = reference.and_then(|(name, end)| {
+            let c = match name.to_ascii_lowercase().as_str() {
+                "nbsp" => Some(' '),
+                "gt" => Some('>'),
+                "lt" => Some('<'),
+                "amp" => Some('&'),
+                "quot" => Some('"'),
+                "#x" | "#" => None,
+                lower => {
+                    let number = match lower.strip_prefix("#x") {
+                        Some(hex) => u32::from_str_radix(hex, 16).ok(),
+                        None => lower.strip_prefix('#').and_then(|dec| dec.parse().ok()),
+                    };
+                    number
+                        .and_then(char::from_u32)
+                        .map(|c| if c == '\u{a0}' { ' ' } else { c })
+                }
+            };
+            c.map(|c| (c, end))
+        });
+        match decoded {
+            Some((c, end)) => {
+                out.push(c);
+                rest = &after[end + 1..];
+            }
+            None => {
+                out.push('&');
+                rest = after;
+            }
+        }
+    }
+    out.push_str(rest);
+    out
+}
+
+/// Decodes base64 that mail-parser gave up on (a stray character, a
+/// footer a gateway appended, a part cut short): characters outside the
+/// alphabet are skipped, decoding stops at the first `=` pad, and a last
+/// incomplete group yields the bytes it holds. What a lenient reader
+/// would show is what must be checked.
+pub(super) fn lenient_base64(encoded: &[u8]) -> Vec<u8> {
+    let value = |byte: u8| -> Option<u32> {
+        match byte {
+            b'A'..=b'Z' => Some(u32::from(byte - b'A')),
+            b'a'..=b'z' => Some(u32::from(byte - b'a') + 26),
+            b'0'..=b'9' => Some(u32::from(byte - b'0') + 52),
+            b'+' => Some(62),
+            b'/' => Some(63),
+            _ => None,
+        }
+    };
+    let mut out = Vec::with_capacity(encoded.len() / 4 * 3);
+    let (mut group, mut count) = (0u32, 0);
+    for &byte in encoded {
+        if byte == b'=' {
+            break;
+        }
+        let Some(bits) = value(byte) else {
+            continue;
+        };
+        group = (group << 6) | bits;
+        count += 1;
+        if count == 4 {
+            out.extend_from_slice(&group.to_be_bytes()[1..]);
+            (group, count) = (0, 0);
+        }
+    }
+    match count {
+        2 => out.push((group >> 4) as u8),
+        3 => out.extend_from_slice(&((group >> 2) as u16).to_be_bytes()),
+        _ => (),
+    }
+    out
+}
+
+/// True when a TNEF file (`winmail.dat`) carries a rights-protected
+/// message: the rpmsg container's magic, or its file name as TNEF stores
+/// it (ASCII in the attachment title, UTF-16LE in MAPI properties).
+pub(super) fn tnef_holds_rpmsg(bytes: &[u8]) -> bool {
+    let utf16 =
+        |name: &str| -> Vec<u8> { name.encode_utf16().flat_map(u16::to_le_bytes).collect() };
+    find(bytes, &RPMSG_MAGIC).is_some()
+        || ["message.rpmsg", "message_v2.rpmsg"].iter().any(|name| {
+            find(bytes, name.as_bytes()).is_some() || find(bytes, &utf16(name)).is_some()
+        })
+}
+
+/// The first bytes of a `message.rpmsg` container.
+pub(super) const RPMSG_MAGIC: [u8; 8] = [0x76, 0xe8, 0x04, 0x60, 0xc4, 0x11, 0xe3, 0x86];
 
 /// True when any entry of a ZIP archive is encrypted: general-purpose flag
 /// bit 0 (traditional or AES, APPNOTE 4.4.4) or bit 6 (strong encryption).
@@ -289,6 +413,11 @@ mod tests {
         assert!(armor("x\n  > -----BEGIN PGP MESSAGE-----\n").message);
         assert!(armor("\u{a0}-----BEGIN PGP MESSAGE, PART 1/2-----").message);
         assert!(!armor("see -----BEGIN PGP MESSAGE----- above").message);
+        assert!(
+            armor("Here it is: -----BEGIN PGP MESSAGE-----\nhF4D\n-----END PGP MESSAGE-----")
+                .message
+        );
+        assert!(!armor("-----END PGP MESSAGE-----\nsee -----BEGIN PGP MESSAGE-----").message);
         assert!(armor("-----BEGIN PGP SIGNED MESSAGE-----\nHash: SHA256").signed);
         assert!(
             armor(&html_text(
@@ -296,6 +425,45 @@ mod tests {
             ))
             .message
         );
+    }
+
+    #[test]
+    fn html_lines_break_at_block_tags_not_inline_ones() {
+        for html in [
+            "<title>x</title>-----BEGIN PGP MESSAGE-----",
+            "<style>p{}</style></head><body>-----BEGIN PGP MESSAGE-----",
+            "<table><tr><td>-----BEGIN PGP MESSAGE-----</td></tr></table>",
+            "<h3>Note</h3>-----BEGIN PGP MESSAGE-----",
+            "text<hr>-----BEGIN PGP MESSAGE-----",
+            "<div>&#xa0;&#xA0;-----BEGIN PGP MESSAGE-----</div>",
+            "<div>&#8203;-----BEGIN PGP MESSAGE-----</div>",
+            "<p>-----BEGIN PGP <b>MESSAGE</b>-----</p>",
+        ] {
+            assert!(armor(&html_text(html)).message, "{html}");
+        }
+        assert!(!armor(&html_text("<p>see <b>-----BEGIN PGP MESSAGE-----</b></p>")).message);
+        assert_eq!(
+            decode_entities("a &amp; b &#x263A; &bogus; &"),
+            "a & b \u{263a} &bogus; &"
+        );
+    }
+
+    #[test]
+    fn lenient_base64_reads_past_damage() {
+        assert_eq!(lenient_base64(b"aGVs\r\n.\r\nbG8="), b"hello");
+        assert_eq!(lenient_base64(b"aGVsbG8=\r\n-- footer text"), b"hello");
+        assert_eq!(lenient_base64(b"aGVsbG"), b"hell");
+        assert_eq!(lenient_base64(b"aGVsbA"), b"hell");
+        assert!(lenient_base64(b"").is_empty());
+    }
+
+    #[test]
+    fn tnef_with_rpmsg_is_seen() {
+        let mut tnef = b"\x78\x9f\x3e\x22 attachment ".to_vec();
+        tnef.extend("message.rpmsg".encode_utf16().flat_map(u16::to_le_bytes));
+        assert!(tnef_holds_rpmsg(&tnef));
+        assert!(tnef_holds_rpmsg(&[b"xx".as_slice(), &RPMSG_MAGIC].concat()));
+        assert!(!tnef_holds_rpmsg(b"\x78\x9f\x3e\x22 rich text body"));
     }
 
     #[test]
