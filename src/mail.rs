@@ -64,8 +64,11 @@ pub fn summarize(message: &Message<'_>) -> MailSummary {
         message_id: message.message_id().map(clean),
         in_reply_to: id_list(message.in_reply_to()),
         references: id_list(message.references()),
-        from: message.from().and_then(first_address),
-        reply_to: message.reply_to().and_then(all_addresses),
+        from: from_address(message),
+        reply_to: message
+            .reply_to()
+            .and_then(all_addresses)
+            .or_else(|| written_address(message, "Reply-To")),
         subject: message.subject().map(clean),
         date: message
             .date()
@@ -91,7 +94,34 @@ pub fn header_block(raw: &[u8]) -> &[u8] {
 
 /// The first From address (`local@domain`).
 pub fn from_address(message: &Message<'_>) -> Option<String> {
-    message.from().and_then(first_address)
+    message
+        .from()
+        .and_then(first_address)
+        .or_else(|| written_address(message, "From"))
+}
+
+/// The first Reply-To address (`local@domain`).
+pub fn reply_to_address(message: &Message<'_>) -> Option<String> {
+    message
+        .reply_to()
+        .and_then(first_address)
+        .or_else(|| written_address(message, "Reply-To"))
+}
+
+/// The address of a one-address header as written, for what mail-parser
+/// cannot read: it takes a bare quoted local part (`"jane.doe."@duck.com`)
+/// for a display name and keeps only `@duck.com`. The address is a relay's
+/// token, so it is kept exactly, quotes included.
+fn written_address(message: &Message<'_>, name: &str) -> Option<String> {
+    let raw = message.header_raw(name)?;
+    let spec = match (raw.find('<'), raw.rfind('>')) {
+        (Some(open), Some(close)) if open < close => &raw[open + 1..close],
+        (None, None) => raw,
+        _ => return None,
+    };
+    let spec: String = spec.split_whitespace().collect();
+    let (local, domain) = spec.rsplit_once('@')?;
+    (!local.is_empty() && !domain.is_empty() && !domain.contains(['"', ','])).then(|| clean(&spec))
 }
 
 /// The values of every Resent-Message-ID header, without angle brackets.
@@ -121,11 +151,27 @@ fn id_list(value: &HeaderValue<'_>) -> Option<String> {
     }
 }
 
+/// An address mail-parser read in full: `@domain` alone is what is left of
+/// a quoted local part it could not read (see [`written_address`]).
+fn whole(address: &str) -> bool {
+    !address.trim_start().starts_with('@')
+}
+
 fn first_address(address: &Address<'_>) -> Option<String> {
-    address.first().and_then(|addr| addr.address()).map(clean)
+    address
+        .first()
+        .and_then(|addr| addr.address())
+        .filter(|address| whole(address))
+        .map(clean)
 }
 
 fn all_addresses(address: &Address<'_>) -> Option<String> {
+    if address
+        .iter()
+        .any(|addr| addr.address().is_some_and(|address| !whole(address)))
+    {
+        return None;
+    }
     let list: Vec<String> = address
         .iter()
         .filter_map(|addr| addr.address())
@@ -182,6 +228,25 @@ Body\r\n";
         );
         assert_eq!(summary.subject.as_deref(), Some("Re: Printer \u{2713}"));
         assert_eq!(summary.date.as_deref(), Some("2026-11-28T09:00:00Z"));
+    }
+
+    #[test]
+    fn quoted_local_parts_are_kept_as_written() {
+        let raw = b"From: \"jane.doe.\"@mozmail.com\r\nReply-To: Jane <\"jane\"@duck.com>\r\nSubject: hi\r\n\r\nbody\r\n";
+        let message = parse(raw).expect("parses");
+        assert_eq!(
+            from_address(&message).as_deref(),
+            Some("\"jane.doe.\"@mozmail.com")
+        );
+        assert_eq!(
+            reply_to_address(&message).as_deref(),
+            Some("\"jane\"@duck.com")
+        );
+        let summary = summarize(&message);
+        assert_eq!(summary.from.as_deref(), Some("\"jane.doe.\"@mozmail.com"));
+        assert_eq!(summary.reply_to.as_deref(), Some("\"jane\"@duck.com"));
+        let plain = parse(b"From: Jane <jane@example.org>\r\n\r\nbody\r\n").expect("parses");
+        assert_eq!(from_address(&plain).as_deref(), Some("jane@example.org"));
     }
 
     #[test]

@@ -34,6 +34,12 @@ fn visible_subject(subject: Option<&str>) -> Option<&str> {
 }
 
 /// The notice to the helpdesk, CRLF line ends, ready for SMTP.
+///
+/// NOTE: It carries no `Auto-Submitted`: it exists to become a ticket, and
+/// Zendesk suspends mail with an auto-generated header of any kind
+/// (relays-and-helpdesks.md, suspension cause `auto_mailer`). Should it
+/// come back to a polled mailbox, the loop guard knows it by its
+/// Message-ID.
 pub fn held_notice(
     facts: &HeldFacts<'_>,
     notice_from: &str,
@@ -78,7 +84,6 @@ pub fn held_notice(
          Subject: {subject}\r\n\
          Date: {date}\r\n\
          Message-ID: <deskbridge-notice.{id}.{now_unix}@{domain}>\r\n\
-         Auto-Submitted: auto-generated\r\n\
          X-Deskbridge-Held: {id}\r\n\
          MIME-Version: 1.0\r\n\
          Content-Type: text/plain; charset=utf-8\r\n\
@@ -226,10 +231,10 @@ mod tests {
         ] {
             assert!(body.contains(needle), "{needle} missing in {body}");
         }
-        assert_eq!(
-            message.header_raw("Auto-Submitted").map(str::trim),
-            Some("auto-generated")
-        );
+        assert_eq!(message.header_raw("Auto-Submitted"), None);
+        assert!(message.message_id().is_some_and(
+            |id| id.starts_with("deskbridge-notice.42.") && id.ends_with("@company.test")
+        ));
     }
 
     #[test]

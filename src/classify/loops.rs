@@ -23,6 +23,15 @@ pub(super) fn detect(message: &Message<'_>, rules: &Rules) -> Option<(Reason, St
             ),
         ));
     }
+    if let Some(id) = message
+        .message_id()
+        .filter(|id| is_own_notice_id(id, rules.own_domain.as_deref()))
+    {
+        return Some((
+            Reason::OwnRedirect,
+            format!("the message is deskbridge's own held notice <{id}> come back (mail loop)"),
+        ));
+    }
     if let Some(from) = crate::mail::from_address(message) {
         let from_lower = from.to_ascii_lowercase();
         if rules
@@ -125,6 +134,24 @@ fn is_own_resent_id(id: &str, own_domain: Option<&str>) -> bool {
     shape && own_domain.is_none_or(|own| own.eq_ignore_ascii_case(domain))
 }
 
+/// `deskbridge-notice.<row>.<time>@<domain>`, the Message-ID of a held
+/// notice ([`crate::notice::held_notice`]).
+fn is_own_notice_id(id: &str, own_domain: Option<&str>) -> bool {
+    let id = id.to_ascii_lowercase();
+    let Some((local, domain)) = id.rsplit_once('@') else {
+        return false;
+    };
+    let digits = |part: Option<&str>| {
+        part.is_some_and(|part| !part.is_empty() && part.bytes().all(|b| b.is_ascii_digit()))
+    };
+    let mut parts = local.split('.');
+    let shape = parts.next() == Some("deskbridge-notice")
+        && digits(parts.next())
+        && digits(parts.next())
+        && parts.next().is_none();
+    shape && own_domain.is_none_or(|own| own.eq_ignore_ascii_case(domain))
+}
+
 fn header<'a>(message: &'a Message<'_>, name: &'a str) -> Option<&'a str> {
     message.header_raw(name).map(str::trim)
 }
@@ -132,6 +159,27 @@ fn header<'a>(message: &'a Message<'_>, name: &'a str) -> Option<&'a str> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn own_notice_id_shape() {
+        assert!(is_own_notice_id(
+            "deskbridge-notice.42.1764400000@company.test",
+            Some("company.test")
+        ));
+        assert!(is_own_notice_id(
+            "deskbridge-notice.42.1764400000@any.test",
+            None
+        ));
+        assert!(!is_own_notice_id(
+            "deskbridge-notice.42.1764400000@other.test",
+            Some("company.test")
+        ));
+        assert!(!is_own_notice_id(
+            "deskbridge-notice.x.1@company.test",
+            None
+        ));
+        assert!(!is_own_notice_id("deskbridge-notice.1@company.test", None));
+    }
 
     #[test]
     fn own_resent_id_shape() {

@@ -20,6 +20,9 @@ pub struct RelayMatch {
     pub reply_token: String,
 }
 
+/// The one reply address Firefox Relay gives all its users' forwards.
+const FIREFOX_SHARED_REPLY_TO: &str = "replies@relay.firefox.com";
+
 /// Built-in relay domains; a domain also matches its subdomains.
 const RELAY_DOMAINS: &[(&str, &str)] = &[
     ("privaterelay.appleid.com", "apple"),
@@ -49,17 +52,9 @@ const RELAY_DOMAINS: &[(&str, &str)] = &[
 /// Recognises the relay of a message, if any. `extra` maps further
 /// domains (from the config) to relay names.
 pub fn detect(message: &Message<'_>, extra: &[(String, String)]) -> Option<RelayMatch> {
-    let from = message
-        .from()
-        .and_then(|address| address.first())
-        .and_then(|addr| addr.address())
-        .map(str::to_owned);
-    let reply_to = message
-        .reply_to()
-        .and_then(|address| address.first())
-        .and_then(|addr| addr.address())
-        .map(str::to_owned);
-    let header_relay = header_marker(message);
+    let from = crate::mail::from_address(message);
+    let reply_to = crate::mail::reply_to_address(message);
+    let header_relay = header_marker(message, from.as_deref());
 
     let (name, alias) = match (&from, &reply_to) {
         // NOTE: addy.io sends a custom domain not verified for sending
@@ -85,7 +80,12 @@ pub fn detect(message: &Message<'_>, extra: &[(String, String)]) -> Option<Relay
         ),
         _ => return None,
     };
-    let reply_token = reply_to.unwrap_or_else(|| alias.clone());
+    // NOTE: Firefox Relay's forward leg names one Reply-To shared by every
+    // user (relays-and-helpdesks.md §1.3); as a token it would make all of
+    // them one correspondent.
+    let reply_token = reply_to
+        .filter(|reply_to| !reply_to.eq_ignore_ascii_case(FIREFOX_SHARED_REPLY_TO))
+        .unwrap_or_else(|| alias.clone());
     Some(RelayMatch {
         name,
         alias,
@@ -93,10 +93,20 @@ pub fn detect(message: &Message<'_>, extra: &[(String, String)]) -> Option<Relay
     })
 }
 
-/// Headers that mark relayed mail whatever the domain (custom domains).
-fn header_marker(message: &Message<'_>) -> Option<String> {
+/// Headers that mark relayed mail whatever the domain (custom domains):
+/// the relays' own headers, and the envelope sender each relay writes on
+/// the alias's domain (`Return-Path`, as the mailbox's server recorded it).
+fn header_marker(message: &Message<'_>, from: Option<&str>) -> Option<String> {
     if message.header_raw("X-SimpleLogin-Type").is_some() {
         return Some("simplelogin".to_owned());
+    }
+    // NOTE: iCloud+ Hide My Email forwards carry it (relays-and-helpdesks.md
+    // §1.5); its aliases on icloud.com look like anyone's iCloud address.
+    if message.header_raw("X-ICLOUD-HME").is_some() {
+        return Some("apple".to_owned());
+    }
+    if let Some(relay) = from.and_then(|from| verp_relay(message, from)) {
+        return Some(relay.to_owned());
     }
     let addy = message
         .header_values("Feedback-ID")
@@ -106,6 +116,48 @@ fn header_marker(message: &Message<'_>) -> Option<String> {
         return Some("addy".to_owned());
     }
     None
+}
+
+/// SimpleLogin's VERP sender `sl.<base32>.<base32>@<alias domain>` and
+/// addy.io's `b_<base32>_<base32>@<alias domain>` (relays-and-helpdesks.md
+/// §1.1, §1.2), on the From address's own domain.
+fn verp_relay(message: &Message<'_>, from: &str) -> Option<&'static str> {
+    let return_path = message.header_raw("Return-Path")?;
+    let return_path = return_path
+        .trim()
+        .trim_start_matches('<')
+        .trim_end_matches('>');
+    let (local, domain) = return_path.rsplit_once('@')?;
+    let (_, from_domain) = from.rsplit_once('@')?;
+    if !domain.eq_ignore_ascii_case(from_domain) {
+        return None;
+    }
+    let base32 = |text: &str| {
+        !text.is_empty()
+            && text
+                .bytes()
+                .all(|byte| byte.is_ascii_alphabetic() || (b'2'..=b'7').contains(&byte))
+    };
+    let fields = |rest: &str, separator: char| {
+        let mut parts = rest.split(separator);
+        parts.next().is_some_and(base32)
+            && parts.next().is_some_and(base32)
+            && parts.next().is_none()
+    };
+    let lower = local.to_ascii_lowercase();
+    if lower
+        .strip_prefix("sl.")
+        .is_some_and(|rest| fields(rest, '.'))
+    {
+        Some("simplelogin")
+    } else if lower
+        .strip_prefix("b_")
+        .is_some_and(|rest| fields(rest, '_'))
+    {
+        Some("addy")
+    } else {
+        None
+    }
 }
 
 fn domain_relay(address: &str, extra: &[(String, String)]) -> Option<String> {
@@ -178,6 +230,37 @@ mod tests {
         let feedback =
             relay_of("From: me@custom.example\nFeedback-ID: R:2dc1f3:anonaddy").expect("addy");
         assert_eq!(feedback.name, "addy");
+        let hme = relay_of(
+            "From: \"Shop\" <no-reply_at_shop_example_ysntf8b7kgdz64_28g48899@icloud.com>\nX-ICLOUD-HME: p=clawed-trade@icloud.com; d=; f=x; r=to; s=no-reply@shop.example",
+        )
+        .expect("apple");
+        assert_eq!(hme.name, "apple");
+        let sl_verp =
+            relay_of("Return-Path: <sl.mfrggzdf.nbswy3dp@custom.example>\nFrom: me@custom.example")
+                .expect("simplelogin");
+        assert_eq!(sl_verp.name, "simplelogin");
+        let addy_verp =
+            relay_of("Return-Path: <b_mfrggzdf_nbswy3dp@custom.example>\nFrom: me@custom.example")
+                .expect("addy");
+        assert_eq!(addy_verp.name, "addy");
+        for ordinary in [
+            "Return-Path: <sl.mfrggzdf.nbswy3dp@other.example>\nFrom: me@custom.example",
+            "Return-Path: <sl.team@custom.example>\nFrom: me@custom.example",
+            "Return-Path: <bounces+123@custom.example>\nFrom: me@custom.example",
+            "Return-Path: <b_mfrggzdf_nbswy3dp_x@custom.example>\nFrom: me@custom.example",
+        ] {
+            assert_eq!(relay_of(ordinary), None, "{ordinary}");
+        }
+        let shared = relay_of(
+            "From: \"shop@example.org [via Relay]\" <k3x9w2q7a@mozmail.com>\nReply-To: replies@relay.firefox.com",
+        )
+        .expect("firefox");
+        assert_eq!(shared.reply_token, "k3x9w2q7a@mozmail.com");
+        let quoted = relay_of("From: \"jane.doe.\"@mozmail.com").expect("firefox");
+        assert_eq!(
+            (quoted.alias.as_str(), quoted.reply_token.as_str()),
+            ("\"jane.doe.\"@mozmail.com", "\"jane.doe.\"@mozmail.com")
+        );
         let reply_only =
             relay_of("From: Jane <jane@example.org>\nReply-To: mask@mozmail.com").expect("reply");
         assert_eq!(

@@ -917,6 +917,32 @@ impl Store {
 
     /// Marks a held message forwarded after a person released it, with
     /// its thread's held count and history, in one transaction.
+    /// Plans the thread repair for a held message about to be released, as
+    /// recording would have for a message forwarded at once, and notes it
+    /// on the row; returns the In-Reply-To/References lines to add.
+    pub fn plan_release_repair(
+        &self,
+        row: &MessageRow,
+        keys: &crate::thread::ThreadKeys,
+        repair_enabled: bool,
+    ) -> Result<Option<String>> {
+        let (Some(thread_id), Some(key)) = (row.thread_id, row.thread_key.as_deref()) else {
+            return Ok(None);
+        };
+        let (repaired, repair_headers) =
+            threads::plan_repair(&self.conn, keys, key, thread_id, row.id, repair_enabled)
+                .map_err(|source| {
+                    self.query_error("plan the thread repair of a release", source)
+                })?;
+        self.conn
+            .execute_cached(
+                "UPDATE messages SET repaired = ?2, repair_headers = ?3 WHERE id = ?1",
+                params![row.id, repaired, repair_headers],
+            )
+            .map_err(|source| self.query_error("record the thread repair of a release", source))?;
+        Ok(repair_headers)
+    }
+
     pub fn mark_released(&mut self, id: i64, smtp_reply: &str) -> Result<()> {
         let now = clock::rfc3339(clock::unix_now());
         let path = self.path.clone();

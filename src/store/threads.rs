@@ -87,7 +87,18 @@ pub(super) fn attach(
             keys.relay
         ],
     )?;
-    let (repaired, repair_headers) = plan_repair(conn, keys, key, thread_id, context)?;
+    let (repaired, repair_headers) = if context.forwarding {
+        plan_repair(
+            conn,
+            keys,
+            key,
+            thread_id,
+            context.row_id,
+            context.repair_enabled,
+        )?
+    } else {
+        (None, None)
+    };
     Ok(Attachment {
         thread_id,
         key,
@@ -200,22 +211,21 @@ fn resolve_correspondent(
     Ok(Some(correspondent))
 }
 
-/// A repair is considered when a forwarded message without In-Reply-To
-/// and References joined a thread by ticket token or relay and subject.
-fn plan_repair(
+/// A repair is considered when a message to be forwarded (now, or on
+/// release) without In-Reply-To and References joined a thread by ticket
+/// token or relay and subject.
+pub(super) fn plan_repair(
     conn: &Connection,
     keys: &ThreadKeys,
     key: &str,
     thread_id: i64,
-    context: &AttachContext<'_>,
+    row_id: i64,
+    repair_enabled: bool,
 ) -> rusqlite::Result<(Option<String>, Option<String>)> {
-    if !context.forwarding
-        || keys.has_references()
-        || !matches!(key, "ticket-token" | "relay-subject")
-    {
+    if keys.has_references() || !matches!(key, "ticket-token" | "relay-subject") {
         return Ok((None, None));
     }
-    if !context.repair_enabled {
+    if !repair_enabled {
         return Ok((
             Some("no: repair_threading is off for this mailbox".to_owned()),
             None,
@@ -235,7 +245,7 @@ fn plan_repair(
          ORDER BY id",
     )?;
     let ids: Vec<String> = statement
-        .query_map(params![thread_id, context.row_id], |row| row.get(0))?
+        .query_map(params![thread_id, row_id], |row| row.get(0))?
         .collect::<rusqlite::Result<_>>()?;
     Ok(match thread::repair_lines(&ids) {
         Some(lines) => (Some("yes".to_owned()), Some(lines)),

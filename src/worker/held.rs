@@ -243,7 +243,17 @@ pub async fn release(settings: &Settings, id: i64) -> anyhow::Result<String> {
         .context("cannot open the SMTP session; nothing was sent")?;
     let resent_id = trace::resent_message_id(row.id, &row.sha256, &settings.smtp.envelope_from);
     store.mark_send_attempt(row.id, &resent_id)?;
-    let block = trace::trace_block(&trace::TraceFacts {
+    // NOTE: A relayed reply held (rate-limited, say) and released later
+    // needs the same thread repair it would have had if forwarded at once,
+    // or the helpdesk splits the conversation.
+    let repair = match mail::parse(&raw.bytes) {
+        Some(message) => {
+            let keys = crate::thread::keys(&message, None, &settings.threading.patterns);
+            store.plan_release_repair(&row, &keys, mailbox.repair_threading)?
+        }
+        None => None,
+    };
+    let mut block = trace::trace_block(&trace::TraceFacts {
         helo_name: &settings.smtp.helo_name,
         imap_host: &mailbox.host,
         mailbox_name: &mailbox.name,
@@ -253,6 +263,9 @@ pub async fn release(settings: &Settings, id: i64) -> anyhow::Result<String> {
         resent_message_id: &resent_id,
         now_unix: clock::unix_now(),
     });
+    if let Some(lines) = &repair {
+        block.push_str(lines);
+    }
     let reply = match session
         .send(&mailbox.forward_to, block.as_bytes(), &raw.bytes)
         .await

@@ -108,6 +108,62 @@ async fn firefox_reply_without_references_is_repaired() {
     );
 }
 
+/// A Firefox Relay reply that was held (here: it pastes an armored
+/// block) and released later gets the same repair as one forwarded at
+/// once, so the helpdesk still sees one conversation.
+#[tokio::test]
+async fn released_relay_reply_is_repaired_too() {
+    let env = TestEnv::new("threlease");
+    let settings = env.settings(&ConfigOptions::default());
+    let first = mail(
+        &[
+            "From: p7r2m9x4c@mozmail.com",
+            "To: support@company.test",
+            "Subject: Refund for order 8812",
+            "Date: Fri, 27 Nov 2026 10:00:00 +0000",
+            "Message-ID: <ses-r1@email.amazonses.com>",
+        ],
+        "Please refund order 8812.",
+    );
+    env.seed(&[&first]).await;
+    run_pass(&settings).await.expect("pass 1");
+    let reply = mail(
+        &[
+            "From: p7r2m9x4c@mozmail.com",
+            "To: support@company.test",
+            "Subject: Re: Refund for order 8812",
+            "Date: Fri, 27 Nov 2026 12:00:00 +0000",
+            "Message-ID: <ses-r2@email.amazonses.com>",
+        ],
+        "My bank details:\r\n-----BEGIN PGP MESSAGE-----\r\n\r\nhF4DAAAA\r\n-----END PGP MESSAGE-----",
+    );
+    env.seed(&[&reply]).await;
+    run_pass(&settings).await.expect("pass 2");
+    let held = rows(&env)[1].clone();
+    assert_eq!(held.state(), State::Held);
+    assert_eq!(held.thread_key.as_deref(), Some("relay-subject"));
+    assert_eq!(held.repaired, None, "nothing to repair while held");
+
+    deskbridge::worker::release(&settings, held.id)
+        .await
+        .expect("release");
+    let released = rows(&env)[1].clone();
+    assert_eq!(released.state(), State::Forwarded);
+    assert_eq!(released.repaired.as_deref(), Some("yes"));
+
+    let delivered = wait_for_helpdesk(&env, 2).await;
+    let second = delivered_with(&delivered, "ses-r2@email.amazonses.com");
+    let (_, after_trace) = split_delivered(&second);
+    let repair =
+        b"In-Reply-To: <ses-r1@email.amazonses.com>\r\nReferences: <ses-r1@email.amazonses.com>\r\n";
+    assert!(
+        after_trace.starts_with(repair),
+        "{}",
+        String::from_utf8_lossy(&after_trace)
+    );
+    assert_eq!(&after_trace[repair.len()..], reply.as_slice());
+}
+
 /// A SimpleLogin reply gets a new Message-ID but keeps In-Reply-To: it
 /// joins the thread by reference, and nothing is added.
 #[tokio::test]
