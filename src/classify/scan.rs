@@ -6,7 +6,7 @@
 //! password-protected attachments (`encryption-markers.md` §1f). Signatures
 //! on readable content are recorded but never held.
 
-use mail_parser::{Message, MessagePart, MimeHeaders, PartType};
+use mail_parser::{HeaderName, HeaderValue, Message, MessagePart, MimeHeaders, PartType};
 
 use super::sniff::{self, CmsKind};
 use super::{CryptoClass, Reason};
@@ -178,6 +178,7 @@ fn inspect_part(part: &MessagePart<'_>, depth: usize, sole_content: bool, scan: 
         ("application", "ms-tnef" | "vnd.ms-tnef") => inspect_tnef(part, scan),
         _ => (),
     }
+    inspect_other_content_types(part, (&ctype, &subtype), scan);
     for name in &names {
         inspect_name(name, part, sole_content, scan);
     }
@@ -339,6 +340,43 @@ fn inspect_name(name: &str, part: &MessagePart<'_>, sole_content: bool, scan: &m
     }
 }
 
+/// A part with two Content-Type headers: mail-parser obeys the last, but
+/// another reader (the helpdesk's) may obey the first. When one of them
+/// names encrypted content, the part is held as that.
+fn inspect_other_content_types(part: &MessagePart<'_>, used: (&str, &str), scan: &mut Scan) {
+    for header in &part.headers {
+        if header.name != HeaderName::ContentType {
+            continue;
+        }
+        let HeaderValue::ContentType(other) = &header.value else {
+            continue;
+        };
+        let ctype = other.ctype().to_ascii_lowercase();
+        let subtype = other.subtype().unwrap_or_default().to_ascii_lowercase();
+        if (ctype.as_str(), subtype.as_str()) == used {
+            continue;
+        }
+        let smime_type = other.attribute("smime-type").map(str::to_ascii_lowercase);
+        match (ctype.as_str(), subtype.as_str()) {
+            ("multipart", "encrypted") | ("application", "pgp-encrypted") => scan.offer(
+                Reason::PgpEncrypted,
+                CryptoClass::PgpEncrypted,
+                format!("the message has a second Content-Type header, {ctype}/{subtype}: another reader may take it for OpenPGP encrypted"),
+            ),
+            ("application", "pkcs7-mime" | "x-pkcs7-mime")
+                if smime_type.as_deref() != Some("certs-only") =>
+            {
+                scan.offer(
+                    Reason::SmimeEnveloped,
+                    CryptoClass::SmimeEnveloped,
+                    format!("the message has a second Content-Type header, {ctype}/{subtype}: another reader may take it for S/MIME encrypted"),
+                )
+            }
+            _ => (),
+        }
+    }
+}
+
 /// Outlook's TNEF wrapper (`winmail.dat`) can carry a protected message
 /// (encryption-markers.md P16); ordinary rich text in it is forwarded.
 fn inspect_tnef(part: &MessagePart<'_>, scan: &mut Scan) {
@@ -460,6 +498,18 @@ fn inspect_bytes(bytes: &[u8], scan: &mut Scan) {
             Reason::PasswordAttachment,
             CryptoClass::PasswordAttachment,
             "a PDF attachment is encrypted (password-protected)",
+        );
+    } else if sniff::sevenzip_encrypted(bytes) {
+        scan.offer(
+            Reason::PasswordAttachment,
+            CryptoClass::PasswordAttachment,
+            "a 7z attachment is password-protected (AES-256)",
+        );
+    } else if sniff::rar5_encrypted(bytes) {
+        scan.offer(
+            Reason::PasswordAttachment,
+            CryptoClass::PasswordAttachment,
+            "a RAR attachment is password-protected",
         );
     } else if sniff::ooxml_encrypted(bytes) {
         scan.offer(

@@ -348,6 +348,134 @@ pub(super) fn is_zip(bytes: &[u8]) -> bool {
     bytes.starts_with(b"PK\x03\x04") || bytes.starts_with(b"PK\x05\x06")
 }
 
+/// True for a 7z archive whose header names the AES-256 coder
+/// (`06 F1 07 01`, with its flag byte `24`): the file data is encrypted,
+/// and with encrypted file names the header itself is. A header that is
+/// only compressed hides its coders; that case passes.
+pub(super) fn sevenzip_encrypted(bytes: &[u8]) -> bool {
+    const SIGNATURE: [u8; 6] = [0x37, 0x7a, 0xbc, 0xaf, 0x27, 0x1c];
+    const AES_CODER: [u8; 5] = [0x24, 0x06, 0xf1, 0x07, 0x01];
+    if !bytes.starts_with(&SIGNATURE) {
+        return false;
+    }
+    let Some(start_header) = bytes.get(12..28) else {
+        return false;
+    };
+    let mut offset = [0; 8];
+    offset.copy_from_slice(&start_header[..8]);
+    let mut size = [0; 8];
+    size.copy_from_slice(&start_header[8..]);
+    let begin = usize::try_from(u64::from_le_bytes(offset))
+        .ok()
+        .and_then(|offset| offset.checked_add(32));
+    let end = begin.and_then(|begin| {
+        usize::try_from(u64::from_le_bytes(size))
+            .ok()
+            .and_then(|size| begin.checked_add(size))
+    });
+    match (begin, end) {
+        (Some(begin), Some(end)) => bytes
+            .get(begin..end.min(bytes.len()))
+            .is_some_and(|header| find(header, &AES_CODER).is_some()),
+        _ => false,
+    }
+}
+
+/// True for a RAR 5 archive with encrypted headers (an archive encryption
+/// block first) or an encrypted file (a file block whose extra area holds
+/// a file encryption record), per the RAR 5.0 format.
+pub(super) fn rar5_encrypted(bytes: &[u8]) -> bool {
+    const SIGNATURE: &[u8] = b"Rar!\x1a\x07\x01\x00";
+    const ENCRYPTION_BLOCK: u64 = 4;
+    const FILE_BLOCK: u64 = 2;
+    const FILE_ENCRYPTION_RECORD: u64 = 1;
+    if !bytes.starts_with(SIGNATURE) {
+        return false;
+    }
+    let mut at = SIGNATURE.len();
+    // NOTE: Bounded: real archives put the encryption block first, and a
+    // file's record in its own header; 64 blocks is plenty to see one.
+    for _ in 0..64 {
+        let Some(block) = Rar5Block::read(bytes, at) else {
+            return false;
+        };
+        if block.kind == ENCRYPTION_BLOCK {
+            return true;
+        }
+        if block.kind == FILE_BLOCK
+            && let Some(extra) = block.extra
+        {
+            let mut record_at = extra.start;
+            while record_at < extra.end {
+                let Some((record_size, after_size)) = vint(bytes, record_at) else {
+                    break;
+                };
+                let Some((record_kind, _)) = vint(bytes, after_size) else {
+                    break;
+                };
+                if record_kind == FILE_ENCRYPTION_RECORD {
+                    return true;
+                }
+                let Some(next) = usize::try_from(record_size)
+                    .ok()
+                    .and_then(|size| after_size.checked_add(size))
+                else {
+                    break;
+                };
+                record_at = next;
+            }
+        }
+        at = block.next;
+    }
+    false
+}
+
+/// One RAR 5 block header: its type, where its extra area lies, and where
+/// the next block starts.
+struct Rar5Block {
+    kind: u64,
+    extra: Option<std::ops::Range<usize>>,
+    next: usize,
+}
+
+impl Rar5Block {
+    fn read(bytes: &[u8], at: usize) -> Option<Rar5Block> {
+        // CRC32, then the header size counted from the byte after it.
+        let (header_size, header_start) = vint(bytes, at.checked_add(4)?)?;
+        let header_end = header_start.checked_add(usize::try_from(header_size).ok()?)?;
+        let (kind, after_kind) = vint(bytes, header_start)?;
+        let (flags, mut cursor) = vint(bytes, after_kind)?;
+        let mut extra_size = 0;
+        if flags & 0x01 != 0 {
+            (extra_size, cursor) = vint(bytes, cursor)?;
+        }
+        let mut data_size = 0;
+        if flags & 0x02 != 0 {
+            (data_size, _) = vint(bytes, cursor)?;
+        }
+        let extra_start = header_end.checked_sub(usize::try_from(extra_size).ok()?)?;
+        Some(Rar5Block {
+            kind,
+            extra: (extra_size > 0 && header_start <= extra_start)
+                .then_some(extra_start..header_end),
+            next: header_end.checked_add(usize::try_from(data_size).ok()?)?,
+        })
+    }
+}
+
+/// A RAR 5 variable-length integer at `at`: its value and the position
+/// after it.
+fn vint(bytes: &[u8], at: usize) -> Option<(u64, usize)> {
+    let mut value = 0u64;
+    for (index, byte) in bytes.get(at..)?.iter().take(10).enumerate() {
+        value |= u64::from(byte & 0x7f) << (7 * index);
+        if byte & 0x80 == 0 {
+            return Some((value, at + index + 1));
+        }
+    }
+    None
+}
+
 /// True for a PDF whose trailer or cross-reference stream names an
 /// `/Encrypt` dictionary.
 pub(super) fn pdf_encrypted(bytes: &[u8]) -> bool {
@@ -464,6 +592,66 @@ mod tests {
         assert!(tnef_holds_rpmsg(&tnef));
         assert!(tnef_holds_rpmsg(&[b"xx".as_slice(), &RPMSG_MAGIC].concat()));
         assert!(!tnef_holds_rpmsg(b"\x78\x9f\x3e\x22 rich text body"));
+    }
+
+    #[test]
+    fn sevenzip_aes_coder_in_the_header() {
+        let archive = |header: &[u8]| {
+            let mut bytes = vec![0x37, 0x7a, 0xbc, 0xaf, 0x27, 0x1c, 0, 4, 0, 0, 0, 0];
+            bytes.extend_from_slice(&3u64.to_le_bytes()); // the header follows 3 bytes of data
+            bytes.extend_from_slice(&(header.len() as u64).to_le_bytes());
+            bytes.extend_from_slice(&[0; 4]); // CRC of the next header
+            bytes.extend_from_slice(b"\x24\x06\xf1"); // data that looks like part of the coder ID
+            bytes.extend_from_slice(header);
+            bytes
+        };
+        assert!(sevenzip_encrypted(&archive(&[
+            0x01, 0x04, 0x24, 0x06, 0xf1, 0x07, 0x01, 0x00
+        ])));
+        assert!(!sevenzip_encrypted(&archive(&[
+            0x01, 0x04, 0x21, 0x21, 0x01, 0x00
+        ])));
+        assert!(!sevenzip_encrypted(&archive(&[0x07, 0x01])[..30]));
+    }
+
+    #[test]
+    fn rar5_encryption_blocks() {
+        let signature = b"Rar!\x1a\x07\x01\x00".to_vec();
+        // Archive encryption block: CRC32, size 3, type 4, flags 0, version 0.
+        let encrypted_headers = [signature.clone(), vec![0, 0, 0, 0, 3, 4, 0, 0]].concat();
+        assert!(rar5_encrypted(&encrypted_headers));
+        // Main block (type 1), then a file block (type 2, flags 0x03) with a
+        // 3-byte extra area holding a file encryption record (size 2, type 1),
+        // and 2 bytes of data.
+        let main = vec![0, 0, 0, 0, 3, 1, 0, 0];
+        let file = |record_kind: u8| {
+            vec![
+                0,
+                0,
+                0,
+                0,
+                9,
+                2,
+                0x03,
+                3,
+                2,
+                0xAA,
+                0xBB,
+                2,
+                record_kind,
+                0,
+                0xDE,
+                0xAD,
+            ]
+        };
+        assert!(rar5_encrypted(
+            &[signature.clone(), main.clone(), file(1)].concat()
+        ));
+        assert!(!rar5_encrypted(
+            &[signature.clone(), main.clone(), file(2)].concat()
+        ));
+        assert!(!rar5_encrypted(&[signature, main].concat()));
+        assert!(!rar5_encrypted(b"Rar!\x1a\x07\x01\x00\xff\xff"));
     }
 
     #[test]
