@@ -119,9 +119,26 @@ fn written_address(message: &Message<'_>, name: &str) -> Option<String> {
         (None, None) => raw,
         _ => return None,
     };
-    let spec: String = spec.split_whitespace().collect();
-    let (local, domain) = spec.rsplit_once('@')?;
-    (!local.is_empty() && !domain.is_empty() && !domain.contains(['"', ','])).then(|| clean(&spec))
+    // NOTE: Folding whitespace goes, except inside quotes, where a space
+    // is part of the address; a `,` outside quotes means a list, which
+    // mail-parser read or nobody can.
+    let mut written = String::with_capacity(spec.len());
+    let (mut quoted, mut escaped) = (false, false);
+    for c in spec.chars() {
+        match c {
+            _ if escaped => escaped = false,
+            '\\' if quoted => escaped = true,
+            '"' => quoted = !quoted,
+            ',' if !quoted => return None,
+            '\r' | '\n' => continue,
+            c if c.is_whitespace() && !quoted => continue,
+            _ => (),
+        }
+        written.push(c);
+    }
+    let (local, domain) = written.rsplit_once('@')?;
+    (!quoted && !local.is_empty() && !domain.is_empty() && !domain.contains('"'))
+        .then(|| clean(&written))
 }
 
 /// The values of every Resent-Message-ID header, without angle brackets.
@@ -245,6 +262,16 @@ Body\r\n";
         let summary = summarize(&message);
         assert_eq!(summary.from.as_deref(), Some("\"jane.doe.\"@mozmail.com"));
         assert_eq!(summary.reply_to.as_deref(), Some("\"jane\"@duck.com"));
+        let spaced = parse(b"From: \"jane doe\"@duck.com\r\n\r\nbody\r\n").expect("parses");
+        assert_eq!(
+            from_address(&spaced).as_deref(),
+            Some("\"jane doe\"@duck.com")
+        );
+        let list =
+            parse(b"From: a@b.example\r\nReply-To: \"a\"@x.example, c@y.example\r\n\r\nbody\r\n")
+                .expect("parses");
+        assert_eq!(reply_to_address(&list), None);
+        assert_eq!(summarize(&list).reply_to, None);
         let plain = parse(b"From: Jane <jane@example.org>\r\n\r\nbody\r\n").expect("parses");
         assert_eq!(from_address(&plain).as_deref(), Some("jane@example.org"));
     }

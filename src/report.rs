@@ -350,7 +350,8 @@ fn mailbox_health(
     let outcome = status.last_pass_outcome.as_deref().unwrap_or("");
     // NOTE: A pass that died is recorded when the next one reaches its
     // mailbox; while that one works, the death is history, not the state.
-    let died_before_this_pass = running.is_some() && outcome.ends_with(DIED_PASS_ENDING);
+    let died_before_this_pass =
+        running.is_some() && clock.lock_held == Some(true) && outcome.ends_with(DIED_PASS_ENDING);
     let health = if outcome.starts_with("error") && !died_before_this_pass {
         Health::Critical
     } else if outcome == "ok" {

@@ -213,6 +213,10 @@ fn inspect_part(part: &MessagePart<'_>, depth: usize, sole_content: bool, scan: 
                     Some(nested) => walk(&nested, depth + 1, scan),
                     None => inspect_bytes(bytes, scan),
                 }
+                if ctype != "message" {
+                    // Named .eml, but it may be an archive all the same.
+                    inspect_bytes(bytes, scan);
+                }
             } else {
                 inspect_bytes(bytes, scan);
             }
@@ -234,7 +238,13 @@ fn inspect_pkcs7(part: &MessagePart<'_>, smime_type: Option<&str>, scan: &mut Sc
             CmsKind::Enveloped => CmsKind::Enveloped,
             _ => return,
         },
-        _ => sniff::cms_kind(der),
+        // NOTE: Unlabelled signedData without content is a certificate
+        // bundle or a detached signature: nothing in it to read. When the
+        // structure cannot be followed, it may hold content: fail closed.
+        _ => match sniff::cms_kind(der) {
+            CmsKind::Signed if sniff::signed_data_has_content(der) == Some(false) => return,
+            kind => kind,
+        },
     };
     match kind {
         CmsKind::Enveloped => scan.offer(
@@ -271,10 +281,14 @@ fn inspect_name(name: &str, part: &MessagePart<'_>, sole_content: bool, scan: &m
             "the message is a {vendor} secure-mail notice: the content sits on the vendor's portal, not in the mail"
         )
     };
-    if name.ends_with(".p7m")
-        || (sole_content && (name.ends_with(".p7s") || name.ends_with(".p7c")))
-    {
+    if name.ends_with(".p7m") {
         inspect_pkcs7(part, None, scan);
+    } else if sole_content && (name.ends_with(".p7s") || name.ends_with(".p7c")) {
+        let smime_type = part
+            .content_type()
+            .and_then(|ct| ct.attribute("smime-type"))
+            .map(str::to_ascii_lowercase);
+        inspect_pkcs7(part, smime_type.as_deref(), scan);
     } else if name == "winmail.dat" {
         inspect_tnef(part, scan);
     } else if name.ends_with(".p7z") {
@@ -499,11 +513,18 @@ fn inspect_bytes(bytes: &[u8], scan: &mut Scan) {
             CryptoClass::PasswordAttachment,
             "a PDF attachment is encrypted (password-protected)",
         );
-    } else if sniff::sevenzip_encrypted(bytes) {
+    } else if let Some(sevenzip) = sniff::sevenzip_encryption(bytes) {
         scan.offer(
             Reason::PasswordAttachment,
             CryptoClass::PasswordAttachment,
-            "a 7z attachment is password-protected (AES-256)",
+            match sevenzip {
+                sniff::SevenZip::Encrypted => "a 7z attachment is password-protected (AES-256)",
+                // NOTE: Fail closed: 7-Zip packs the file list of any archive
+                // of two or more files, and an encrypted one's coders are in it.
+                sniff::SevenZip::Hidden => {
+                    "a 7z attachment keeps its file list packed, so whether it is password-protected cannot be seen; held to be safe"
+                }
+            },
         );
     } else if sniff::rar5_encrypted(bytes) {
         scan.offer(

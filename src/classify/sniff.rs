@@ -60,6 +60,75 @@ pub(super) fn cms_kind(der: &[u8]) -> CmsKind {
     CmsKind::Unknown
 }
 
+/// Whether a CMS signedData carries its content (an opaque-signed message)
+/// rather than none (a certificate bundle or a detached signature): walks
+/// ContentInfo → SignedData → EncapsulatedContentInfo (RFC 5652 §5.1–5.2)
+/// and looks for the optional `[0] eContent` after the content type.
+/// `None` when the structure cannot be followed.
+pub(super) fn signed_data_has_content(der: &[u8]) -> Option<bool> {
+    let outer = Tlv::read(der, 0, 0x30)?;
+    let oid = Tlv::read(der, outer.start, 0x06)?;
+    let explicit = Tlv::read(der, oid.end?, 0xa0)?;
+    let signed_data = Tlv::read(der, explicit.start, 0x30)?;
+    let version = Tlv::read(der, signed_data.start, 0x02)?;
+    let digest_algorithms = Tlv::read(der, version.end?, 0x31)?;
+    let encapsulated = Tlv::read(der, digest_algorithms.end?, 0x30)?;
+    let content_type = Tlv::read(der, encapsulated.start, 0x06)?;
+    let after_type = content_type.end?;
+    match encapsulated.end {
+        Some(end) => Some(after_type < end),
+        // Indefinite length: end-of-contents octets, or the [0] eContent.
+        None => match der.get(after_type..after_type.checked_add(2)?)? {
+            [0x00, 0x00] => Some(false),
+            [0xa0, _] => Some(true),
+            _ => None,
+        },
+    }
+}
+
+/// One BER/DER element header: where its contents start and, for a
+/// definite length, where the element ends.
+struct Tlv {
+    start: usize,
+    end: Option<usize>,
+}
+
+impl Tlv {
+    /// The element at `at`, which must have the one-byte tag `tag`.
+    fn read(der: &[u8], at: usize, tag: u8) -> Option<Tlv> {
+        if *der.get(at)? != tag {
+            return None;
+        }
+        let first = *der.get(at.checked_add(1)?)?;
+        let after_first = at + 2;
+        if first == 0x80 {
+            return Some(Tlv {
+                start: after_first,
+                end: None,
+            });
+        }
+        if first < 0x80 {
+            return Some(Tlv {
+                start: after_first,
+                end: after_first.checked_add(usize::from(first)),
+            });
+        }
+        let count = usize::from(first & 0x7f);
+        if count > 4 {
+            return None;
+        }
+        let mut length = 0usize;
+        for byte in der.get(after_first..after_first + count)? {
+            length = (length << 8) | usize::from(*byte);
+        }
+        let start = after_first + count;
+        Some(Tlv {
+            start,
+            end: start.checked_add(length),
+        })
+    }
+}
+
 /// What armored OpenPGP blocks a text holds.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub(super) struct Armor {
@@ -191,9 +260,12 @@ fn decode_entities(text: &str) -> String {
     while let Some(at) = rest.find('&') {
         out.push_str(&rest[..at]);
         let after = &rest[at + 1..];
+        // NOTE: A reference is short; looking further for its `;` would make
+        // a text of many `&` quadratic.
         let reference = after
-            .find(';')
-            .filter(|end| *end <= 10)
+            .bytes()
+            .take(11)
+            .position(|byte| byte == b';')
             .map(|end| (&after[..end], end));
         let decoded = reference.and_then(|(name, end)| {
             let c = match name.to_ascii_lowercase().as_str() {
@@ -271,15 +343,11 @@ pub(super) fn lenient_base64(encoded: &[u8]) -> Vec<u8> {
 }
 
 /// True when a TNEF file (`winmail.dat`) carries a rights-protected
-/// message: the rpmsg container's magic, or its file name as TNEF stores
-/// it (ASCII in the attachment title, UTF-16LE in MAPI properties).
+/// message: TNEF stores attachment data as it is, so the rpmsg container's
+/// magic is there. (Its name alone is not enough: the rich-text body may
+/// just mention it.)
 pub(super) fn tnef_holds_rpmsg(bytes: &[u8]) -> bool {
-    let utf16 =
-        |name: &str| -> Vec<u8> { name.encode_utf16().flat_map(u16::to_le_bytes).collect() };
     find(bytes, &RPMSG_MAGIC).is_some()
-        || ["message.rpmsg", "message_v2.rpmsg"].iter().any(|name| {
-            find(bytes, name.as_bytes()).is_some() || find(bytes, &utf16(name)).is_some()
-        })
 }
 
 /// The first bytes of a `message.rpmsg` container.
@@ -348,36 +416,43 @@ pub(super) fn is_zip(bytes: &[u8]) -> bool {
     bytes.starts_with(b"PK\x03\x04") || bytes.starts_with(b"PK\x05\x06")
 }
 
-/// True for a 7z archive whose header names the AES-256 coder
-/// (`06 F1 07 01`, with its flag byte `24`): the file data is encrypted,
-/// and with encrypted file names the header itself is. A header that is
-/// only compressed hides its coders; that case passes.
-pub(super) fn sevenzip_encrypted(bytes: &[u8]) -> bool {
+/// What a 7z archive's header shows of encryption.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum SevenZip {
+    /// The header names the AES-256 coder (`06 F1 07 01`, with its flag
+    /// byte `24`): the file data is encrypted, and with encrypted file
+    /// names the header itself is.
+    Encrypted,
+    /// The header is packed (`kEncodedHeader`) with other coders only: the
+    /// coders of the files are inside it, out of sight without unpacking.
+    Hidden,
+}
+
+/// The encryption a 7z archive shows; `None` for a 7z whose plain header
+/// names no AES coder, and for anything that is not 7z.
+pub(super) fn sevenzip_encryption(bytes: &[u8]) -> Option<SevenZip> {
     const SIGNATURE: [u8; 6] = [0x37, 0x7a, 0xbc, 0xaf, 0x27, 0x1c];
     const AES_CODER: [u8; 5] = [0x24, 0x06, 0xf1, 0x07, 0x01];
+    const ENCODED_HEADER: u8 = 0x17;
     if !bytes.starts_with(&SIGNATURE) {
-        return false;
+        return None;
     }
-    let Some(start_header) = bytes.get(12..28) else {
-        return false;
-    };
+    let start_header = bytes.get(12..28)?;
     let mut offset = [0; 8];
     offset.copy_from_slice(&start_header[..8]);
     let mut size = [0; 8];
     size.copy_from_slice(&start_header[8..]);
     let begin = usize::try_from(u64::from_le_bytes(offset))
-        .ok()
-        .and_then(|offset| offset.checked_add(32));
-    let end = begin.and_then(|begin| {
-        usize::try_from(u64::from_le_bytes(size))
-            .ok()
-            .and_then(|size| begin.checked_add(size))
-    });
-    match (begin, end) {
-        (Some(begin), Some(end)) => bytes
-            .get(begin..end.min(bytes.len()))
-            .is_some_and(|header| find(header, &AES_CODER).is_some()),
-        _ => false,
+        .ok()?
+        .checked_add(32)?;
+    let end = begin.checked_add(usize::try_from(u64::from_le_bytes(size)).ok()?)?;
+    let header = bytes.get(begin..end.min(bytes.len()))?;
+    if find(header, &AES_CODER).is_some() {
+        Some(SevenZip::Encrypted)
+    } else if header.first() == Some(&ENCODED_HEADER) {
+        Some(SevenZip::Hidden)
+    } else {
+        None
     }
 }
 
@@ -537,6 +612,48 @@ mod tests {
     }
 
     #[test]
+    fn signed_data_with_and_without_content() {
+        const SIGNED: [u8; 11] = [
+            0x06, 0x09, 0x2a, 0x86, 0x48, 0x86, 0xf7, 0x0d, 0x01, 0x07, 0x02,
+        ];
+        const DATA: [u8; 11] = [
+            0x06, 0x09, 0x2a, 0x86, 0x48, 0x86, 0xf7, 0x0d, 0x01, 0x07, 0x01,
+        ];
+        // BER, indefinite lengths as Outlook writes them.
+        let ber = |encapsulated_rest: &[u8]| {
+            [
+                &[0x30, 0x80][..],
+                &SIGNED,
+                &[
+                    0xa0, 0x80, 0x30, 0x80, 0x02, 0x01, 0x01, 0x31, 0x00, 0x30, 0x80,
+                ],
+                &DATA,
+                encapsulated_rest,
+            ]
+            .concat()
+        };
+        assert_eq!(signed_data_has_content(&ber(&[0x00, 0x00])), Some(false));
+        assert_eq!(
+            signed_data_has_content(&ber(&[0xa0, 0x80, 0x04])),
+            Some(true)
+        );
+        // DER, definite lengths: encapsulated content info with and without
+        // its [0] eContent.
+        let der = |encapsulated: &[u8]| {
+            let signed_data = [&[0x02, 0x01, 0x01, 0x31, 0x00][..], encapsulated].concat();
+            let explicit = [&[0x30, signed_data.len() as u8][..], &signed_data].concat();
+            let body = [&SIGNED[..], &[0xa0, explicit.len() as u8], &explicit].concat();
+            [&[0x30, body.len() as u8][..], &body].concat()
+        };
+        let bare = [&[0x30, 0x0b][..], &DATA].concat();
+        let carrying = [&[0x30, 0x10][..], &DATA, &[0xa0, 0x03, 0x04, 0x01, 0x41]].concat();
+        assert_eq!(signed_data_has_content(&der(&bare)), Some(false));
+        assert_eq!(signed_data_has_content(&der(&carrying)), Some(true));
+        assert_eq!(signed_data_has_content(b"not der"), None);
+        assert_eq!(signed_data_has_content(&ber(&[])), None);
+    }
+
+    #[test]
     fn armor_lines_not_mentions() {
         assert!(armor("x\n  > -----BEGIN PGP MESSAGE-----\n").message);
         assert!(armor("\u{a0}-----BEGIN PGP MESSAGE, PART 1/2-----").message);
@@ -587,10 +704,12 @@ mod tests {
 
     #[test]
     fn tnef_with_rpmsg_is_seen() {
-        let mut tnef = b"\x78\x9f\x3e\x22 attachment ".to_vec();
-        tnef.extend("message.rpmsg".encode_utf16().flat_map(u16::to_le_bytes));
-        assert!(tnef_holds_rpmsg(&tnef));
-        assert!(tnef_holds_rpmsg(&[b"xx".as_slice(), &RPMSG_MAGIC].concat()));
+        assert!(tnef_holds_rpmsg(
+            &[b"\x78\x9f\x3e\x22 xx".as_slice(), &RPMSG_MAGIC].concat()
+        ));
+        assert!(!tnef_holds_rpmsg(
+            b"\x78\x9f\x3e\x22 I cannot open message.rpmsg"
+        ));
         assert!(!tnef_holds_rpmsg(b"\x78\x9f\x3e\x22 rich text body"));
     }
 
@@ -605,13 +724,23 @@ mod tests {
             bytes.extend_from_slice(header);
             bytes
         };
-        assert!(sevenzip_encrypted(&archive(&[
-            0x01, 0x04, 0x24, 0x06, 0xf1, 0x07, 0x01, 0x00
-        ])));
-        assert!(!sevenzip_encrypted(&archive(&[
-            0x01, 0x04, 0x21, 0x21, 0x01, 0x00
-        ])));
-        assert!(!sevenzip_encrypted(&archive(&[0x07, 0x01])[..30]));
+        assert_eq!(
+            sevenzip_encryption(&archive(&[0x01, 0x04, 0x24, 0x06, 0xf1, 0x07, 0x01, 0x00])),
+            Some(SevenZip::Encrypted)
+        );
+        assert_eq!(
+            sevenzip_encryption(&archive(&[0x17, 0x06, 0x24, 0x06, 0xf1, 0x07, 0x01, 0x00])),
+            Some(SevenZip::Encrypted)
+        );
+        assert_eq!(
+            sevenzip_encryption(&archive(&[0x17, 0x06, 0x21, 0x21, 0x01, 0x00])),
+            Some(SevenZip::Hidden)
+        );
+        assert_eq!(
+            sevenzip_encryption(&archive(&[0x01, 0x04, 0x21, 0x21, 0x01, 0x00])),
+            None
+        );
+        assert_eq!(sevenzip_encryption(&archive(&[0x07, 0x01])[..30]), None);
     }
 
     #[test]

@@ -915,17 +915,20 @@ impl Store {
         self.add_event(id, "notice-sent", reply)
     }
 
-    /// Marks a held message forwarded after a person released it, with
-    /// its thread's held count and history, in one transaction.
     /// Plans the thread repair for a held message about to be released, as
     /// recording would have for a message forwarded at once, and notes it
-    /// on the row; returns the In-Reply-To/References lines to add.
+    /// on the row; returns the In-Reply-To/References lines to add. A
+    /// repair planned by an earlier attempt is kept, so a retry sends the
+    /// same bytes.
     pub fn plan_release_repair(
         &self,
         row: &MessageRow,
         keys: &crate::thread::ThreadKeys,
         repair_enabled: bool,
     ) -> Result<Option<String>> {
+        if row.repaired.is_some() {
+            return Ok(row.repair_headers.clone());
+        }
         let (Some(thread_id), Some(key)) = (row.thread_id, row.thread_key.as_deref()) else {
             return Ok(None);
         };
@@ -943,6 +946,8 @@ impl Store {
         Ok(repair_headers)
     }
 
+    /// Marks a held message forwarded after a person released it, with
+    /// its thread's held count and history, in one transaction.
     pub fn mark_released(&mut self, id: i64, smtp_reply: &str) -> Result<()> {
         let now = clock::rfc3339(clock::unix_now());
         let path = self.path.clone();
