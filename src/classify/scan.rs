@@ -532,6 +532,12 @@ fn inspect_bytes(bytes: &[u8], scan: &mut Scan) {
             CryptoClass::PasswordAttachment,
             "a RAR attachment is password-protected",
         );
+    } else if sniff::legacy_office_encrypted(bytes) {
+        scan.offer(
+            Reason::PasswordAttachment,
+            CryptoClass::PasswordAttachment,
+            "a Word, Excel or PowerPoint 97-2003 attachment is password-protected",
+        );
     } else if sniff::ooxml_encrypted(bytes) {
         scan.offer(
             Reason::PasswordAttachment,

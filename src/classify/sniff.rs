@@ -576,6 +576,43 @@ pub(super) fn ooxml_encrypted(bytes: &[u8]) -> bool {
         && find(bytes, &utf16("EncryptionInfo")).is_some()
 }
 
+/// True for a legacy binary Office file (Word, Excel or PowerPoint 97–2003,
+/// a Compound File) with a password to open it: Word's FIB with
+/// `fEncrypted` (MS-DOC §2.5.2), a workbook whose BOF record is followed by
+/// FILEPASS (MS-XLS §2.4.117), or PowerPoint's `EncryptedSummary` stream
+/// (MS-PPT §2.1.3). Word's and Excel's streams start on a sector boundary,
+/// so only sector starts are read; a stream small enough for the mini
+/// stream is not seen.
+pub(super) fn legacy_office_encrypted(bytes: &[u8]) -> bool {
+    const CFB: [u8; 8] = [0xd0, 0xcf, 0x11, 0xe0, 0xa1, 0xb1, 0x1a, 0xe1];
+    const WORD_IDENT: [u8; 2] = [0xec, 0xa5];
+    const F_ENCRYPTED: u16 = 0x0100;
+    const EXCEL_BOF: [u8; 4] = [0x09, 0x08, 0x10, 0x00];
+    const FILEPASS: [u8; 2] = [0x2f, 0x00];
+    if !bytes.starts_with(&CFB) {
+        return false;
+    }
+    let utf16 =
+        |name: &str| -> Vec<u8> { name.encode_utf16().flat_map(u16::to_le_bytes).collect() };
+    if find(bytes, &utf16("EncryptedSummary")).is_some() {
+        return true;
+    }
+    let sector_size = match bytes.get(0x1e..0x20) {
+        Some([12, 0]) => 4096,
+        Some([9, 0]) => 512,
+        _ => return false,
+    };
+    // NOTE: Sector 0 starts after the one-sector header.
+    bytes.chunks_exact(sector_size).skip(1).any(|sector| {
+        if sector.starts_with(&WORD_IDENT) {
+            let flags = u16::from_le_bytes([sector[0x0a], sector[0x0b]]);
+            flags & F_ENCRYPTED != 0
+        } else {
+            sector.starts_with(&EXCEL_BOF) && sector.get(20..22) == Some(&FILEPASS[..])
+        }
+    })
+}
+
 /// First position of `needle` in `haystack`.
 pub(super) fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
     if needle.is_empty() || haystack.len() < needle.len() {
@@ -791,6 +828,47 @@ mod tests {
         assert!(zip_encrypted(&entry));
         entry[6] = 0;
         assert!(!zip_encrypted(&entry));
+    }
+
+    #[test]
+    fn legacy_office_password() {
+        let cfb = |sector_shift: u8, sectors: &[Vec<u8>]| {
+            let mut bytes = vec![0xd0, 0xcf, 0x11, 0xe0, 0xa1, 0xb1, 0x1a, 0xe1];
+            let size = 1usize << sector_shift;
+            bytes.resize(size, 0);
+            bytes[0x1e] = sector_shift;
+            for sector in sectors {
+                let mut sector = sector.clone();
+                sector.resize(size, 0);
+                bytes.extend(sector);
+            }
+            bytes
+        };
+        // Word FIB: wIdent, nFib 0x00C1, unused, lid, pnNext, then the flags.
+        let fib = |flags: u16| {
+            let mut fib = vec![0xec, 0xa5, 0xc1, 0x00, 0, 0, 0x09, 0x04, 0, 0];
+            fib.extend(flags.to_le_bytes());
+            fib
+        };
+        assert!(legacy_office_encrypted(&cfb(
+            9,
+            &[vec![0; 8], fib(0x0100 | 0x0200)]
+        )));
+        assert!(!legacy_office_encrypted(&cfb(9, &[fib(0x0200)])));
+        assert!(legacy_office_encrypted(&cfb(12, &[fib(0x0100)])));
+        // Excel: BOF (type 0x0809, 16 bytes), then FILEPASS (0x002F).
+        let mut workbook = vec![0x09, 0x08, 0x10, 0x00];
+        workbook.extend([0; 16]);
+        let mut with_password = workbook.clone();
+        with_password.extend([0x2f, 0x00, 0x36, 0x00]);
+        workbook.extend([0x42, 0x00, 0x02, 0x00]);
+        assert!(legacy_office_encrypted(&cfb(9, &[with_password])));
+        assert!(!legacy_office_encrypted(&cfb(9, &[workbook])));
+        let mut ppt = cfb(9, &[]);
+        ppt.extend("EncryptedSummary".encode_utf16().flat_map(u16::to_le_bytes));
+        assert!(legacy_office_encrypted(&ppt));
+        // The header sector itself is never read as a stream.
+        assert!(!legacy_office_encrypted(&cfb(9, &[])));
     }
 
     #[test]
