@@ -114,31 +114,66 @@ pub fn reply_to_address(message: &Message<'_>) -> Option<String> {
 /// token, so it is kept exactly, quotes included.
 fn written_address(message: &Message<'_>, name: &str) -> Option<String> {
     let raw = message.header_raw(name)?;
-    let spec = match (raw.find('<'), raw.rfind('>')) {
-        (Some(open), Some(close)) if open < close => &raw[open + 1..close],
-        (None, None) => raw,
-        _ => return None,
-    };
-    // NOTE: Folding whitespace goes, except inside quotes, where a space
-    // is part of the address; a `,` outside quotes means a list, which
-    // mail-parser read or nobody can.
-    let mut written = String::with_capacity(spec.len());
-    let (mut quoted, mut escaped) = (false, false);
-    for c in spec.chars() {
-        match c {
-            _ if escaped => escaped = false,
-            '\\' if quoted => escaped = true,
-            '"' => quoted = !quoted,
-            ',' if !quoted => return None,
-            '\r' | '\n' => continue,
-            c if c.is_whitespace() && !quoted => continue,
-            _ => (),
+    // NOTE: One pass over the whole value that knows quotes: comments go,
+    // `<` starts the address afresh (what came before was a display name)
+    // and `>` ends it, folding whitespace goes except inside quotes (where
+    // a space is part of the address), and `,`, `;` or `:` outside quotes
+    // mean a list or a group, which mail-parser read or nobody can.
+    let mut written = String::with_capacity(raw.len());
+    let (mut quoted, mut escaped, mut comment_depth) = (false, false, 0usize);
+    let mut angle = None;
+    for c in raw.chars() {
+        if escaped {
+            escaped = false;
+            if comment_depth == 0 {
+                written.push(c);
+            }
+            continue;
         }
-        written.push(c);
+        if comment_depth > 0 {
+            match c {
+                '\\' => escaped = true,
+                '(' => comment_depth += 1,
+                ')' => comment_depth -= 1,
+                _ => (),
+            }
+            continue;
+        }
+        if quoted {
+            match c {
+                '\\' => escaped = true,
+                '"' => quoted = false,
+                '\r' | '\n' => continue,
+                _ => (),
+            }
+            written.push(c);
+            continue;
+        }
+        match c {
+            '"' => {
+                quoted = true;
+                written.push(c);
+            }
+            '(' => comment_depth = 1,
+            '<' if angle.is_none() => {
+                written.clear();
+                angle = Some(false);
+            }
+            '>' if angle == Some(false) => angle = Some(true),
+            ',' | ';' | ':' | '<' | '>' => return None,
+            c if c.is_whitespace() => (),
+            _ if angle == Some(true) => return None,
+            c => written.push(c),
+        }
     }
     let (local, domain) = written.rsplit_once('@')?;
-    (!quoted && !local.is_empty() && !domain.is_empty() && !domain.contains('"'))
-        .then(|| clean(&written))
+    (!quoted
+        && comment_depth == 0
+        && angle != Some(false)
+        && !local.is_empty()
+        && !domain.is_empty()
+        && !domain.contains('"'))
+    .then(|| clean(&written))
 }
 
 /// The values of every Resent-Message-ID header, without angle brackets.
@@ -271,6 +306,37 @@ Body\r\n";
             parse(b"From: a@b.example\r\nReply-To: \"a\"@x.example, c@y.example\r\n\r\nbody\r\n")
                 .expect("parses");
         assert_eq!(reply_to_address(&list), None);
+        for (header, expected) in [
+            (
+                "\"jane.doe.\"@duck.com (Jane Doe)",
+                Some("\"jane.doe.\"@duck.com"),
+            ),
+            (
+                "\"jane.doe.\"@duck.com (via <bob@other.example>)",
+                Some("\"jane.doe.\"@duck.com"),
+            ),
+            (
+                "Jane <\"jane doe\"@duck.com>",
+                Some("\"jane doe\"@duck.com"),
+            ),
+            ("\"a\\\"b\"@duck.com", Some("\"a\\\"b\"@duck.com")),
+            (
+                "\"a\"@x.example, Orders <orders@jmiller.anonaddy.com>",
+                None,
+            ),
+            ("\"a\"@x.example; c@y.example", None),
+            ("undisclosed:\"a\"@x.example;", None),
+            ("<\"a\"@x.example> trailing", None),
+            ("\"unterminated@x.example", None),
+        ] {
+            let raw = format!("From: {header}\r\n\r\nbody\r\n");
+            let message = parse(raw.as_bytes()).expect("parses");
+            assert_eq!(
+                written_address(&message, "From").as_deref(),
+                expected,
+                "{header}"
+            );
+        }
         assert_eq!(summarize(&list).reply_to, None);
         let plain = parse(b"From: Jane <jane@example.org>\r\n\r\nbody\r\n").expect("parses");
         assert_eq!(from_address(&plain).as_deref(), Some("jane@example.org"));

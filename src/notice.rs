@@ -135,12 +135,15 @@ pub fn auto_reply(
         subject = encode_header(&subject),
         date = clock::rfc5322(now_unix),
         id = facts.row_id,
-        reason = plain_reason(facts.reason),
+        reason = plain_reason(facts.reason, facts.detail),
     )
 }
 
 /// A reason in words a customer understands.
-fn plain_reason(reason: &str) -> &'static str {
+fn plain_reason(reason: &str, detail: &str) -> &'static str {
+    if detail == crate::classify::SEVENZIP_UNSEEN {
+        return "a 7z archive attached to it could not be checked";
+    }
     match reason {
         "smime-enveloped" | "pgp-encrypted" => "it is encrypted",
         "smime-opaque-signed" => "it is wrapped in a digital signature container",
@@ -247,6 +250,24 @@ mod tests {
         );
         assert!(text.contains("Subject: Held message from alice@example.com\r\n"));
         assert!(text.contains("(not shown: protected or empty)"));
+    }
+
+    #[test]
+    fn auto_reply_does_not_claim_a_password_it_could_not_see() {
+        let mut held = facts(Some("Logs"));
+        held.reason = "password-attachment";
+        let known = auto_reply(&held, "support@company.test", "alice@example.com", 0);
+        assert!(
+            known.contains("an attachment is password-protected"),
+            "{known}"
+        );
+        held.detail = crate::classify::SEVENZIP_UNSEEN;
+        let unseen = auto_reply(&held, "support@company.test", "alice@example.com", 0);
+        assert!(
+            unseen.contains("a 7z archive attached to it could not be checked"),
+            "{unseen}"
+        );
+        assert!(!unseen.contains("is password-protected"), "{unseen}");
     }
 
     #[test]

@@ -23,6 +23,10 @@ mod sniff;
 
 pub use relay::RelayMatch;
 
+/// The detail of a 7z held because its packed file list hides whether it
+/// is encrypted; the auto-reply words it apart from a known password.
+pub const SEVENZIP_UNSEEN: &str = "a 7z attachment keeps its file list packed, so whether it is password-protected cannot be seen; held to be safe";
+
 /// What the worker does with a message.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Action {

@@ -236,6 +236,7 @@ fn inspect_pkcs7(part: &MessagePart<'_>, smime_type: Option<&str>, scan: &mut Sc
         // ciphertext under it is still ciphertext.
         Some("certs-only") => match sniff::cms_kind(der) {
             CmsKind::Enveloped => CmsKind::Enveloped,
+            CmsKind::Signed if sniff::signed_data_has_content(der) == Some(true) => CmsKind::Signed,
             _ => return,
         },
         // NOTE: Unlabelled signedData without content is a certificate
@@ -521,9 +522,7 @@ fn inspect_bytes(bytes: &[u8], scan: &mut Scan) {
                 sniff::SevenZip::Encrypted => "a 7z attachment is password-protected (AES-256)",
                 // NOTE: Fail closed: 7-Zip packs the file list of any archive
                 // of two or more files, and an encrypted one's coders are in it.
-                sniff::SevenZip::Hidden => {
-                    "a 7z attachment keeps its file list packed, so whether it is password-protected cannot be seen; held to be safe"
-                }
+                sniff::SevenZip::Hidden => super::SEVENZIP_UNSEEN,
             },
         );
     } else if sniff::rar5_encrypted(bytes) {

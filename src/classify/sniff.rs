@@ -578,39 +578,106 @@ pub(super) fn ooxml_encrypted(bytes: &[u8]) -> bool {
 
 /// True for a legacy binary Office file (Word, Excel or PowerPoint 97–2003,
 /// a Compound File) with a password to open it: Word's FIB with
-/// `fEncrypted` (MS-DOC §2.5.2), a workbook whose BOF record is followed by
-/// FILEPASS (MS-XLS §2.4.117), or PowerPoint's `EncryptedSummary` stream
-/// (MS-PPT §2.1.3). Word's and Excel's streams start on a sector boundary,
-/// so only sector starts are read; a stream small enough for the mini
-/// stream is not seen.
+/// `fEncrypted` (MS-DOC §2.5.2); a workbook whose BOF record is followed
+/// by FILEPASS, after WRITEPROT when there is one (MS-XLS §2.4.117); or
+/// PowerPoint's `EncryptedSummary` stream or encrypted Current User token
+/// (MS-PPT §2.3.2, §2.3.7). The Word and Excel streams are found by their
+/// directory entries; one small enough for the mini stream is not read.
+/// (Excel's "VelvetSweatshop" default password, which opens without a
+/// prompt, is not told apart: such a workbook is held.)
 pub(super) fn legacy_office_encrypted(bytes: &[u8]) -> bool {
     const CFB: [u8; 8] = [0xd0, 0xcf, 0x11, 0xe0, 0xa1, 0xb1, 0x1a, 0xe1];
-    const WORD_IDENT: [u8; 2] = [0xec, 0xa5];
     const F_ENCRYPTED: u16 = 0x0100;
     const EXCEL_BOF: [u8; 4] = [0x09, 0x08, 0x10, 0x00];
+    const WRITEPROT: [u8; 4] = [0x86, 0x00, 0x00, 0x00];
     const FILEPASS: [u8; 2] = [0x2f, 0x00];
+    const PPT_ENCRYPTED_USER: [u8; 8] = [0x14, 0x00, 0x00, 0x00, 0xdf, 0xc4, 0xd1, 0xf3];
     if !bytes.starts_with(&CFB) {
         return false;
     }
-    let utf16 =
-        |name: &str| -> Vec<u8> { name.encode_utf16().flat_map(u16::to_le_bytes).collect() };
     if find(bytes, &utf16("EncryptedSummary")).is_some() {
         return true;
+    }
+    // The CurrentUserAtom record (type 0x0FF6, then its length) whose size
+    // field (0x14) is followed by the encrypted-document token.
+    let mut from = 0;
+    while let Some(at) = bytes
+        .get(from..)
+        .and_then(|rest| find(rest, &PPT_ENCRYPTED_USER))
+        .map(|at| from + at)
+    {
+        if at >= 6 && bytes[at - 6..at - 4] == [0xf6, 0x0f] {
+            return true;
+        }
+        from = at + 1;
     }
     let sector_size = match bytes.get(0x1e..0x20) {
         Some([12, 0]) => 4096,
         Some([9, 0]) => 512,
         _ => return false,
     };
-    // NOTE: Sector 0 starts after the one-sector header.
-    bytes.chunks_exact(sector_size).skip(1).any(|sector| {
-        if sector.starts_with(&WORD_IDENT) {
-            let flags = u16::from_le_bytes([sector[0x0a], sector[0x0b]]);
-            flags & F_ENCRYPTED != 0
-        } else {
-            sector.starts_with(&EXCEL_BOF) && sector.get(20..22) == Some(&FILEPASS[..])
+    let word = cfb_stream_start(bytes, sector_size, "WordDocument").is_some_and(|fib| {
+        fib.starts_with(&[0xec, 0xa5])
+            && fib
+                .get(0x0a..0x0c)
+                .is_some_and(|flags| u16::from_le_bytes([flags[0], flags[1]]) & F_ENCRYPTED != 0)
+    });
+    let excel = ["Workbook", "Book"].iter().any(|name| {
+        cfb_stream_start(bytes, sector_size, name).is_some_and(|stream| {
+            let after_bof = if stream.get(20..24) == Some(&WRITEPROT[..]) {
+                24
+            } else {
+                20
+            };
+            stream.starts_with(&EXCEL_BOF)
+                && stream.get(after_bof..after_bof + 2) == Some(&FILEPASS[..])
+        })
+    });
+    word || excel
+}
+
+/// The first sector of a Compound File stream, found by its directory
+/// entry (128 bytes: the UTF-16LE name, its length in bytes with the
+/// terminator at 0x40, the starting sector at 0x74, the size at 0x78).
+/// `None` for a stream in the mini stream (under 4096 bytes).
+fn cfb_stream_start<'a>(bytes: &'a [u8], sector_size: usize, name: &str) -> Option<&'a [u8]> {
+    const MINI_STREAM_CUTOFF: u64 = 4096;
+    let name = utf16(name);
+    let name_length = u16::try_from(name.len() + 2).ok()?;
+    let mut from = sector_size;
+    while let Some(at) = bytes
+        .get(from..)
+        .and_then(|rest| find(rest, &name))
+        .map(|at| from + at)
+    {
+        from = at + 1;
+        if at % 128 != 0 {
+            continue;
         }
-    })
+        let Some(entry) = bytes.get(at..at + 128) else {
+            break;
+        };
+        if entry[0x40..0x42] != name_length.to_le_bytes() || entry[0x42] != 2 {
+            continue;
+        }
+        let start = u32::from_le_bytes([entry[0x74], entry[0x75], entry[0x76], entry[0x77]]);
+        let mut size = [0; 8];
+        size.copy_from_slice(&entry[0x78..0x80]);
+        if u64::from_le_bytes(size) < MINI_STREAM_CUTOFF {
+            continue;
+        }
+        let offset = usize::try_from(start)
+            .ok()?
+            .checked_add(1)?
+            .checked_mul(sector_size)?;
+        return bytes.get(offset..offset.checked_add(sector_size)?.min(bytes.len()));
+    }
+    None
+}
+
+/// A name as Compound File directories and MAPI properties store it.
+fn utf16(name: &str) -> Vec<u8> {
+    name.encode_utf16().flat_map(u16::to_le_bytes).collect()
 }
 
 /// First position of `needle` in `haystack`.
@@ -832,14 +899,25 @@ mod tests {
 
     #[test]
     fn legacy_office_password() {
-        let cfb = |sector_shift: u8, sectors: &[Vec<u8>]| {
+        // A Compound File: the header sector, a directory sector whose
+        // second entry names `stream` starting at sector 1, then sectors.
+        let cfb = |sector_shift: u8, stream: &str, size: u64, sectors: &[Vec<u8>]| {
+            let sector_size = 1usize << sector_shift;
             let mut bytes = vec![0xd0, 0xcf, 0x11, 0xe0, 0xa1, 0xb1, 0x1a, 0xe1];
-            let size = 1usize << sector_shift;
-            bytes.resize(size, 0);
+            bytes.resize(sector_size, 0);
             bytes[0x1e] = sector_shift;
+            let mut directory = vec![0; sector_size];
+            let entry = &mut directory[128..256];
+            let name = utf16(stream);
+            entry[..name.len()].copy_from_slice(&name);
+            entry[0x40..0x42].copy_from_slice(&((name.len() + 2) as u16).to_le_bytes());
+            entry[0x42] = 2;
+            entry[0x74..0x78].copy_from_slice(&1u32.to_le_bytes());
+            entry[0x78..0x80].copy_from_slice(&size.to_le_bytes());
+            bytes.extend(directory);
             for sector in sectors {
                 let mut sector = sector.clone();
-                sector.resize(size, 0);
+                sector.resize(sector_size, 0);
                 bytes.extend(sector);
             }
             bytes
@@ -850,25 +928,106 @@ mod tests {
             fib.extend(flags.to_le_bytes());
             fib
         };
+        let word = |flags: u16| cfb(9, "WordDocument", 8192, &[fib(flags)]);
+        assert!(legacy_office_encrypted(&word(0x0100 | 0x0200)));
+        assert!(!legacy_office_encrypted(&word(0x0200)));
+        assert!(legacy_office_encrypted(&cfb(
+            12,
+            "WordDocument",
+            8192,
+            &[fib(0x0100)]
+        )));
+        // The same bytes in a sector no directory entry starts a stream at
+        // (compressed image data, say) are not a FIB.
+        assert!(!legacy_office_encrypted(&cfb(
+            9,
+            "WordDocument",
+            8192,
+            &[fib(0), fib(0x0100)]
+        )));
+        // A stream in the mini stream is not read.
+        assert!(!legacy_office_encrypted(&cfb(
+            9,
+            "WordDocument",
+            1000,
+            &[fib(0x0100)]
+        )));
+        // Excel: BOF (type 0x0809, 16 bytes), then FILEPASS (0x002F), after
+        // WRITEPROT (0x0086, empty) when both passwords are set.
+        let bof = [&[0x09, 0x08, 0x10, 0x00][..], &[0; 16]].concat();
+        let workbook = |records: &[u8]| cfb(9, "Workbook", 8192, &[[&bof[..], records].concat()]);
+        assert!(legacy_office_encrypted(&workbook(&[
+            0x2f, 0x00, 0x36, 0x00
+        ])));
+        assert!(legacy_office_encrypted(&workbook(&[
+            0x86, 0x00, 0x00, 0x00, 0x2f, 0x00, 0x36, 0x00
+        ])));
+        assert!(!legacy_office_encrypted(&workbook(&[
+            0x42, 0x00, 0x02, 0x00
+        ])));
         assert!(legacy_office_encrypted(&cfb(
             9,
-            &[vec![0; 8], fib(0x0100 | 0x0200)]
+            "Book",
+            8192,
+            &[[&bof[..], &[0x2f, 0x00]].concat()]
         )));
-        assert!(!legacy_office_encrypted(&cfb(9, &[fib(0x0200)])));
-        assert!(legacy_office_encrypted(&cfb(12, &[fib(0x0100)])));
-        // Excel: BOF (type 0x0809, 16 bytes), then FILEPASS (0x002F).
-        let mut workbook = vec![0x09, 0x08, 0x10, 0x00];
-        workbook.extend([0; 16]);
-        let mut with_password = workbook.clone();
-        with_password.extend([0x2f, 0x00, 0x36, 0x00]);
-        workbook.extend([0x42, 0x00, 0x02, 0x00]);
-        assert!(legacy_office_encrypted(&cfb(9, &[with_password])));
-        assert!(!legacy_office_encrypted(&cfb(9, &[workbook])));
-        let mut ppt = cfb(9, &[]);
-        ppt.extend("EncryptedSummary".encode_utf16().flat_map(u16::to_le_bytes));
+        // PowerPoint: the EncryptedSummary stream, or the Current User atom
+        // with the encrypted token.
+        let mut ppt = cfb(9, "PowerPoint Document", 8192, &[]);
+        ppt.extend(utf16("EncryptedSummary"));
         assert!(legacy_office_encrypted(&ppt));
-        // The header sector itself is never read as a stream.
-        assert!(!legacy_office_encrypted(&cfb(9, &[])));
+        let mut current_user = cfb(9, "Current User", 8192, &[]);
+        current_user.extend([
+            0x00, 0x00, 0xf6, 0x0f, 0x20, 0x00, 0x00, 0x00, 0x14, 0x00, 0x00, 0x00, 0xdf, 0xc4,
+            0xd1, 0xf3,
+        ]);
+        assert!(legacy_office_encrypted(&current_user));
+        current_user.truncate(current_user.len() - 4);
+        current_user.extend([0x5f, 0xc0, 0x91, 0xe3]);
+        assert!(!legacy_office_encrypted(&current_user));
+    }
+
+    #[test]
+    fn container_sniffers_survive_random_bytes() {
+        // A fixed xorshift sequence: the same inputs on every run.
+        let mut state = 0x2545_f491_4f6c_dd1du64;
+        let mut next = move || {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state
+        };
+        let signatures: [&[u8]; 5] = [
+            &[0xd0, 0xcf, 0x11, 0xe0, 0xa1, 0xb1, 0x1a, 0xe1],
+            &[0x37, 0x7a, 0xbc, 0xaf, 0x27, 0x1c],
+            b"Rar!\x1a\x07\x01\x00",
+            &[
+                0x30, 0x80, 0x06, 0x09, 0x2a, 0x86, 0x48, 0x86, 0xf7, 0x0d, 0x01, 0x07, 0x02,
+            ],
+            b"PK\x03\x04",
+        ];
+        for round in 0..4000 {
+            let length = (next() % 9000) as usize;
+            let mut bytes = signatures[round % signatures.len()].to_vec();
+            // Small values are likelier to be taken as lengths and offsets.
+            bytes.extend((0..length).map(|_| match next() % 4 {
+                0 => 0,
+                1 => (next() % 16) as u8,
+                _ => next() as u8,
+            }));
+            if round % 3 == 0 && bytes.len() > 0x20 {
+                bytes[0x1e] = if round % 2 == 0 { 9 } else { 12 };
+            }
+            let _ = legacy_office_encrypted(&bytes);
+            let _ = ooxml_encrypted(&bytes);
+            let _ = sevenzip_encryption(&bytes);
+            let _ = rar5_encrypted(&bytes);
+            let _ = signed_data_has_content(&bytes);
+            let _ = cms_kind(&bytes);
+            let _ = zip_encrypted(&bytes);
+            let _ = lenient_base64(&bytes);
+            let _ = html_text(&String::from_utf8_lossy(&bytes));
+        }
     }
 
     #[test]
