@@ -552,9 +552,57 @@ fn vint(bytes: &[u8], at: usize) -> Option<(u64, usize)> {
 }
 
 /// True for a PDF whose trailer or cross-reference stream names an
-/// `/Encrypt` dictionary.
+/// `/Encrypt` dictionary: the key followed by a dictionary (`<<`) or an
+/// indirect reference (`5 0 R`). The word in a page's text, or a longer key
+/// such as `/EncryptMetadata`, is not one.
 pub(super) fn pdf_encrypted(bytes: &[u8]) -> bool {
-    is_pdf(bytes) && find(bytes, b"/Encrypt").is_some()
+    const KEY: &[u8] = b"/Encrypt";
+    if !is_pdf(bytes) {
+        return false;
+    }
+    let mut from = 0;
+    while let Some(at) = bytes
+        .get(from..)
+        .and_then(|rest| find(rest, KEY))
+        .map(|at| from + at)
+    {
+        from = at + KEY.len();
+        let value = &bytes[from..bytes.len().min(from + 40)];
+        if encrypt_value(value) {
+            return true;
+        }
+    }
+    false
+}
+
+/// Whether the bytes after an `/Encrypt` key start its value: `<<`, or
+/// `N G R` (PDF whitespace between the parts).
+fn encrypt_value(after_key: &[u8]) -> bool {
+    let is_space = |byte: &u8| matches!(byte, b' ' | b'\t' | b'\r' | b'\n' | b'\x0c' | b'\0');
+    let mut rest = after_key;
+    let skip_space = |rest: &mut &[u8]| {
+        while rest.first().is_some_and(is_space) {
+            *rest = &rest[1..];
+        }
+    };
+    let digits = |rest: &mut &[u8]| {
+        let count = rest.iter().take_while(|byte| byte.is_ascii_digit()).count();
+        *rest = &rest[count..];
+        count > 0
+    };
+    skip_space(&mut rest);
+    if rest.starts_with(b"<<") {
+        return true;
+    }
+    if !digits(&mut rest) || !rest.first().is_some_and(is_space) {
+        return false;
+    }
+    skip_space(&mut rest);
+    if !digits(&mut rest) || !rest.first().is_some_and(is_space) {
+        return false;
+    }
+    skip_space(&mut rest);
+    rest.first() == Some(&b'R')
 }
 
 /// True for a PDF (the header may follow a little junk, as readers allow).
@@ -1036,6 +1084,16 @@ mod tests {
             b"%PDF-1.7\n1 0 obj\ntrailer << /Encrypt 5 0 R >>"
         ));
         assert!(!pdf_encrypted(b"%PDF-1.7\ntrailer << /Root 1 0 R >>"));
+        assert!(pdf_encrypted(
+            b"%PDF-1.5\n<</Type/XRef/Size 9/Encrypt 8 0 R/W[1 2 1]>>"
+        ));
+        assert!(pdf_encrypted(
+            b"%PDF-1.4\ntrailer\n<</Encrypt<</Filter/Standard>>>>"
+        ));
+        assert!(!pdf_encrypted(
+            b"%PDF-1.7\nBT (Set the /Encrypt key to protect it) Tj ET\ntrailer << /Root 1 0 R >>"
+        ));
+        assert!(!pdf_encrypted(b"%PDF-1.7\n<< /EncryptMetadata false >>"));
         let mut cfb = vec![0xd0, 0xcf, 0x11, 0xe0, 0xa1, 0xb1, 0x1a, 0xe1];
         for name in ["EncryptionInfo", "EncryptedPackage"] {
             cfb.extend(name.encode_utf16().flat_map(u16::to_le_bytes));
