@@ -469,12 +469,9 @@ fn inspect_portal_text(text: &str, scan: &mut Scan) {
         ),
     ];
     // NOTE: Words are compared with their spacing collapsed: a notice's
-    // sentence may be wrapped onto two lines or joined by NBSPs.
-    let lower = text
-        .split_whitespace()
-        .collect::<Vec<_>>()
-        .join(" ")
-        .to_ascii_lowercase();
+    // sentence may be wrapped onto two lines or joined by NBSPs. One copy
+    // of the text, however large the part.
+    let lower = collapsed_lowercase(text);
     let vendor = MARKERS
         .iter()
         .find(|(marker, _)| lower.contains(marker))
@@ -491,6 +488,25 @@ fn inspect_portal_text(text: &str, scan: &mut Scan) {
             format!("the message is a {vendor} secure-mail notice: the content sits on the vendor's portal, not in the mail"),
         );
     }
+}
+
+/// The text in ASCII lower case with every run of whitespace (NBSP
+/// included) as one space, and none at either end.
+fn collapsed_lowercase(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut pending_space = false;
+    for c in text.chars() {
+        if c.is_whitespace() {
+            pending_space = !out.is_empty();
+        } else {
+            if pending_space {
+                out.push(' ');
+                pending_space = false;
+            }
+            out.push(c.to_ascii_lowercase());
+        }
+    }
+    out
 }
 
 fn inspect_bytes(bytes: &[u8], scan: &mut Scan) {
@@ -578,4 +594,20 @@ fn part_names(part: &MessagePart<'_>) -> Vec<String> {
         }
     }
     names
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn vendor_text_is_compared_with_spacing_collapsed() {
+        assert_eq!(
+            collapsed_lowercase("  Has sent you a\r\n\tPROTECTED\u{a0}message  "),
+            "has sent you a protected message"
+        );
+        assert_eq!(collapsed_lowercase(""), "");
+        assert_eq!(collapsed_lowercase(" \u{a0}\n"), "");
+        assert_eq!(collapsed_lowercase("Grüße  Ü"), "grüße Ü");
+    }
 }
