@@ -222,7 +222,13 @@ pub(super) fn html_text(html: &str) -> String {
     let mut text = String::with_capacity(html.len());
     let mut in_tag = false;
     let mut tag = String::new();
-    for c in html.chars() {
+    // NOTE: Character references are decoded as the text is copied, so a
+    // large HTML part costs one copy, not two.
+    let mut skip_to = 0;
+    for (at, c) in html.char_indices() {
+        if at < skip_to {
+            continue;
+        }
         match (in_tag, c) {
             (false, '<') => {
                 in_tag = true;
@@ -245,52 +251,33 @@ pub(super) fn html_text(html: &str) -> String {
                     tag.push(c);
                 }
             }
+            (false, '&') => match entity(&html[at + 1..]) {
+                Some((decoded, length)) => {
+                    text.push(decoded);
+                    skip_to = at + 1 + length;
+                }
+                None => text.push('&'),
+            },
             (false, c) => text.push(c),
         }
     }
-    decode_entities(&text)
+    text
 }
 
 /// Decodes the character references that can stand before or inside an
 /// armor line: numeric ones (`&#160;`, `&#xa0;`) and the common named ones.
 /// Anything else is left as written.
+#[cfg(test)]
 fn decode_entities(text: &str) -> String {
     let mut out = String::with_capacity(text.len());
     let mut rest = text;
     while let Some(at) = rest.find('&') {
         out.push_str(&rest[..at]);
         let after = &rest[at + 1..];
-        // NOTE: A reference is short; looking further for its `;` would make
-        // a text of many `&` quadratic.
-        let reference = after
-            .bytes()
-            .take(11)
-            .position(|byte| byte == b';')
-            .map(|end| (&after[..end], end));
-        let decoded = reference.and_then(|(name, end)| {
-            let c = match name.to_ascii_lowercase().as_str() {
-                "nbsp" => Some(' '),
-                "gt" => Some('>'),
-                "lt" => Some('<'),
-                "amp" => Some('&'),
-                "quot" => Some('"'),
-                "#x" | "#" => None,
-                lower => {
-                    let number = match lower.strip_prefix("#x") {
-                        Some(hex) => u32::from_str_radix(hex, 16).ok(),
-                        None => lower.strip_prefix('#').and_then(|dec| dec.parse().ok()),
-                    };
-                    number
-                        .and_then(char::from_u32)
-                        .map(|c| if c == '\u{a0}' { ' ' } else { c })
-                }
-            };
-            c.map(|c| (c, end))
-        });
-        match decoded {
-            Some((c, end)) => {
+        match entity(after) {
+            Some((c, length)) => {
                 out.push(c);
-                rest = &after[end + 1..];
+                rest = &after[length..];
             }
             None => {
                 out.push('&');
@@ -300,6 +287,35 @@ fn decode_entities(text: &str) -> String {
     }
     out.push_str(rest);
     out
+}
+
+/// The character a reference stands for, given the text after its `&`,
+/// and how many bytes of that text it takes (its `;` included). NBSP is
+/// read as a space.
+fn entity(after: &str) -> Option<(char, usize)> {
+    // NOTE: A reference is short; looking further for its `;` would make
+    // a text of many `&` quadratic.
+    let end = after.bytes().take(11).position(|byte| byte == b';')?;
+    let name = after.get(..end)?.to_ascii_lowercase();
+    let c = match name.as_str() {
+        "nbsp" => ' ',
+        "gt" => '>',
+        "lt" => '<',
+        "amp" => '&',
+        "quot" => '"',
+        "#x" | "#" => return None,
+        lower => {
+            let number = match lower.strip_prefix("#x") {
+                Some(hex) => u32::from_str_radix(hex, 16).ok(),
+                None => lower.strip_prefix('#').and_then(|dec| dec.parse().ok()),
+            };
+            match number.and_then(char::from_u32)? {
+                '\u{a0}' => ' ',
+                c => c,
+            }
+        }
+    };
+    Some((c, end + 1))
 }
 
 /// Decodes base64 that mail-parser gave up on (a stray character, a
