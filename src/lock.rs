@@ -64,21 +64,7 @@ impl PassLock {
                     std::thread::sleep(BUSY_RETRY_EVERY);
                     waited += BUSY_RETRY_EVERY;
                 }
-                Err(TryLockError::WouldBlock) => {
-                    let holder = std::fs::read_to_string(&path)
-                        .ok()
-                        .map(|text| text.trim().to_owned())
-                        .filter(|text| !text.is_empty())
-                        .unwrap_or_else(|| "holder unknown".to_owned());
-                    let since_unix = holder
-                        .split_once(" since ")
-                        .and_then(|(_, since)| crate::clock::parse_rfc3339(since));
-                    return Err(LockError::Busy {
-                        database: database.to_path_buf(),
-                        holder,
-                        since_unix,
-                    });
-                }
+                Err(TryLockError::WouldBlock) => return Err(busy(database, &path)),
                 Err(TryLockError::Error(source)) => {
                     return Err(LockError::Open { path, source });
                 }
@@ -93,6 +79,23 @@ impl PassLock {
             crate::clock::rfc3339(crate::clock::unix_now())
         );
         Ok(PassLock { _file: file })
+    }
+}
+
+/// [`LockError::Busy`], with the holder line the holder wrote.
+fn busy(database: &Path, path: &Path) -> LockError {
+    let holder = std::fs::read_to_string(path)
+        .ok()
+        .map(|text| text.trim().to_owned())
+        .filter(|text| !text.is_empty())
+        .unwrap_or_else(|| "holder unknown".to_owned());
+    let since_unix = holder
+        .split_once(" since ")
+        .and_then(|(_, since)| crate::clock::parse_rfc3339(since));
+    LockError::Busy {
+        database: database.to_path_buf(),
+        holder,
+        since_unix,
     }
 }
 

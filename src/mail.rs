@@ -94,18 +94,20 @@ pub fn header_block(raw: &[u8]) -> &[u8] {
 
 /// The first From address (`local@domain`).
 pub fn from_address(message: &Message<'_>) -> Option<String> {
-    message
-        .from()
-        .and_then(first_address)
-        .or_else(|| written_address(message, "From"))
+    first_of(message, message.from(), "From")
 }
 
 /// The first Reply-To address (`local@domain`).
 pub fn reply_to_address(message: &Message<'_>) -> Option<String> {
-    message
-        .reply_to()
+    first_of(message, message.reply_to(), "Reply-To")
+}
+
+/// The first address mail-parser read from header `name`, else the one
+/// written there (see [`written_address`]).
+fn first_of(message: &Message<'_>, parsed: Option<&Address<'_>>, name: &str) -> Option<String> {
+    parsed
         .and_then(first_address)
-        .or_else(|| written_address(message, "Reply-To"))
+        .or_else(|| written_address(message, name))
 }
 
 /// The address of a one-address header as written, for what mail-parser

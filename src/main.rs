@@ -598,8 +598,7 @@ fn init_tracing(verbose: u8) {
         .init();
 }
 
-/// Returns when SIGINT or SIGTERM arrives.
-/// The next SIGINT or SIGTERM.
+/// Returns at the next SIGINT or SIGTERM.
 async fn next_signal(interrupt: &mut Signal, terminate: &mut Signal) {
     tokio::select! {
         _ = interrupt.recv() => (),

@@ -116,38 +116,37 @@ pub(super) fn detect(message: &Message<'_>, rules: &Rules) -> Option<(Reason, St
 /// `deskbridge.<row>.<hash>@<domain>`, the shape [`crate::trace`] writes.
 /// Without a configured domain (offline `inspect`), any domain matches.
 fn is_own_resent_id(id: &str, own_domain: Option<&str>) -> bool {
+    own_id_shape(id, own_domain, "deskbridge", u8::is_ascii_hexdigit)
+}
+
+/// `deskbridge-notice.<row>.<time>@<domain>`, the Message-ID of a held
+/// notice ([`crate::notice::held_notice`]).
+fn is_own_notice_id(id: &str, own_domain: Option<&str>) -> bool {
+    own_id_shape(id, own_domain, "deskbridge-notice", u8::is_ascii_digit)
+}
+
+/// Whether `id` (angle brackets or not) is `<prefix>.<row>.<tail>@<domain>`
+/// with a decimal row, a tail of `tail_byte`s, and the own domain when one
+/// is configured; letter case does not matter.
+fn own_id_shape(
+    id: &str,
+    own_domain: Option<&str>,
+    prefix: &str,
+    tail_byte: fn(&u8) -> bool,
+) -> bool {
     let id = id
         .trim_matches(|c| c == '<' || c == '>')
         .to_ascii_lowercase();
     let Some((local, domain)) = id.rsplit_once('@') else {
         return false;
     };
-    let mut parts = local.split('.');
-    let shape = parts.next() == Some("deskbridge")
-        && parts
-            .next()
-            .is_some_and(|row| !row.is_empty() && row.bytes().all(|b| b.is_ascii_digit()))
-        && parts
-            .next()
-            .is_some_and(|hash| !hash.is_empty() && hash.bytes().all(|b| b.is_ascii_hexdigit()))
-        && parts.next().is_none();
-    shape && own_domain.is_none_or(|own| own.eq_ignore_ascii_case(domain))
-}
-
-/// `deskbridge-notice.<row>.<time>@<domain>`, the Message-ID of a held
-/// notice ([`crate::notice::held_notice`]).
-fn is_own_notice_id(id: &str, own_domain: Option<&str>) -> bool {
-    let id = id.to_ascii_lowercase();
-    let Some((local, domain)) = id.rsplit_once('@') else {
-        return false;
-    };
-    let digits = |part: Option<&str>| {
-        part.is_some_and(|part| !part.is_empty() && part.bytes().all(|b| b.is_ascii_digit()))
+    let made_of = |part: Option<&str>, byte: fn(&u8) -> bool| {
+        part.is_some_and(|part| !part.is_empty() && part.bytes().all(|b| byte(&b)))
     };
     let mut parts = local.split('.');
-    let shape = parts.next() == Some("deskbridge-notice")
-        && digits(parts.next())
-        && digits(parts.next())
+    let shape = parts.next() == Some(prefix)
+        && made_of(parts.next(), u8::is_ascii_digit)
+        && made_of(parts.next(), tail_byte)
         && parts.next().is_none();
     shape && own_domain.is_none_or(|own| own.eq_ignore_ascii_case(domain))
 }

@@ -144,13 +144,7 @@ fn inspect_part(part: &MessagePart<'_>, depth: usize, sole_content: bool, scan: 
             CryptoClass::PgpEncrypted,
             "the message holds an OpenPGP encrypted part (application/pgp-encrypted)",
         ),
-        ("application", "pkcs7-mime" | "x-pkcs7-mime") => {
-            let smime_type = part
-                .content_type()
-                .and_then(|ct| ct.attribute("smime-type"))
-                .map(str::to_ascii_lowercase);
-            inspect_pkcs7(part, smime_type.as_deref(), scan);
-        }
+        ("application", "pkcs7-mime" | "x-pkcs7-mime") => inspect_labelled_pkcs7(part, scan),
         ("application", "pgp") => {
             let action = part
                 .content_type()
@@ -225,6 +219,15 @@ fn inspect_part(part: &MessagePart<'_>, depth: usize, sole_content: bool, scan: 
     }
 }
 
+/// [`inspect_pkcs7`] with the part's own `smime-type` parameter, if any.
+fn inspect_labelled_pkcs7(part: &MessagePart<'_>, scan: &mut Scan) {
+    let smime_type = part
+        .content_type()
+        .and_then(|ct| ct.attribute("smime-type"))
+        .map(str::to_ascii_lowercase);
+    inspect_pkcs7(part, smime_type.as_deref(), scan);
+}
+
 fn inspect_pkcs7(part: &MessagePart<'_>, smime_type: Option<&str>, scan: &mut Scan) {
     let der = part.contents();
     let kind = match smime_type {
@@ -285,11 +288,7 @@ fn inspect_name(name: &str, part: &MessagePart<'_>, sole_content: bool, scan: &m
     if name.ends_with(".p7m") {
         inspect_pkcs7(part, None, scan);
     } else if sole_content && (name.ends_with(".p7s") || name.ends_with(".p7c")) {
-        let smime_type = part
-            .content_type()
-            .and_then(|ct| ct.attribute("smime-type"))
-            .map(str::to_ascii_lowercase);
-        inspect_pkcs7(part, smime_type.as_deref(), scan);
+        inspect_labelled_pkcs7(part, scan);
     } else if name == "winmail.dat" {
         inspect_tnef(part, scan);
     } else if name.ends_with(".p7z") {

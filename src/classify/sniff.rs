@@ -264,34 +264,11 @@ pub(super) fn html_text(html: &str) -> String {
     text
 }
 
-/// Decodes the character references that can stand before or inside an
-/// armor line: numeric ones (`&#160;`, `&#xa0;`) and the common named ones.
-/// Anything else is left as written.
-#[cfg(test)]
-fn decode_entities(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    let mut rest = text;
-    while let Some(at) = rest.find('&') {
-        out.push_str(&rest[..at]);
-        let after = &rest[at + 1..];
-        match entity(after) {
-            Some((c, length)) => {
-                out.push(c);
-                rest = &after[length..];
-            }
-            None => {
-                out.push('&');
-                rest = after;
-            }
-        }
-    }
-    out.push_str(rest);
-    out
-}
-
 /// The character a reference stands for, given the text after its `&`,
-/// and how many bytes of that text it takes (its `;` included). NBSP is
-/// read as a space.
+/// and how many bytes of that text it takes (its `;` included): numeric
+/// references (`&#160;`, `&#xa0;`) and the common named ones, which can
+/// stand before or inside an armor line; NBSP is read as a space. `None`
+/// for anything else, which stays as written.
 fn entity(after: &str) -> Option<(char, usize)> {
     // NOTE: A reference is short; looking further for its `;` would make
     // a text of many `&` quadratic.
@@ -576,19 +553,10 @@ pub(super) fn pdf_encrypted(bytes: &[u8]) -> bool {
     if !is_pdf(bytes) {
         return false;
     }
-    let mut from = 0;
-    while let Some(at) = bytes
-        .get(from..)
-        .and_then(|rest| find(rest, KEY))
-        .map(|at| from + at)
-    {
-        from = at + KEY.len();
-        let value = &bytes[from..bytes.len().min(from + 40)];
-        if encrypt_value(value) {
-            return true;
-        }
-    }
-    false
+    positions(bytes, KEY).any(|at| {
+        let value_at = at + KEY.len();
+        encrypt_value(&bytes[value_at..bytes.len().min(value_at + 40)])
+    })
 }
 
 /// Whether the bytes after an `/Encrypt` key start its value: `<<`, or
@@ -626,16 +594,17 @@ pub(super) fn is_pdf(bytes: &[u8]) -> bool {
     find(&bytes[..bytes.len().min(1024)], b"%PDF-").is_some()
 }
 
+/// The first bytes of a Compound File (OLE2), the container of encrypted
+/// OOXML and of legacy Office documents.
+const CFB_SIGNATURE: [u8; 8] = [0xd0, 0xcf, 0x11, 0xe0, 0xa1, 0xb1, 0x1a, 0xe1];
+
 /// True for a Compound File (OLE2) holding the `EncryptionInfo` and
 /// `EncryptedPackage` streams of an encrypted OOXML document
 /// (MS-OFFCRYPTO §2.3.4). Directory entry names are UTF-16LE.
 pub(super) fn ooxml_encrypted(bytes: &[u8]) -> bool {
-    const CFB: [u8; 8] = [0xd0, 0xcf, 0x11, 0xe0, 0xa1, 0xb1, 0x1a, 0xe1];
-    if !bytes.starts_with(&CFB) {
+    if !bytes.starts_with(&CFB_SIGNATURE) {
         return false;
     }
-    let utf16 =
-        |name: &str| -> Vec<u8> { name.encode_utf16().flat_map(u16::to_le_bytes).collect() };
     find(bytes, &utf16("EncryptedPackage")).is_some()
         && find(bytes, &utf16("EncryptionInfo")).is_some()
 }
@@ -650,13 +619,12 @@ pub(super) fn ooxml_encrypted(bytes: &[u8]) -> bool {
 /// (Excel's "VelvetSweatshop" default password, which opens without a
 /// prompt, is not told apart: such a workbook is held.)
 pub(super) fn legacy_office_encrypted(bytes: &[u8]) -> bool {
-    const CFB: [u8; 8] = [0xd0, 0xcf, 0x11, 0xe0, 0xa1, 0xb1, 0x1a, 0xe1];
     const F_ENCRYPTED: u16 = 0x0100;
     const EXCEL_BOF: [u8; 4] = [0x09, 0x08, 0x10, 0x00];
     const WRITEPROT: [u8; 4] = [0x86, 0x00, 0x00, 0x00];
     const FILEPASS: [u8; 2] = [0x2f, 0x00];
     const PPT_ENCRYPTED_USER: [u8; 8] = [0x14, 0x00, 0x00, 0x00, 0xdf, 0xc4, 0xd1, 0xf3];
-    if !bytes.starts_with(&CFB) {
+    if !bytes.starts_with(&CFB_SIGNATURE) {
         return false;
     }
     if find(bytes, &utf16("EncryptedSummary")).is_some() {
@@ -664,16 +632,10 @@ pub(super) fn legacy_office_encrypted(bytes: &[u8]) -> bool {
     }
     // The CurrentUserAtom record (type 0x0FF6, then its length) whose size
     // field (0x14) is followed by the encrypted-document token.
-    let mut from = 0;
-    while let Some(at) = bytes
-        .get(from..)
-        .and_then(|rest| find(rest, &PPT_ENCRYPTED_USER))
-        .map(|at| from + at)
+    if positions(bytes, &PPT_ENCRYPTED_USER)
+        .any(|at| at >= 6 && bytes[at - 6..at - 4] == [0xf6, 0x0f])
     {
-        if at >= 6 && bytes[at - 6..at - 4] == [0xf6, 0x0f] {
-            return true;
-        }
-        from = at + 1;
+        return true;
     }
     let sector_size = match bytes.get(0x1e..0x20) {
         Some([12, 0]) => 4096,
@@ -708,40 +670,43 @@ fn cfb_stream_start<'a>(bytes: &'a [u8], sector_size: usize, name: &str) -> Opti
     const MINI_STREAM_CUTOFF: u64 = 4096;
     let name = utf16(name);
     let name_length = u16::try_from(name.len() + 2).ok()?;
-    let mut from = sector_size;
-    while let Some(at) = bytes
-        .get(from..)
-        .and_then(|rest| find(rest, &name))
-        .map(|at| from + at)
-    {
-        from = at + 1;
-        if at % 128 != 0 {
-            continue;
-        }
-        let Some(entry) = bytes.get(at..at + 128) else {
-            break;
-        };
-        if entry[0x40..0x42] != name_length.to_le_bytes() || entry[0x42] != 2 {
-            continue;
-        }
-        let start = u32::from_le_bytes([entry[0x74], entry[0x75], entry[0x76], entry[0x77]]);
+    let stream_size = |entry: &[u8]| {
         let mut size = [0; 8];
         size.copy_from_slice(&entry[0x78..0x80]);
-        if u64::from_le_bytes(size) < MINI_STREAM_CUTOFF {
-            continue;
-        }
-        let offset = usize::try_from(start)
-            .ok()?
-            .checked_add(1)?
-            .checked_mul(sector_size)?;
-        return bytes.get(offset..offset.checked_add(sector_size)?.min(bytes.len()));
-    }
-    None
+        u64::from_le_bytes(size)
+    };
+    // NOTE: Directory entries sit on 128-byte boundaries after the header
+    // sector; a match elsewhere is data that happens to spell the name.
+    let entry = positions(bytes, &name)
+        .filter(|at| sector_size <= *at && at % 128 == 0)
+        .map_while(|at| bytes.get(at..at + 128))
+        .find(|entry| {
+            entry[0x40..0x42] == name_length.to_le_bytes()
+                && entry[0x42] == 2
+                && MINI_STREAM_CUTOFF <= stream_size(entry)
+        })?;
+    let start = u32::from_le_bytes([entry[0x74], entry[0x75], entry[0x76], entry[0x77]]);
+    let offset = usize::try_from(start)
+        .ok()?
+        .checked_add(1)?
+        .checked_mul(sector_size)?;
+    bytes.get(offset..offset.checked_add(sector_size)?.min(bytes.len()))
 }
 
 /// A name as Compound File directories and MAPI properties store it.
 fn utf16(name: &str) -> Vec<u8> {
     name.encode_utf16().flat_map(u16::to_le_bytes).collect()
+}
+
+/// Every position of `needle` in `haystack`, first to last (overlapping
+/// ones included).
+fn positions<'a>(haystack: &'a [u8], needle: &'a [u8]) -> impl Iterator<Item = usize> + 'a {
+    let mut from = 0;
+    std::iter::from_fn(move || {
+        let at = from + find(haystack.get(from..)?, needle)?;
+        from = at + 1;
+        Some(at)
+    })
 }
 
 /// First position of `needle` in `haystack`.
@@ -856,9 +821,17 @@ mod tests {
         }
         assert!(!armor(&html_text("<p>see <b>-----BEGIN PGP MESSAGE-----</b></p>")).message);
         assert_eq!(
-            decode_entities("a &amp; b &#x263A; &bogus; &"),
+            html_text("a &amp; b &#x263A; &bogus; &"),
             "a & b \u{263a} &bogus; &"
         );
+    }
+
+    #[test]
+    fn positions_finds_every_match() {
+        assert_eq!(positions(b"aaa", b"aa").collect::<Vec<_>>(), [0, 1]);
+        assert_eq!(positions(b"x/Ey/E", b"/E").collect::<Vec<_>>(), [1, 4]);
+        assert_eq!(positions(b"abc", b"").count(), 0);
+        assert_eq!(positions(b"", b"a").count(), 0);
     }
 
     #[test]
