@@ -7,7 +7,10 @@
 //! subject). Also decides whether adding In-Reply-To/References is safe
 //! for DKIM, and writes those lines.
 
-use mail_parser::{HeaderValue, Message};
+use std::borrow::Cow;
+
+use mail_parser::decoders::html::html_to_text;
+use mail_parser::{HeaderValue, Message, PartType};
 use regex::Regex;
 
 use crate::classify::RelayMatch;
@@ -136,6 +139,11 @@ enum Scope {
 /// text near the top, and the walk must stay cheap.
 const BODY_TOKEN_WINDOW: usize = 256 * 1024;
 
+/// An HTML body is reduced to text only this far before the text window
+/// is taken: the whole of any ordinary mail, and a bounded copy of a huge
+/// one (mail-parser's `body_text` would reduce all of it).
+const HTML_TOKEN_WINDOW: usize = 4 * 1024 * 1024;
+
 /// Extracts the thread keys of a message.
 pub fn keys(
     message: &Message<'_>,
@@ -162,7 +170,15 @@ pub fn keys(
     if let Some(subject) = &subject {
         patterns.tokens_in_text(subject, Scope::Subject, &mut tokens);
     }
-    if let Some(body) = message.body_text(0) {
+    let body: Option<Cow<'_, str>> = message.text_part(0).and_then(|part| match &part.body {
+        PartType::Text(text) => Some(Cow::Borrowed(text.as_ref())),
+        PartType::Html(html) => {
+            let end = floor_char_boundary(html, HTML_TOKEN_WINDOW);
+            Some(Cow::Owned(html_to_text(&html[..end])))
+        }
+        _ => None,
+    });
+    if let Some(body) = body {
         let end = floor_char_boundary(&body, BODY_TOKEN_WINDOW);
         patterns.tokens_in_text(&body[..end], Scope::SubjectAndBody, &mut tokens);
     }
@@ -345,6 +361,22 @@ mod tests {
             ]
         );
         assert_eq!(keys.referenced_ids.len(), 1);
+    }
+
+    #[test]
+    fn tokens_in_an_html_only_body_are_found_within_its_window() {
+        let html = |filler: usize| {
+            format!(
+                "From: a@b.test\nSubject: Printer\nContent-Type: text/html\n\n<html><body><p>{}</p><blockquote>Your request <b>[Ticket#31001]</b> was updated</blockquote></body></html>\n",
+                "x".repeat(filler)
+            )
+        };
+        assert_eq!(keys_of(&html(10)).tokens, ["zammad:31001"]);
+        // Past the window of a huge HTML body: not reduced, not searched.
+        assert_eq!(
+            keys_of(&html(HTML_TOKEN_WINDOW)).tokens,
+            Vec::<String>::new()
+        );
     }
 
     #[test]

@@ -20,6 +20,7 @@ mod loops;
 pub mod relay;
 mod scan;
 mod sniff;
+mod text;
 
 pub use relay::RelayMatch;
 

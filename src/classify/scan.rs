@@ -9,6 +9,7 @@
 use mail_parser::{HeaderName, HeaderValue, Message, MessagePart, MimeHeaders, PartType};
 
 use super::sniff::{self, CmsKind};
+use super::text::{self, TextFindings};
 use super::{CryptoClass, Reason};
 
 /// Nested messages deeper than this are held as unparseable: no real
@@ -191,10 +192,7 @@ fn inspect_part(part: &MessagePart<'_>, depth: usize, sole_content: bool, scan: 
     }
     match &part.body {
         PartType::Text(text) => inspect_text(text, scan),
-        PartType::Html(html) => {
-            inspect_text(&sniff::html_text(html), scan);
-            inspect_portal_text(html, scan);
-        }
+        PartType::Html(html) => report_text(text::read_html(html), scan),
         PartType::Message(nested) => walk(nested, depth + 1, scan),
         PartType::Binary(bytes) | PartType::InlineBinary(bytes) => {
             if ctype == "message" || names.iter().any(|name| name.ends_with(".eml")) {
@@ -400,112 +398,27 @@ fn inspect_tnef(part: &MessagePart<'_>, scan: &mut Scan) {
 }
 
 fn inspect_text(text: &str, scan: &mut Scan) {
-    let armor = sniff::armor(text);
-    if armor.message {
+    report_text(text::read_text(text), scan);
+}
+
+fn report_text(findings: TextFindings, scan: &mut Scan) {
+    if findings.armor.message {
         scan.offer(
             Reason::PgpEncrypted,
             CryptoClass::PgpEncrypted,
             "a text part holds an OpenPGP message block (-----BEGIN PGP MESSAGE-----)",
         );
     }
-    if armor.signed {
+    if findings.armor.signed {
         scan.signed.get_or_insert(CryptoClass::PgpSigned);
     }
-    inspect_portal_text(text, scan);
-}
-
-/// Portal notices are recognised by their vendor's link or default text.
-/// Each marker pairs a vendor-specific host or path with nothing more
-/// generic than that, so an ordinary mail quoting a vendor name passes.
-fn inspect_portal_text(text: &str, scan: &mut Scan) {
-    const MARKERS: &[(&str, &str)] = &[
-        ("/securereader/", "Proofpoint Encryption"),
-        ("/formpostdir/securereader", "Proofpoint Encryption"),
-        (
-            "res.cisco.com/websafe",
-            "Cisco Secure Email (Registered Envelope)",
-        ),
-        ("secure.virtru.com", "Virtru"),
-        ("mail.proton.me/eo/", "Proton Mail (password-protected)"),
-        (
-            "mail.protonmail.com/eo/",
-            "Proton Mail (password-protected)",
-        ),
-        (
-            "you have just received a confidential email via tuta",
-            "Tuta",
-        ),
-        (
-            "you have just received a confidential email via tutanota",
-            "Tuta",
-        ),
-        ("zixmail.net/s/", "Zix"),
-        (
-            "login.mimecast.com/u/login/?gta=secure",
-            "Mimecast Secure Messaging",
-        ),
-        ("switch.egress.com", "Egress"),
-        (
-            "has sent you a protected message",
-            "Microsoft 365 Message Encryption",
-        ),
-        (
-            "outlook.office365.com/encryption/",
-            "Microsoft 365 Message Encryption",
-        ),
-        ("zixmessage center", "Zix"),
-        (
-            "save and open the attachment (message.html)",
-            "Microsoft 365 Message Encryption (legacy OME)",
-        ),
-        (
-            "this email has been sent to you securely using egress",
-            "Egress",
-        ),
-        (
-            "secure-messaging.trendmicro",
-            "Trend Micro Email Encryption",
-        ),
-    ];
-    // NOTE: Words are compared with their spacing collapsed: a notice's
-    // sentence may be wrapped onto two lines or joined by NBSPs. One copy
-    // of the text, however large the part.
-    let lower = collapsed_lowercase(text);
-    let vendor = MARKERS
-        .iter()
-        .find(|(marker, _)| lower.contains(marker))
-        .map(|(_, vendor)| *vendor)
-        .or_else(|| {
-            // A Cisco envelope may link to the customer's own appliance.
-            (lower.contains("/websafe/") && lower.contains("registered envelope"))
-                .then_some("Cisco Secure Email (Registered Envelope)")
-        });
-    if let Some(vendor) = vendor {
+    if let Some(vendor) = findings.portal {
         scan.offer(
             Reason::Portal,
             CryptoClass::Portal,
             format!("the message is a {vendor} secure-mail notice: the content sits on the vendor's portal, not in the mail"),
         );
     }
-}
-
-/// The text in ASCII lower case with every run of whitespace (NBSP
-/// included) as one space, and none at either end.
-fn collapsed_lowercase(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    let mut pending_space = false;
-    for c in text.chars() {
-        if c.is_whitespace() {
-            pending_space = !out.is_empty();
-        } else {
-            if pending_space {
-                out.push(' ');
-                pending_space = false;
-            }
-            out.push(c.to_ascii_lowercase());
-        }
-    }
-    out
 }
 
 fn inspect_bytes(bytes: &[u8], scan: &mut Scan) {
@@ -593,20 +506,4 @@ fn part_names(part: &MessagePart<'_>) -> Vec<String> {
         }
     }
     names
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn vendor_text_is_compared_with_spacing_collapsed() {
-        assert_eq!(
-            collapsed_lowercase("  Has sent you a\r\n\tPROTECTED\u{a0}message  "),
-            "has sent you a protected message"
-        );
-        assert_eq!(collapsed_lowercase(""), "");
-        assert_eq!(collapsed_lowercase(" \u{a0}\n"), "");
-        assert_eq!(collapsed_lowercase("Grüße  Ü"), "grüße Ü");
-    }
 }

@@ -145,21 +145,41 @@ pub(super) struct Armor {
 /// unless an armor tail line (`-----END PGP MESSAGE-----`) follows it: a
 /// block pasted after a few words of text is a block all the same.
 pub(super) fn armor(text: &str) -> Armor {
-    let mut found = Armor::default();
-    let mut mentioned = false;
-    for line in text.lines() {
-        let line = line.trim_start_matches(|c: char| c.is_whitespace() || c == '>' || invisible(c));
-        if line.starts_with("-----BEGIN PGP MESSAGE") {
-            found.message = true;
-        } else if line.starts_with("-----BEGIN PGP SIGNED MESSAGE") {
-            found.signed = true;
-        } else if line.contains("-----BEGIN PGP MESSAGE") {
-            mentioned = true;
-        } else if mentioned && line.starts_with("-----END PGP MESSAGE") {
-            found.message = true;
+    let mut lines = ArmorLines::default();
+    lines.read(text);
+    lines.found()
+}
+
+/// [`armor`] over a text that arrives in pieces, each ending at the end
+/// of a line (except, perhaps, the last).
+#[derive(Debug, Default)]
+pub(super) struct ArmorLines {
+    found: Armor,
+    /// A line mentioned the armor header after other words; an armor tail
+    /// line after it makes it a block.
+    mentioned: bool,
+}
+
+impl ArmorLines {
+    pub(super) fn read(&mut self, lines: &str) {
+        for line in lines.lines() {
+            let line =
+                line.trim_start_matches(|c: char| c.is_whitespace() || c == '>' || invisible(c));
+            if line.starts_with("-----BEGIN PGP MESSAGE") {
+                self.found.message = true;
+            } else if line.starts_with("-----BEGIN PGP SIGNED MESSAGE") {
+                self.found.signed = true;
+            } else if line.contains("-----BEGIN PGP MESSAGE") {
+                self.mentioned = true;
+            } else if self.mentioned && line.starts_with("-----END PGP MESSAGE") {
+                self.found.message = true;
+            }
         }
     }
-    found
+
+    pub(super) fn found(&self) -> Armor {
+        self.found
+    }
 }
 
 /// Armor in bytes that may not be UTF-8 (binary attachments).
@@ -217,9 +237,12 @@ const INLINE_TAGS: &[&str] = &[
 ];
 
 /// Reduces HTML to text lines so armor split by `<br>` or wrapped in
-/// `<pre>` is seen line by line.
-pub(super) fn html_text(html: &str) -> String {
-    let mut text = String::with_capacity(html.len());
+/// `<pre>` is seen line by line. The text is handed to `read` in pieces
+/// of about `piece` bytes, each ending at the end of a line (the last
+/// piece, or a single line longer than `piece`, may be longer), so a large
+/// HTML part needs no copy of its whole text.
+pub(super) fn html_text(html: &str, piece: usize, mut read: impl FnMut(&str)) {
+    let mut text = String::with_capacity(html.len().min(piece) + 64);
     let mut in_tag = false;
     let mut tag = String::new();
     // NOTE: Character references are decoded as the text is copied, so a
@@ -260,8 +283,14 @@ pub(super) fn html_text(html: &str) -> String {
             },
             (false, c) => text.push(c),
         }
+        if text.len() >= piece && text.ends_with('\n') {
+            read(&text);
+            text.clear();
+        }
     }
-    text
+    if !text.is_empty() {
+        read(&text);
+    }
 }
 
 /// The character a reference stands for, given the text after its `&`,
@@ -786,6 +815,38 @@ mod tests {
         assert_eq!(signed_data_has_content(&ber(&[])), None);
     }
 
+    /// The whole text of an HTML part, in one piece.
+    fn whole_text(html: &str) -> String {
+        let mut text = String::new();
+        html_text(html, usize::MAX, |piece| text.push_str(piece));
+        text
+    }
+
+    #[test]
+    fn html_text_comes_in_pieces_of_whole_lines() {
+        let html = "<p>one</p><p>two &amp; three</p>x<br>-----BEGIN PGP MESSAGE-----<br>hF4D<span>a\nb</span>end";
+        let mut pieces = Vec::new();
+        html_text(html, 4, |piece| pieces.push(piece.to_owned()));
+        assert!(pieces.len() > 3, "{pieces:?}");
+        for piece in &pieces[..pieces.len() - 1] {
+            assert!(piece.ends_with('\n'), "{pieces:?}");
+        }
+        assert_eq!(pieces.concat(), whole_text(html));
+        let mut lines = ArmorLines::default();
+        for piece in &pieces {
+            lines.read(piece);
+        }
+        assert!(lines.found().message);
+        // A block whose head was mentioned in one piece and whose tail
+        // line comes in a later one is still a block.
+        let mut lines = ArmorLines::default();
+        lines.read("Here it is: -----BEGIN PGP MESSAGE-----\n");
+        lines.read("hF4D\n");
+        assert!(!lines.found().message);
+        lines.read("-----END PGP MESSAGE-----\n");
+        assert!(lines.found().message);
+    }
+
     #[test]
     fn armor_lines_not_mentions() {
         assert!(armor("x\n  > -----BEGIN PGP MESSAGE-----\n").message);
@@ -798,7 +859,7 @@ mod tests {
         assert!(!armor("-----END PGP MESSAGE-----\nsee -----BEGIN PGP MESSAGE-----").message);
         assert!(armor("-----BEGIN PGP SIGNED MESSAGE-----\nHash: SHA256").signed);
         assert!(
-            armor(&html_text(
+            armor(&whole_text(
                 "<p>hi</p><pre>-----BEGIN PGP MESSAGE-----<br>abc</pre>"
             ))
             .message
@@ -817,11 +878,11 @@ mod tests {
             "<div>&#8203;-----BEGIN PGP MESSAGE-----</div>",
             "<p>-----BEGIN PGP <b>MESSAGE</b>-----</p>",
         ] {
-            assert!(armor(&html_text(html)).message, "{html}");
+            assert!(armor(&whole_text(html)).message, "{html}");
         }
-        assert!(!armor(&html_text("<p>see <b>-----BEGIN PGP MESSAGE-----</b></p>")).message);
+        assert!(!armor(&whole_text("<p>see <b>-----BEGIN PGP MESSAGE-----</b></p>")).message);
         assert_eq!(
-            html_text("a &amp; b &#x263A; &bogus; &"),
+            whole_text("a &amp; b &#x263A; &bogus; &"),
             "a & b \u{263a} &bogus; &"
         );
     }
@@ -1063,7 +1124,7 @@ mod tests {
             let _ = cms_kind(&bytes);
             let _ = zip_encrypted(&bytes);
             let _ = lenient_base64(&bytes);
-            let _ = html_text(&String::from_utf8_lossy(&bytes));
+            html_text(&String::from_utf8_lossy(&bytes), 16, |_| ());
         }
     }
 
