@@ -93,7 +93,18 @@ pub fn status_table(statuses: &[MailboxStatus]) -> String {
     }
     let mut out = String::new();
     for status in statuses {
-        let _ = writeln!(out, "mailbox {}", status.name);
+        match &status.retired_at {
+            Some(since) => {
+                let _ = writeln!(
+                    out,
+                    "mailbox {} (not in the config since {since})",
+                    status.name
+                );
+            }
+            None => {
+                let _ = writeln!(out, "mailbox {}", status.name);
+            }
+        }
         let _ = writeln!(
             out,
             "  last pass   {} .. {}  {}",
@@ -160,8 +171,8 @@ pub const STUCK_AFTER_SECS: i64 = 3600;
 const CLOCK_SLACK_SECS: i64 = 60;
 
 /// Judges whether the scheduled passes are running and succeeding, for a
-/// monitoring system: each mailbox in `expected` (the config's; all in the
-/// log when `None`) needs a pass that finished within `max_age_secs` of
+/// monitoring system: each mailbox in `expected` (the config's; when
+/// `None`, those in the log that the last pass's config still named) needs a pass that finished within `max_age_secs` of
 /// `now`, and without error. A pass at work counts as fresh for every
 /// mailbox (they are worked on one after another) until it is stuck.
 /// `lock_held` says whether a pass holds the pass lock now (`None`: not
@@ -176,7 +187,11 @@ pub fn health_check(
 ) -> (Health, String) {
     let names: Vec<&str> = match expected {
         Some(names) => names.iter().map(String::as_str).collect(),
-        None => statuses.iter().map(|status| status.name.as_str()).collect(),
+        None => statuses
+            .iter()
+            .filter(|status| status.retired_at.is_none())
+            .map(|status| status.name.as_str())
+            .collect(),
     };
     let clock = Clock {
         now,
@@ -642,6 +657,7 @@ mod tests {
             last_pass_started_at: started_ago.map(at),
             last_pass_finished_at: finished_ago.map(at),
             last_pass_outcome: finished_ago.map(|_| outcome.to_owned()),
+            retired_at: None,
             counts: vec![("held".to_owned(), 3), ("forwarded".to_owned(), 7)],
         }
     }
@@ -651,6 +667,20 @@ mod tests {
 
     fn verdict(statuses: &[MailboxStatus], expected: Option<&[String]>) -> (Health, String) {
         health_check(statuses, expected, (FIFTEEN_MINUTES, NOW), None)
+    }
+
+    #[test]
+    fn retired_mailboxes_are_not_expected_without_a_config() {
+        let mut removed = pass("old-support", Some(90_000), Some(89_990), "ok");
+        removed.retired_at = Some(crate::clock::rfc3339(NOW - 3600));
+        let statuses = [pass("support", Some(62), Some(60), "ok"), removed];
+        let (health, text) = verdict(&statuses, None);
+        assert_eq!(health, Health::Ok, "{text}");
+        assert!(!text.contains("old-support"), "{text}");
+        // A config that names it again still expects it.
+        let expected = ["support".to_owned(), "old-support".to_owned()];
+        assert_eq!(verdict(&statuses, Some(&expected)).0, Health::Critical);
+        assert!(status_table(&statuses).contains("mailbox old-support (not in the config since "));
     }
 
     #[test]

@@ -6,6 +6,8 @@
 //! password-protected attachments (`encryption-markers.md` §1f). Signatures
 //! on readable content are recorded but never held.
 
+use std::borrow::Cow;
+
 use mail_parser::{HeaderName, HeaderValue, Message, MessagePart, MimeHeaders, PartType};
 
 use super::sniff::{self, CmsKind};
@@ -18,6 +20,25 @@ const MAX_DEPTH: usize = 32;
 
 /// Parts visited at most per message, across all levels.
 const MAX_PARTS: usize = 10_000;
+
+/// ZIP archives inside ZIP archives are opened this many levels deep.
+const MAX_ARCHIVE_DEPTH: usize = 3;
+
+/// Bytes inflated at most for one archive member, and for all members of
+/// one message together: a small archive can inflate to gigabytes, and a
+/// large message must stay within its memory bound. A member too large to
+/// read is not checked (the archive itself is forwarded if nothing else
+/// holds it).
+const MEMBER_LIMIT: usize = 16 * 1024 * 1024;
+const INFLATE_BUDGET: usize = 32 * 1024 * 1024;
+
+/// Archive members opened for a second look: what can carry encryption
+/// of its own. Anything else (images, text, an Office file's XML) is
+/// neither opened nor inflated.
+const OPENED_MEMBERS: &[&str] = &[
+    ".zip", ".pdf", ".7z", ".rar", ".doc", ".xls", ".ppt", ".docx", ".xlsx", ".pptx", ".docm",
+    ".xlsm", ".pptm", ".p7m", ".pgp", ".gpg", ".asc", ".eml", ".rpmsg",
+];
 
 /// One protected thing found in the tree.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -35,6 +56,10 @@ pub(super) struct Scan {
     /// `smime-signed` or `pgp-signed` when readable signed content was seen.
     pub(super) signed: Option<CryptoClass>,
     parts_seen: usize,
+    /// How many ZIP archives the bytes being inspected sit in.
+    archive_depth: usize,
+    /// Bytes inflated from archive members so far.
+    inflated: usize,
 }
 
 impl Scan {
@@ -223,11 +248,10 @@ fn inspect_labelled_pkcs7(part: &MessagePart<'_>, scan: &mut Scan) {
         .content_type()
         .and_then(|ct| ct.attribute("smime-type"))
         .map(str::to_ascii_lowercase);
-    inspect_pkcs7(part, smime_type.as_deref(), scan);
+    inspect_pkcs7(part.contents(), smime_type.as_deref(), scan);
 }
 
-fn inspect_pkcs7(part: &MessagePart<'_>, smime_type: Option<&str>, scan: &mut Scan) {
-    let der = part.contents();
+fn inspect_pkcs7(der: &[u8], smime_type: Option<&str>, scan: &mut Scan) {
     let kind = match smime_type {
         Some("enveloped-data" | "authenveloped-data") => CmsKind::Enveloped,
         Some("signed-data") => CmsKind::Signed,
@@ -284,7 +308,7 @@ fn inspect_name(name: &str, part: &MessagePart<'_>, sole_content: bool, scan: &m
         )
     };
     if name.ends_with(".p7m") {
-        inspect_pkcs7(part, None, scan);
+        inspect_pkcs7(part.contents(), None, scan);
     } else if sole_content && (name.ends_with(".p7s") || name.ends_with(".p7c")) {
         inspect_labelled_pkcs7(part, scan);
     } else if name == "winmail.dat" {
@@ -436,6 +460,8 @@ fn inspect_bytes(bytes: &[u8], scan: &mut Scan) {
             CryptoClass::PasswordAttachment,
             "a ZIP attachment is password-protected",
         );
+    } else if sniff::is_zip(bytes) {
+        inspect_zip_members(bytes, scan);
     } else if sniff::pdf_encrypted(bytes) {
         scan.offer(
             Reason::PasswordAttachment,
@@ -476,6 +502,87 @@ fn inspect_bytes(bytes: &[u8], scan: &mut Scan) {
     }
 }
 
+/// Opens the members of a readable ZIP archive that can carry encryption
+/// of their own (an encrypted PDF, a ZIP in a ZIP, an encrypted message
+/// saved as `.eml`) and inspects them as attachments, within
+/// [`MAX_ARCHIVE_DEPTH`], [`MEMBER_LIMIT`] and [`INFLATE_BUDGET`].
+fn inspect_zip_members(bytes: &[u8], scan: &mut Scan) {
+    if MAX_ARCHIVE_DEPTH <= scan.archive_depth {
+        return;
+    }
+    let Some(entries) = sniff::zip_entries(bytes) else {
+        return;
+    };
+    for entry in entries {
+        let lowercase_name = entry.name.to_lowercase();
+        if !OPENED_MEMBERS
+            .iter()
+            .any(|suffix| lowercase_name.ends_with(suffix))
+        {
+            continue;
+        }
+        let limit = MEMBER_LIMIT.min(INFLATE_BUDGET.saturating_sub(scan.inflated));
+        let Ok(content) = sniff::zip_member(bytes, &entry, limit) else {
+            continue;
+        };
+        if let Cow::Owned(inflated) = &content {
+            scan.inflated += inflated.len();
+        }
+        let mut inner = Scan {
+            parts_seen: scan.parts_seen,
+            archive_depth: scan.archive_depth + 1,
+            inflated: scan.inflated,
+            ..Scan::default()
+        };
+        inspect_member(&lowercase_name, &content, &mut inner);
+        scan.parts_seen = inner.parts_seen;
+        scan.inflated = inner.inflated;
+        if let Some(found) = inner.protected {
+            let name: String = entry
+                .name
+                .chars()
+                .take(120)
+                .map(|c| if c.is_control() { '?' } else { c })
+                .collect();
+            scan.offer(
+                found.reason,
+                found.class,
+                format!("{}, inside a ZIP attachment as {name}", found.detail),
+            );
+        }
+    }
+}
+
+/// One archive member, by its name and by its bytes.
+fn inspect_member(name: &str, bytes: &[u8], scan: &mut Scan) {
+    if name.ends_with(".eml") {
+        if let Some(nested) = crate::mail::parse(bytes) {
+            walk(&nested, 0, scan);
+        }
+        return;
+    }
+    if name.ends_with(".p7m") {
+        inspect_pkcs7(bytes, None, scan);
+    } else if (name.ends_with(".pgp") || name.ends_with(".gpg"))
+        && !sniff::openpgp_informational(bytes)
+    {
+        scan.offer(
+            Reason::PgpEncrypted,
+            CryptoClass::PgpEncrypted,
+            "an OpenPGP encrypted file",
+        );
+    } else if name.ends_with(".asc") && sniff::armor_bytes(bytes).message {
+        scan.offer(
+            Reason::PgpEncrypted,
+            CryptoClass::PgpEncrypted,
+            "an OpenPGP message file",
+        );
+    } else if name.ends_with(".rpmsg") {
+        scan.offer(Reason::Portal, CryptoClass::Portal, RPMSG);
+    }
+    inspect_bytes(bytes, scan);
+}
+
 fn content_type(part: &MessagePart<'_>) -> (String, String) {
     match part.content_type() {
         Some(content_type) => (
@@ -506,4 +613,78 @@ fn part_names(part: &MessagePart<'_>) -> Vec<String> {
         }
     }
     names
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const LOCKED_PDF: &[u8] =
+        b"%PDF-1.7\n1 0 obj\n<<>>\nendobj\ntrailer\n<< /Root 1 0 R /Encrypt 5 0 R >>\n%%EOF\n";
+
+    fn finding(bytes: &[u8]) -> Option<Finding> {
+        let mut scan = Scan::default();
+        inspect_bytes(bytes, &mut scan);
+        scan.protected
+    }
+
+    #[test]
+    fn archives_in_archives_are_opened_within_bounds() {
+        let level1 = sniff::zip_of(&[
+            ("notes.txt", b"hello", true),
+            ("Secret.PDF", LOCKED_PDF, true),
+        ]);
+        let found = finding(&level1).expect("held");
+        assert_eq!(found.reason, Reason::PasswordAttachment);
+        assert!(
+            found
+                .detail
+                .ends_with("inside a ZIP attachment as Secret.PDF"),
+            "{}",
+            found.detail
+        );
+        let level2 = sniff::zip_of(&[("a.zip", &level1, false)]);
+        let level3 = sniff::zip_of(&[("b.zip", &level2, true)]);
+        assert!(finding(&level3).is_some());
+        // One level more than MAX_ARCHIVE_DEPTH is not opened.
+        let level4 = sniff::zip_of(&[("c.zip", &level3, false)]);
+        assert_eq!(finding(&level4), None);
+        // Members that cannot carry encryption of their own are not opened.
+        assert_eq!(
+            finding(&sniff::zip_of(&[("scan.png", LOCKED_PDF, false)])),
+            None
+        );
+    }
+
+    #[test]
+    fn archive_members_are_inflated_within_the_budget() {
+        let mut large = vec![b' '; MEMBER_LIMIT];
+        large.extend_from_slice(LOCKED_PDF);
+        large[..8].copy_from_slice(b"%PDF-1.7");
+        // Too large to inflate: not read, so not held.
+        assert_eq!(
+            finding(&sniff::zip_of(&[("large.pdf", &large, true)])),
+            None
+        );
+        // Members within the limit, until the message's budget is spent.
+        let mut fits = vec![b' '; MEMBER_LIMIT - LOCKED_PDF.len()];
+        fits[..LOCKED_PDF.len()].copy_from_slice(LOCKED_PDF);
+        let two = sniff::zip_of(&[("one.pdf", &fits, true), ("two.pdf", &fits, true)]);
+        let mut scan = Scan::default();
+        inspect_bytes(&two, &mut scan);
+        assert!(scan.protected.is_some());
+        assert_eq!(scan.inflated, 2 * fits.len());
+        let three = sniff::zip_of(&[
+            ("one.pdf", &fits, true),
+            ("two.pdf", &fits, true),
+            ("three.pdf", LOCKED_PDF, true),
+        ]);
+        let mut scan = Scan {
+            inflated: INFLATE_BUDGET - 10,
+            ..Scan::default()
+        };
+        inspect_bytes(&three, &mut scan);
+        assert_eq!(scan.protected, None);
+        assert!(scan.inflated <= INFLATE_BUDGET);
+    }
 }

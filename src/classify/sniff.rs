@@ -1,8 +1,12 @@
 //! Byte-level sniffers for protected content: CMS content types, OpenPGP
-//! armor, encrypted ZIP entries, encrypted PDFs and encrypted OOXML.
+//! armor, ZIP archives (encrypted entries, and members read for a second
+//! look), encrypted PDFs, 7z, RAR and Office files.
 //!
 //! Pure functions over decoded part bodies. Each reads only a bounded
-//! prefix or does a linear scan, so hostile input costs linear time.
+//! prefix or does a linear scan, so hostile input costs linear time; a
+//! ZIP member is inflated only up to the limit its caller sets.
+
+use std::borrow::Cow;
 
 /// The kind of CMS (S/MIME) container, from its DER content-type OID.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -381,8 +385,8 @@ pub(super) const RPMSG_MAGIC: [u8; 8] = [0x76, 0xe8, 0x04, 0x60, 0xc4, 0x11, 0xe
 /// the archive is truncated.
 pub(super) fn zip_encrypted(bytes: &[u8]) -> bool {
     const ENCRYPTED: u16 = 0x0001 | 0x0040;
-    if let Some(entries) = central_directory_flags(bytes) {
-        return entries.iter().any(|flags| flags & ENCRYPTED != 0);
+    if let Some(entries) = zip_entries(bytes) {
+        return entries.iter().any(|entry| entry.flags & ENCRYPTED != 0);
     }
     let mut offset = 0;
     while let Some(header) = bytes.get(offset..offset + 30) {
@@ -406,9 +410,21 @@ pub(super) fn zip_encrypted(bytes: &[u8]) -> bool {
     false
 }
 
-/// The general-purpose flags of every central directory entry, or `None`
-/// when no consistent end-of-central-directory record is found.
-fn central_directory_flags(bytes: &[u8]) -> Option<Vec<u16>> {
+/// One member of a ZIP archive, as its central directory describes it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) struct ZipEntry {
+    /// The name as stored (read as UTF-8, lossily).
+    pub(super) name: String,
+    flags: u16,
+    method: u16,
+    compressed_size: u64,
+    size: u64,
+    local_header: u64,
+}
+
+/// Every central directory entry, or `None` when no consistent
+/// end-of-central-directory record is found.
+pub(super) fn zip_entries(bytes: &[u8]) -> Option<Vec<ZipEntry>> {
     let search_from = bytes.len().saturating_sub(65_557);
     let tail = &bytes[search_from..];
     let eocd = search_from
@@ -416,21 +432,90 @@ fn central_directory_flags(bytes: &[u8]) -> Option<Vec<u16>> {
             .windows(4)
             .rposition(|window| window == b"PK\x05\x06")?;
     let record = bytes.get(eocd..eocd + 22)?;
-    let entries = usize::from(u16::from_le_bytes([record[10], record[11]]));
+    let count = usize::from(u16::from_le_bytes([record[10], record[11]]));
     let mut offset = u32::from_le_bytes([record[16], record[17], record[18], record[19]]) as usize;
-    let mut flags = Vec::with_capacity(entries.min(4096));
-    for _ in 0..entries {
+    let mut entries = Vec::with_capacity(count.min(4096));
+    let u32_at = |header: &[u8], at: usize| {
+        u64::from(u32::from_le_bytes([
+            header[at],
+            header[at + 1],
+            header[at + 2],
+            header[at + 3],
+        ]))
+    };
+    for _ in 0..count {
         let header = bytes.get(offset..offset + 46)?;
         if &header[..4] != b"PK\x01\x02" {
             return None;
         }
-        flags.push(u16::from_le_bytes([header[8], header[9]]));
         let name_len = usize::from(u16::from_le_bytes([header[28], header[29]]));
         let extra_len = usize::from(u16::from_le_bytes([header[30], header[31]]));
         let comment_len = usize::from(u16::from_le_bytes([header[32], header[33]]));
+        let name = bytes.get(offset + 46..offset + 46 + name_len)?;
+        entries.push(ZipEntry {
+            name: String::from_utf8_lossy(name).into_owned(),
+            flags: u16::from_le_bytes([header[8], header[9]]),
+            method: u16::from_le_bytes([header[10], header[11]]),
+            compressed_size: u32_at(header, 20),
+            size: u32_at(header, 24),
+            local_header: u32_at(header, 42),
+        });
         offset += 46 + name_len + extra_len + comment_len;
     }
-    Some(flags)
+    Some(entries)
+}
+
+/// Why a ZIP member's content could not be had.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Unread {
+    /// Larger than the bytes allowed for it.
+    TooLarge,
+    /// Encrypted, compressed other than stored or deflated, ZIP64, or its
+    /// bytes are not where the directory says.
+    Unreadable,
+}
+
+/// A member's content: its stored bytes, or its deflated bytes inflated
+/// into at most `limit` bytes (a small archive can inflate to gigabytes).
+pub(super) fn zip_member<'a>(
+    bytes: &'a [u8],
+    entry: &ZipEntry,
+    limit: usize,
+) -> Result<Cow<'a, [u8]>, Unread> {
+    const STORED: u16 = 0;
+    const DEFLATED: u16 = 8;
+    // NOTE: 0xffffffff sizes or offsets are in a ZIP64 extra field; such a
+    // member is larger than any limit used here.
+    const ZIP64: u64 = 0xffff_ffff;
+    if entry.flags & 0x0041 != 0 {
+        return Err(Unread::Unreadable);
+    }
+    if entry.size == ZIP64 || entry.compressed_size == ZIP64 || entry.size > limit as u64 {
+        return Err(Unread::TooLarge);
+    }
+    let start = usize::try_from(entry.local_header).map_err(|_| Unread::Unreadable)?;
+    let header = bytes.get(start..start + 30).ok_or(Unread::Unreadable)?;
+    if &header[..4] != b"PK\x03\x04" || entry.local_header == ZIP64 {
+        return Err(Unread::Unreadable);
+    }
+    let name_len = usize::from(u16::from_le_bytes([header[26], header[27]]));
+    let extra_len = usize::from(u16::from_le_bytes([header[28], header[29]]));
+    let data_start = start + 30 + name_len + extra_len;
+    let data_end = usize::try_from(entry.compressed_size)
+        .ok()
+        .and_then(|length| data_start.checked_add(length))
+        .ok_or(Unread::Unreadable)?;
+    let data = bytes.get(data_start..data_end).ok_or(Unread::Unreadable)?;
+    match entry.method {
+        STORED => Ok(Cow::Borrowed(data)),
+        DEFLATED => miniz_oxide::inflate::decompress_to_vec_with_limit(data, limit)
+            .map(Cow::Owned)
+            .map_err(|error| match error.status {
+                miniz_oxide::inflate::TINFLStatus::HasMoreOutput => Unread::TooLarge,
+                _ => Unread::Unreadable,
+            }),
+        _ => Err(Unread::Unreadable),
+    }
 }
 
 /// True for a ZIP archive.
@@ -748,6 +833,50 @@ pub(super) fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
         .position(|window| window == needle)
 }
 
+/// A ZIP archive of (name, content, deflate?) members, written the way
+/// APPNOTE describes: local headers and data, central directory, end
+/// record.
+#[cfg(test)]
+pub(super) fn zip_of(members: &[(&str, &[u8], bool)]) -> Vec<u8> {
+    let mut out = Vec::new();
+    let mut directory = Vec::new();
+    for (name, content, deflate) in members {
+        let data = if *deflate {
+            miniz_oxide::deflate::compress_to_vec(content, 6)
+        } else {
+            content.to_vec()
+        };
+        let method: u16 = if *deflate { 8 } else { 0 };
+        let offset = out.len() as u32;
+        let mut fields = Vec::new();
+        fields.extend(method.to_le_bytes());
+        fields.extend([0; 8]); // time, date, CRC (not checked here)
+        fields.extend((data.len() as u32).to_le_bytes());
+        fields.extend((content.len() as u32).to_le_bytes());
+        fields.extend((name.len() as u16).to_le_bytes());
+        fields.extend([0, 0]); // extra length
+        out.extend(b"PK\x03\x04\x14\x00\x00\x00");
+        out.extend(&fields);
+        out.extend(name.as_bytes());
+        out.extend(&data);
+        directory.extend(b"PK\x01\x02\x14\x00\x14\x00\x00\x00");
+        directory.extend(&fields);
+        directory.extend([0; 10]); // comment length, disk, attributes
+        directory.extend(offset.to_le_bytes());
+        directory.extend(name.as_bytes());
+    }
+    let start = out.len() as u32;
+    let count = (members.len() as u16).to_le_bytes();
+    out.extend(&directory);
+    out.extend(b"PK\x05\x06\x00\x00\x00\x00");
+    out.extend(count);
+    out.extend(count);
+    out.extend((directory.len() as u32).to_le_bytes());
+    out.extend(start.to_le_bytes());
+    out.extend([0, 0]);
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -986,6 +1115,57 @@ mod tests {
     }
 
     #[test]
+    fn zip_members_are_read_within_their_limit() {
+        let text = b"line of a report\n".repeat(1000);
+        let archive = zip_of(&[
+            ("Report.TXT", &text, true),
+            ("raw.bin", b"stored bytes", false),
+        ]);
+        let entries = zip_entries(&archive).expect("a directory");
+        assert_eq!(entries.len(), 2);
+        assert_eq!(entries[0].name, "Report.TXT");
+        let inflated = zip_member(&archive, &entries[0], 1 << 20).expect("inflates");
+        assert!(matches!(inflated, Cow::Owned(_)));
+        assert_eq!(&*inflated, &text[..]);
+        let stored = zip_member(&archive, &entries[1], 1 << 20).expect("stored");
+        assert!(matches!(stored, Cow::Borrowed(b"stored bytes")));
+        // A member that claims more than the limit is not read at all; one
+        // that inflates past it (its header lying) stops at the limit.
+        assert_eq!(
+            zip_member(&archive, &entries[0], 100),
+            Err(Unread::TooLarge)
+        );
+        let mut lying = entries[0].clone();
+        lying.size = 10;
+        assert_eq!(zip_member(&archive, &lying, 100), Err(Unread::TooLarge));
+        // Encrypted, unknown method, or bytes not where the directory says.
+        let mut encrypted = entries[1].clone();
+        encrypted.flags = 1;
+        assert_eq!(
+            zip_member(&archive, &encrypted, 1 << 20),
+            Err(Unread::Unreadable)
+        );
+        let mut unknown = entries[1].clone();
+        unknown.method = 14;
+        assert_eq!(
+            zip_member(&archive, &unknown, 1 << 20),
+            Err(Unread::Unreadable)
+        );
+        let mut astray = entries[1].clone();
+        astray.local_header = 3;
+        assert_eq!(
+            zip_member(&archive, &astray, 1 << 20),
+            Err(Unread::Unreadable)
+        );
+        astray.local_header = u64::from(u32::MAX) - 1;
+        assert_eq!(
+            zip_member(&archive, &astray, 1 << 20),
+            Err(Unread::Unreadable)
+        );
+        assert!(!zip_encrypted(&archive));
+    }
+
+    #[test]
     fn zip_flags() {
         let mut entry = b"PK\x03\x04\x14\x00\x01\x00".to_vec();
         entry.extend_from_slice(&[0; 22]);
@@ -1104,7 +1284,19 @@ mod tests {
             ],
             b"PK\x03\x04",
         ];
+        let text = b"a line of text\n".repeat(200);
+        let archive = zip_of(&[("a.txt", &text, true), ("b.zip", b"PK\x05\x06", false)]);
         for round in 0..4000 {
+            // A real archive with a few bytes changed: lengths, offsets and
+            // deflate streams that lie.
+            let mut damaged = archive.clone();
+            for _ in 0..1 + next() % 4 {
+                let at = (next() % damaged.len() as u64) as usize;
+                damaged[at] = next() as u8;
+            }
+            for entry in zip_entries(&damaged).unwrap_or_default() {
+                let _ = zip_member(&damaged, &entry, 1 << 16);
+            }
             let length = (next() % 9000) as usize;
             let mut bytes = signatures[round % signatures.len()].to_vec();
             // Small values are likelier to be taken as lengths and offsets.

@@ -100,6 +100,10 @@ const MARKERS: &[(&str, &str)] = &[
         "secure-messaging.trendmicro",
         "Trend Micro Email Encryption",
     ),
+    // NOTE: Confidential mode strips the body and attachments from the
+    // copy a non-Gmail reader gets, leaving a "View the email" link to this
+    // host (encryption-markers.md P14).
+    ("confidential-mail.google.com", "Gmail confidential mode"),
 ];
 
 const CISCO: &str = "Cisco Secure Email (Registered Envelope)";

@@ -42,6 +42,10 @@ const MIGRATIONS: &[(&str, &str)] = &[
         "0007_rate_limit_lifts",
         include_str!("../../migrations/0007_rate_limit_lifts.sql"),
     ),
+    (
+        "0008_mailbox_retirement",
+        include_str!("../../migrations/0008_mailbox_retirement.sql"),
+    ),
 ];
 
 mod journal;
@@ -313,6 +317,8 @@ pub struct MailboxStatus {
     pub last_pass_started_at: Option<String>,
     pub last_pass_finished_at: Option<String>,
     pub last_pass_outcome: Option<String>,
+    /// When a pass first ran without this mailbox in its config.
+    pub retired_at: Option<String>,
     /// (state, count) for every state, zeros included.
     pub counts: Vec<(String, u64)>,
 }
@@ -554,10 +560,33 @@ impl Store {
         self.conn
             .execute_cached(
                 "INSERT INTO mailboxes (name, last_pass_started_at) VALUES (?1, ?2)
-                 ON CONFLICT (name) DO UPDATE SET last_pass_started_at = ?2",
+                 ON CONFLICT (name) DO UPDATE SET last_pass_started_at = ?2, retired_at = NULL",
                 params![mailbox, now],
             )
             .map_err(|source| self.query_error("record the start of a pass", source))?;
+        Ok(())
+    }
+
+    /// Marks the mailboxes in the log that a pass's config no longer names
+    /// as retired (from now, if not already): `status --check` without a
+    /// config stops expecting passes over them.
+    pub fn retire_mailboxes_except(&self, configured: &[&str]) -> Result<()> {
+        let now = clock::rfc3339(clock::unix_now());
+        // NOTE: The names go in as one JSON array: a config may name any
+        // number of mailboxes, and SQL parameters are counted.
+        let names = serde_json::to_string(configured).map_err(|source| {
+            self.query_error(
+                "list the configured mailboxes",
+                rusqlite::Error::ToSqlConversionFailure(Box::new(source)),
+            )
+        })?;
+        self.conn
+            .execute_cached(
+                "UPDATE mailboxes SET retired_at = ?1
+                 WHERE retired_at IS NULL AND name NOT IN (SELECT value FROM json_each(?2))",
+                params![now, names],
+            )
+            .map_err(|source| self.query_error("record mailboxes no longer configured", source))?;
         Ok(())
     }
 
@@ -1140,7 +1169,7 @@ impl Store {
             .conn
             .prepare(
                 "SELECT name, uidvalidity, last_uid, last_pass_started_at, last_pass_finished_at,
-                    last_pass_outcome FROM mailboxes ORDER BY name",
+                    last_pass_outcome, retired_at FROM mailboxes ORDER BY name",
             )
             .map_err(fail)?;
         let mut statuses: Vec<MailboxStatus> = statement
@@ -1152,6 +1181,7 @@ impl Store {
                     last_pass_started_at: row.get(3)?,
                     last_pass_finished_at: row.get(4)?,
                     last_pass_outcome: row.get(5)?,
+                    retired_at: row.get(6)?,
                     counts: Vec::new(),
                 })
             })
@@ -1392,6 +1422,55 @@ mod tests {
         store.begin_pass("support").expect("begin");
         let status = &store.mailbox_status().expect("status")[0];
         assert_eq!(status.last_pass_outcome.as_deref(), Some("ok"));
+    }
+
+    #[test]
+    fn mailboxes_left_out_of_the_config_are_retired_until_a_pass_returns() {
+        let store = Store::open_in_memory().expect("open");
+        for name in ["sales", "support"] {
+            store.begin_pass(name).expect("begin");
+            store.finish_pass(name, "ok").expect("finish");
+        }
+        let retired = |store: &Store| -> Vec<(String, bool)> {
+            let statuses = store.mailbox_status().expect("status");
+            statuses
+                .into_iter()
+                .map(|status| (status.name, status.retired_at.is_some()))
+                .collect()
+        };
+        store.retire_mailboxes_except(&["support"]).expect("retire");
+        assert_eq!(
+            retired(&store),
+            [("sales".to_owned(), true), ("support".to_owned(), false)]
+        );
+        // Retired once: a later pass keeps the first date.
+        store
+            .conn
+            .execute(
+                "UPDATE mailboxes SET retired_at = 'then' WHERE name = 'sales'",
+                [],
+            )
+            .expect("date");
+        store
+            .retire_mailboxes_except(&["support"])
+            .expect("retire again");
+        let sales = &store.mailbox_status().expect("status")[0];
+        assert_eq!(sales.retired_at.as_deref(), Some("then"));
+        // Back in the config: its pass clears the mark.
+        store
+            .retire_mailboxes_except(&["sales", "support"])
+            .expect("retire");
+        store.begin_pass("sales").expect("begin");
+        assert_eq!(
+            retired(&store),
+            [("sales".to_owned(), false), ("support".to_owned(), false)]
+        );
+        // Names that need quoting in JSON are compared as written.
+        store.begin_pass("quote\"d").expect("begin");
+        store
+            .retire_mailboxes_except(&["quote\"d", "sales", "support"])
+            .expect("retire");
+        assert!(retired(&store).iter().all(|(_, retired)| !retired));
     }
 
     #[test]

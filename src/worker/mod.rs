@@ -179,6 +179,12 @@ pub async fn run_once(settings: &Settings, stop: &AtomicBool) -> anyhow::Result<
     // would fail with SQLite's less helpful error.
     ensure_log_space(settings)?;
     let mut store = Store::open(&settings.store_path)?;
+    let configured: Vec<&str> = settings
+        .mailboxes
+        .iter()
+        .map(|mailbox| mailbox.name.as_str())
+        .collect();
+    store.retire_mailboxes_except(&configured)?;
     let journal = Journal::open(&settings.store_path)?;
     let mut pool = SinkPool::default();
     let mut report = PassReport::default();

@@ -76,6 +76,71 @@ async fn status_check_follows_the_passes() {
     assert!(!said.contains("wrong-password-8k"), "{said}");
 }
 
+/// A mailbox taken out of the config stays in the log, but `status --check
+/// --db` (which has no config to read) stops expecting passes over it once
+/// a pass has run without it.
+#[tokio::test]
+async fn status_check_by_log_forgets_mailboxes_removed_from_the_config() {
+    let env = TestEnv::new("monitor-retire");
+    env.seed(&backlog("monitor-retire", 1)).await;
+    let config = env.write_config(&ConfigOptions::default());
+    // An earlier config also had "sales", whose last pass was yesterday.
+    let run = deskbridge(&config, &["run", "--quiet"]);
+    assert_eq!(
+        run.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    let log = rusqlite::Connection::open(env.db_path()).expect("open the log");
+    let yesterday = deskbridge::clock::rfc3339(deskbridge::clock::unix_now() - 86_400);
+    log.execute(
+        "INSERT INTO mailboxes (name, last_pass_started_at, last_pass_finished_at, last_pass_outcome)
+         VALUES ('sales', ?1, ?1, 'ok')",
+        [&yesterday],
+    )
+    .expect("an old mailbox");
+    drop(log);
+    let db = env.db_path();
+    let db = db.to_str().expect("a UTF-8 path");
+    let by_log = |args: &[&str]| {
+        Command::new(binary())
+            .args(["--db", db])
+            .args(args)
+            .output()
+            .expect("run deskbridge")
+    };
+    let before = by_log(&["status", "--check"]);
+    let said = String::from_utf8_lossy(&before.stdout);
+    assert_eq!(before.status.code(), Some(2), "{said}");
+    assert!(
+        said.contains("sales: no pass finished within 15m"),
+        "{said}"
+    );
+
+    let run = deskbridge(&config, &["run", "--quiet"]);
+    assert_eq!(
+        run.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    let after = by_log(&["status", "--check"]);
+    let said = String::from_utf8_lossy(&after.stdout);
+    assert_eq!(after.status.code(), Some(0), "{said}");
+    assert!(
+        said.starts_with("DESKBRIDGE OK - 1 mailbox(es) passed"),
+        "{said}"
+    );
+    assert!(!said.contains("sales"), "{said}");
+    let status = by_log(&["status"]);
+    let said = String::from_utf8_lossy(&status.stdout);
+    assert!(
+        said.contains("mailbox sales (not in the config since "),
+        "{said}"
+    );
+}
+
 /// A second signal ends a pass at once (exit 130), here while it waits on
 /// an IMAP server that accepted and says nothing: the log records a stop,
 /// not a death, so `status --check` warns rather than calling it critical,
