@@ -139,10 +139,12 @@ enum Scope {
 /// text near the top, and the walk must stay cheap.
 const BODY_TOKEN_WINDOW: usize = 256 * 1024;
 
-/// An HTML body is reduced to text only this far before the text window
-/// is taken: the whole of any ordinary mail, and a bounded copy of a huge
-/// one (mail-parser's `body_text` would reduce all of it).
-const HTML_TOKEN_WINDOW: usize = 4 * 1024 * 1024;
+/// An HTML body is reduced to text this much at a time, until the text
+/// fills [`BODY_TOKEN_WINDOW`]: the whole of any ordinary mail at once, and
+/// a bounded copy of a huge one (mail-parser's `body_text` would reduce
+/// all of it), however much markup (a pasted image as a `data:` URI) comes
+/// before the text.
+const HTML_PIECE: usize = 1024 * 1024;
 
 /// Extracts the thread keys of a message.
 pub fn keys(
@@ -172,10 +174,7 @@ pub fn keys(
     }
     let body: Option<Cow<'_, str>> = message.text_part(0).and_then(|part| match &part.body {
         PartType::Text(text) => Some(Cow::Borrowed(text.as_ref())),
-        PartType::Html(html) => {
-            let end = floor_char_boundary(html, HTML_TOKEN_WINDOW);
-            Some(Cow::Owned(html_to_text(&html[..end])))
-        }
+        PartType::Html(html) => Some(Cow::Owned(html_token_text(html))),
         _ => None,
     });
     if let Some(body) = body {
@@ -216,6 +215,26 @@ pub fn keys(
         addresses,
         repair_blocked_by: dkim_covering_threading(message),
     }
+}
+
+/// The text of an HTML body, reduced a piece at a time until there is
+/// enough to search. A piece that would end inside a tag runs on to the
+/// tag's end, so a tag (a megabyte `data:` URI included) is never read as
+/// text.
+fn html_token_text(html: &str) -> String {
+    let mut text = String::new();
+    let mut rest = html;
+    while !rest.is_empty() && text.len() < BODY_TOKEN_WINDOW {
+        let mut end = floor_char_boundary(rest, HTML_PIECE);
+        let head = &rest.as_bytes()[..end];
+        if memchr::memrchr(b'<', head) > memchr::memrchr(b'>', head) {
+            end =
+                memchr::memchr(b'>', &rest.as_bytes()[end..]).map_or(rest.len(), |at| end + at + 1);
+        }
+        text.push_str(&html_to_text(&rest[..end]));
+        rest = &rest[end..];
+    }
+    text
 }
 
 /// Lowercases and strips reply/forward prefixes in the languages mail
@@ -372,9 +391,16 @@ mod tests {
             )
         };
         assert_eq!(keys_of(&html(10)).tokens, ["zammad:31001"]);
-        // Past the window of a huge HTML body: not reduced, not searched.
+        // Megabytes of markup before the text (a pasted screenshot as a
+        // data: URI) do not push the token out of reach.
+        let image = format!(
+            "From: a@b.test\nSubject: Printer\nContent-Type: text/html\n\n<p>See:</p><img src=\"data:image/png;base64,{}\"><blockquote>[Ticket#31001]</blockquote>\n",
+            "iVBORw0K".repeat(5 * HTML_PIECE / 8)
+        );
+        assert_eq!(keys_of(&image).tokens, ["zammad:31001"]);
+        // Past the text window: not searched, as for a text body.
         assert_eq!(
-            keys_of(&html(HTML_TOKEN_WINDOW)).tokens,
+            keys_of(&html(BODY_TOKEN_WINDOW)).tokens,
             Vec::<String>::new()
         );
     }

@@ -6,7 +6,7 @@
 //! password-protected attachments (`encryption-markers.md` §1f). Signatures
 //! on readable content are recorded but never held.
 
-use std::borrow::Cow;
+use std::collections::HashSet;
 
 use mail_parser::{HeaderName, HeaderValue, Message, MessagePart, MimeHeaders, PartType};
 
@@ -24,13 +24,19 @@ const MAX_PARTS: usize = 10_000;
 /// ZIP archives inside ZIP archives are opened this many levels deep.
 const MAX_ARCHIVE_DEPTH: usize = 3;
 
-/// Bytes inflated at most for one archive member, and for all members of
-/// one message together: a small archive can inflate to gigabytes, and a
-/// large message must stay within its memory bound. A member too large to
-/// read is not checked (the archive itself is forwarded if nothing else
-/// holds it).
-const MEMBER_LIMIT: usize = 16 * 1024 * 1024;
-const INFLATE_BUDGET: usize = 32 * 1024 * 1024;
+/// What opening archive members may cost one message. A small archive can
+/// inflate to gigabytes, or list one member thousands of times, and the
+/// message must stay within its memory bound and be classified in bounded
+/// time. A member beyond these is not checked (the archive is forwarded if
+/// nothing else holds it):
+/// - members opened, across all levels;
+const MAX_MEMBERS: usize = 64;
+/// - bytes of member content read, stored or inflated;
+const INSPECT_BUDGET: usize = 64 * 1024 * 1024;
+/// - bytes one inflation may produce, and bytes inflation may allocate in
+///   all (failed attempts included).
+const MEMBER_LIMIT: usize = 8 * 1024 * 1024;
+const INFLATE_BUDGET: usize = 16 * 1024 * 1024;
 
 /// Archive members opened for a second look: what can carry encryption
 /// of its own. Anything else (images, text, an Office file's XML) is
@@ -58,7 +64,10 @@ pub(super) struct Scan {
     parts_seen: usize,
     /// How many ZIP archives the bytes being inspected sit in.
     archive_depth: usize,
-    /// Bytes inflated from archive members so far.
+    /// Archive members opened, bytes of them read, and bytes allocated to
+    /// inflate them, so far.
+    members_opened: usize,
+    inspected: usize,
     inflated: usize,
 }
 
@@ -505,7 +514,7 @@ fn inspect_bytes(bytes: &[u8], scan: &mut Scan) {
 /// Opens the members of a readable ZIP archive that can carry encryption
 /// of their own (an encrypted PDF, a ZIP in a ZIP, an encrypted message
 /// saved as `.eml`) and inspects them as attachments, within
-/// [`MAX_ARCHIVE_DEPTH`], [`MEMBER_LIMIT`] and [`INFLATE_BUDGET`].
+/// [`MAX_ARCHIVE_DEPTH`], [`MAX_MEMBERS`] and the byte budgets.
 fn inspect_zip_members(bytes: &[u8], scan: &mut Scan) {
     if MAX_ARCHIVE_DEPTH <= scan.archive_depth {
         return;
@@ -513,29 +522,45 @@ fn inspect_zip_members(bytes: &[u8], scan: &mut Scan) {
     let Some(entries) = sniff::zip_entries(bytes) else {
         return;
     };
+    // NOTE: Entries can all point at one member's bytes; each is read once.
+    let mut read_at = HashSet::new();
     for entry in entries {
+        if MAX_MEMBERS <= scan.members_opened {
+            return;
+        }
         let lowercase_name = entry.name.to_lowercase();
         if !OPENED_MEMBERS
             .iter()
             .any(|suffix| lowercase_name.ends_with(suffix))
+            || !read_at.insert(entry.local_header())
         {
             continue;
         }
-        let limit = MEMBER_LIMIT.min(INFLATE_BUDGET.saturating_sub(scan.inflated));
-        let Ok(content) = sniff::zip_member(bytes, &entry, limit) else {
+        let limit = INSPECT_BUDGET
+            .saturating_sub(scan.inspected)
+            .min(if entry.is_stored() {
+                usize::MAX
+            } else {
+                MEMBER_LIMIT.min(INFLATE_BUDGET.saturating_sub(scan.inflated))
+            });
+        let content = sniff::zip_member(bytes, &entry, limit, &mut scan.inflated);
+        let Ok(content) = content else {
             continue;
         };
-        if let Cow::Owned(inflated) = &content {
-            scan.inflated += inflated.len();
-        }
+        scan.members_opened += 1;
+        scan.inspected += content.len();
         let mut inner = Scan {
             parts_seen: scan.parts_seen,
             archive_depth: scan.archive_depth + 1,
+            members_opened: scan.members_opened,
+            inspected: scan.inspected,
             inflated: scan.inflated,
             ..Scan::default()
         };
         inspect_member(&lowercase_name, &content, &mut inner);
         scan.parts_seen = inner.parts_seen;
+        scan.members_opened = inner.members_opened;
+        scan.inspected = inner.inspected;
         scan.inflated = inner.inflated;
         if let Some(found) = inner.protected {
             let name: String = entry
@@ -556,16 +581,18 @@ fn inspect_zip_members(bytes: &[u8], scan: &mut Scan) {
 /// One archive member, by its name and by its bytes.
 fn inspect_member(name: &str, bytes: &[u8], scan: &mut Scan) {
     if name.ends_with(".eml") {
+        if MAX_PARTS < scan.parts_seen {
+            return;
+        }
         if let Some(nested) = crate::mail::parse(bytes) {
             walk(&nested, 0, scan);
         }
-        return;
-    }
-    if name.ends_with(".p7m") {
+    } else if name.ends_with(".p7m") {
         inspect_pkcs7(bytes, None, scan);
-    } else if (name.ends_with(".pgp") || name.ends_with(".gpg"))
-        && !sniff::openpgp_informational(bytes)
+    } else if (name.ends_with(".pgp") || name.ends_with(".gpg")) && sniff::openpgp_encrypted(bytes)
     {
+        // NOTE: Stricter than for an attachment: an archive may hold a
+        // GnuPG home's files (trustdb.gpg), which are no ciphertext.
         scan.offer(
             Reason::PgpEncrypted,
             CryptoClass::PgpEncrypted,
@@ -580,6 +607,7 @@ fn inspect_member(name: &str, bytes: &[u8], scan: &mut Scan) {
     } else if name.ends_with(".rpmsg") {
         scan.offer(Reason::Portal, CryptoClass::Portal, RPMSG);
     }
+    // A `.eml` may be an archive all the same, as for attachments.
     inspect_bytes(bytes, scan);
 }
 
@@ -657,34 +685,70 @@ mod tests {
     }
 
     #[test]
-    fn archive_members_are_inflated_within_the_budget() {
+    fn archive_members_are_read_within_the_budgets() {
+        // Too large to inflate: not read, so not held.
         let mut large = vec![b' '; MEMBER_LIMIT];
         large.extend_from_slice(LOCKED_PDF);
         large[..8].copy_from_slice(b"%PDF-1.7");
-        // Too large to inflate: not read, so not held.
         assert_eq!(
             finding(&sniff::zip_of(&[("large.pdf", &large, true)])),
             None
         );
-        // Members within the limit, until the message's budget is spent.
-        let mut fits = vec![b' '; MEMBER_LIMIT - LOCKED_PDF.len()];
-        fits[..LOCKED_PDF.len()].copy_from_slice(LOCKED_PDF);
-        let two = sniff::zip_of(&[("one.pdf", &fits, true), ("two.pdf", &fits, true)]);
-        let mut scan = Scan::default();
-        inspect_bytes(&two, &mut scan);
-        assert!(scan.protected.is_some());
-        assert_eq!(scan.inflated, 2 * fits.len());
+
+        // Members that fit one by one, until inflation's budget is spent.
+        let filler = vec![b' '; MEMBER_LIMIT - 100];
         let three = sniff::zip_of(&[
-            ("one.pdf", &fits, true),
-            ("two.pdf", &fits, true),
-            ("three.pdf", LOCKED_PDF, true),
+            ("one.pdf", &filler, true),
+            ("two.pdf", &filler, true),
+            ("three.pdf", &filler, true),
         ]);
-        let mut scan = Scan {
-            inflated: INFLATE_BUDGET - 10,
+        let mut scan = Scan::default();
+        inspect_bytes(&three, &mut scan);
+        assert_eq!(scan.members_opened, 2, "the third is over the budget");
+        assert!(scan.inflated <= INFLATE_BUDGET, "{}", scan.inflated);
+        // Once it is spent, nothing more is inflated; stored bytes, which
+        // cost no copy, are still read.
+        let spent = || Scan {
+            inflated: INFLATE_BUDGET,
             ..Scan::default()
         };
-        inspect_bytes(&three, &mut scan);
+        let mut scan = spent();
+        inspect_bytes(&sniff::zip_of(&[("four.pdf", LOCKED_PDF, true)]), &mut scan);
         assert_eq!(scan.protected, None);
-        assert!(scan.inflated <= INFLATE_BUDGET);
+        let mut scan = spent();
+        inspect_bytes(
+            &sniff::zip_of(&[("four.pdf", LOCKED_PDF, false)]),
+            &mut scan,
+        );
+        assert!(scan.protected.is_some());
+
+        // A member named by many entries is read once.
+        let mut repeated = sniff::zip_of(&[
+            ("a.pdf", b"%PDF-1.7 plain", false),
+            ("b.pdf", b"%PDF-1.7 other", false),
+        ]);
+        // The central directory entry: 46 bytes before its name, the last
+        // place the name is written.
+        let second = repeated
+            .windows(5)
+            .rposition(|window| window == b"b.pdf")
+            .expect("the second entry")
+            - 46;
+        repeated[second + 42..second + 46].copy_from_slice(&0u32.to_le_bytes());
+        let mut scan = Scan::default();
+        inspect_bytes(&repeated, &mut scan);
+        assert_eq!(scan.members_opened, 1);
+
+        // At most MAX_MEMBERS members per message.
+        let names: Vec<String> = (0..=MAX_MEMBERS).map(|n| format!("{n}.pdf")).collect();
+        let mut members: Vec<(&str, &[u8], bool)> = names
+            .iter()
+            .map(|name| (name.as_str(), &b"%PDF-1.7 plain"[..], false))
+            .collect();
+        members[MAX_MEMBERS] = (names[MAX_MEMBERS].as_str(), LOCKED_PDF, false);
+        let mut scan = Scan::default();
+        inspect_bytes(&sniff::zip_of(&members), &mut scan);
+        assert_eq!(scan.members_opened, MAX_MEMBERS);
+        assert_eq!(scan.protected, None);
     }
 }

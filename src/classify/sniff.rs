@@ -4,7 +4,8 @@
 //!
 //! Pure functions over decoded part bodies. Each reads only a bounded
 //! prefix or does a linear scan, so hostile input costs linear time; a
-//! ZIP member is inflated only up to the limit its caller sets.
+//! ZIP member is inflated only up to the limit its caller sets (the
+//! caller, `scan`, bounds how many members and bytes one message may cost).
 
 use std::borrow::Cow;
 
@@ -216,6 +217,24 @@ pub(super) fn openpgp_informational(bytes: &[u8]) -> bool {
     };
     // Signature, secret key, public key, secret subkey, public subkey.
     matches!(tag, 2 | 5 | 6 | 7 | 14)
+}
+
+/// Whether an OpenPGP file holds encrypted data: armored as a message, or
+/// binary starting with an encrypted-session-key or encrypted-data packet
+/// (RFC 9580 §5: tags 1, 3, 9, 18 and 20).
+pub(super) fn openpgp_encrypted(bytes: &[u8]) -> bool {
+    let Some(&first) = bytes.first() else {
+        return false;
+    };
+    if first & 0x80 == 0 {
+        return armor_bytes(&bytes[..bytes.len().min(4096)]).message;
+    }
+    let tag = if first & 0x40 != 0 {
+        first & 0x3f
+    } else {
+        (first >> 2) & 0x0f
+    };
+    matches!(tag, 1 | 3 | 9 | 18 | 20)
 }
 
 /// Characters that show as nothing (or as a box) before a line's text: a
@@ -465,6 +484,19 @@ pub(super) fn zip_entries(bytes: &[u8]) -> Option<Vec<ZipEntry>> {
     Some(entries)
 }
 
+impl ZipEntry {
+    /// Where the member's local header is: one place, however many
+    /// entries name it.
+    pub(super) fn local_header(&self) -> u64 {
+        self.local_header
+    }
+
+    /// Stored as it is (no compression): reading it copies nothing.
+    pub(super) fn is_stored(&self) -> bool {
+        self.method == 0
+    }
+}
+
 /// Why a ZIP member's content could not be had.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) enum Unread {
@@ -475,12 +507,17 @@ pub(super) enum Unread {
     Unreadable,
 }
 
-/// A member's content: its stored bytes, or its deflated bytes inflated
-/// into at most `limit` bytes (a small archive can inflate to gigabytes).
+/// A member's content: its stored bytes (no copy), or its deflated bytes
+/// inflated. Either is refused as [`Unread::TooLarge`] beyond `limit`
+/// bytes, so a small archive cannot inflate to gigabytes. `allocated`
+/// grows by the bytes inflation took, whether or not it succeeded: a
+/// member that inflates past the size it declares is refused, after
+/// costing that size.
 pub(super) fn zip_member<'a>(
     bytes: &'a [u8],
     entry: &ZipEntry,
     limit: usize,
+    allocated: &mut usize,
 ) -> Result<Cow<'a, [u8]>, Unread> {
     const STORED: u16 = 0;
     const DEFLATED: u16 = 8;
@@ -490,12 +527,12 @@ pub(super) fn zip_member<'a>(
     if entry.flags & 0x0041 != 0 {
         return Err(Unread::Unreadable);
     }
-    if entry.size == ZIP64 || entry.compressed_size == ZIP64 || entry.size > limit as u64 {
+    if entry.size == ZIP64 || entry.compressed_size == ZIP64 || entry.local_header == ZIP64 {
         return Err(Unread::TooLarge);
     }
     let start = usize::try_from(entry.local_header).map_err(|_| Unread::Unreadable)?;
     let header = bytes.get(start..start + 30).ok_or(Unread::Unreadable)?;
-    if &header[..4] != b"PK\x03\x04" || entry.local_header == ZIP64 {
+    if &header[..4] != b"PK\x03\x04" {
         return Err(Unread::Unreadable);
     }
     let name_len = usize::from(u16::from_le_bytes([header[26], header[27]]));
@@ -507,13 +544,30 @@ pub(super) fn zip_member<'a>(
         .ok_or(Unread::Unreadable)?;
     let data = bytes.get(data_start..data_end).ok_or(Unread::Unreadable)?;
     match entry.method {
-        STORED => Ok(Cow::Borrowed(data)),
-        DEFLATED => miniz_oxide::inflate::decompress_to_vec_with_limit(data, limit)
-            .map(Cow::Owned)
-            .map_err(|error| match error.status {
-                miniz_oxide::inflate::TINFLStatus::HasMoreOutput => Unread::TooLarge,
-                _ => Unread::Unreadable,
-            }),
+        STORED if data.len() <= limit => Ok(Cow::Borrowed(data)),
+        STORED => Err(Unread::TooLarge),
+        DEFLATED if entry.size > limit as u64 => Err(Unread::TooLarge),
+        DEFLATED => {
+            // NOTE: Inflated into exactly the size the directory declares
+            // (within the limit): no buffer doubling, and a member that
+            // inflates past its declared size is refused.
+            let size = usize::try_from(entry.size).map_err(|_| Unread::TooLarge)?;
+            let mut inflated = vec![0; size];
+            *allocated += size;
+            match miniz_oxide::inflate::decompress_slice_iter_to_slice(
+                &mut inflated,
+                std::iter::once(data),
+                false,
+                true,
+            ) {
+                Ok(length) => {
+                    inflated.truncate(length);
+                    Ok(Cow::Owned(inflated))
+                }
+                Err(miniz_oxide::inflate::TINFLStatus::HasMoreOutput) => Err(Unread::TooLarge),
+                Err(_) => Err(Unread::Unreadable),
+            }
+        }
         _ => Err(Unread::Unreadable),
     }
 }
@@ -1115,6 +1169,18 @@ mod tests {
     }
 
     #[test]
+    fn openpgp_ciphertext_is_told_from_other_gnupg_files() {
+        assert!(openpgp_encrypted(&[0xc1, 0x0c, 0x03])); // PKESK, new format
+        assert!(openpgp_encrypted(&[0x85, 0x01, 0x0c])); // PKESK, legacy format
+        assert!(openpgp_encrypted(&[0xc3, 0x0d])); // SKESK
+        assert!(openpgp_encrypted(&[0xd2, 0x40])); // SEIPD
+        assert!(openpgp_encrypted(b"\n-----BEGIN PGP MESSAGE-----\n"));
+        assert!(!openpgp_encrypted(&[0x99, 0x01, 0x0d])); // public key
+        assert!(!openpgp_encrypted(&[0x01, b'g', b'p', b'g'])); // trustdb.gpg
+        assert!(!openpgp_encrypted(b""));
+    }
+
+    #[test]
     fn zip_members_are_read_within_their_limit() {
         let text = b"line of a report\n".repeat(1000);
         let archive = zip_of(&[
@@ -1122,44 +1188,57 @@ mod tests {
             ("raw.bin", b"stored bytes", false),
         ]);
         let entries = zip_entries(&archive).expect("a directory");
+        let mut spent = 0;
         assert_eq!(entries.len(), 2);
         assert_eq!(entries[0].name, "Report.TXT");
-        let inflated = zip_member(&archive, &entries[0], 1 << 20).expect("inflates");
+        let inflated = zip_member(&archive, &entries[0], 1 << 20, &mut spent).expect("inflates");
         assert!(matches!(inflated, Cow::Owned(_)));
         assert_eq!(&*inflated, &text[..]);
-        let stored = zip_member(&archive, &entries[1], 1 << 20).expect("stored");
+        let stored = zip_member(&archive, &entries[1], 1 << 20, &mut spent).expect("stored");
         assert!(matches!(stored, Cow::Borrowed(b"stored bytes")));
         // A member that claims more than the limit is not read at all; one
         // that inflates past it (its header lying) stops at the limit.
         assert_eq!(
-            zip_member(&archive, &entries[0], 100),
+            zip_member(&archive, &entries[0], 100, &mut spent),
             Err(Unread::TooLarge)
         );
         let mut lying = entries[0].clone();
         lying.size = 10;
-        assert_eq!(zip_member(&archive, &lying, 100), Err(Unread::TooLarge));
+        let before = spent;
+        assert_eq!(
+            zip_member(&archive, &lying, 100, &mut spent),
+            Err(Unread::TooLarge)
+        );
+        assert_eq!(spent - before, 10, "a failed inflation is paid for too");
+        // A stored member is limited by the bytes it has, whatever it claims.
+        let mut small_claim = entries[1].clone();
+        small_claim.size = 0;
+        assert_eq!(
+            zip_member(&archive, &small_claim, 5, &mut spent),
+            Err(Unread::TooLarge)
+        );
         // Encrypted, unknown method, or bytes not where the directory says.
         let mut encrypted = entries[1].clone();
         encrypted.flags = 1;
         assert_eq!(
-            zip_member(&archive, &encrypted, 1 << 20),
+            zip_member(&archive, &encrypted, 1 << 20, &mut spent),
             Err(Unread::Unreadable)
         );
         let mut unknown = entries[1].clone();
         unknown.method = 14;
         assert_eq!(
-            zip_member(&archive, &unknown, 1 << 20),
+            zip_member(&archive, &unknown, 1 << 20, &mut spent),
             Err(Unread::Unreadable)
         );
         let mut astray = entries[1].clone();
         astray.local_header = 3;
         assert_eq!(
-            zip_member(&archive, &astray, 1 << 20),
+            zip_member(&archive, &astray, 1 << 20, &mut spent),
             Err(Unread::Unreadable)
         );
         astray.local_header = u64::from(u32::MAX) - 1;
         assert_eq!(
-            zip_member(&archive, &astray, 1 << 20),
+            zip_member(&archive, &astray, 1 << 20, &mut spent),
             Err(Unread::Unreadable)
         );
         assert!(!zip_encrypted(&archive));
@@ -1295,7 +1374,7 @@ mod tests {
                 damaged[at] = next() as u8;
             }
             for entry in zip_entries(&damaged).unwrap_or_default() {
-                let _ = zip_member(&damaged, &entry, 1 << 16);
+                let _ = zip_member(&damaged, &entry, 1 << 16, &mut 0);
             }
             let length = (next() % 9000) as usize;
             let mut bytes = signatures[round % signatures.len()].to_vec();

@@ -5,7 +5,8 @@
 //! hands over pieces of whole lines, and the vendor sentences are looked
 //! for in a folded copy of at most [`FOLDED_PIECE`] bytes plus an overlap.
 //! A 40 MiB body therefore costs no second or third 40 MiB copy (issue 5's
-//! memory target: peak RSS under 3x the largest message).
+//! memory target: peak RSS under 3x the largest message). The exception is
+//! HTML whose text has no line break at all, which comes as one piece.
 
 use super::sniff::{self, Armor, ArmorLines};
 
@@ -101,8 +102,9 @@ const MARKERS: &[(&str, &str)] = &[
         "Trend Micro Email Encryption",
     ),
     // NOTE: Confidential mode strips the body and attachments from the
-    // copy a non-Gmail reader gets, leaving a "View the email" link to this
-    // host (encryption-markers.md P14).
+    // copy a non-Gmail reader gets, leaving a "View the email" link
+    // (encryption-markers.md P14); the link goes to this host, as public
+    // browser-routing configs that match it show (P14 names no host).
     ("confidential-mail.google.com", "Gmail confidential mode"),
 ];
 
@@ -135,7 +137,8 @@ struct VendorWords {
     /// previous search.
     folded: String,
     pending_space: bool,
-    found: Option<&'static str>,
+    /// The marker found that comes first in [`MARKERS`], and its vendor.
+    found: Option<(usize, &'static str)>,
     own_host_path: bool,
     own_host_sentence: bool,
 }
@@ -164,11 +167,14 @@ impl VendorWords {
     }
 
     fn search(&mut self) {
-        if self.found.is_none() {
-            self.found = MARKERS
-                .iter()
-                .find(|(marker, _)| self.folded.contains(marker))
-                .map(|(_, vendor)| *vendor);
+        // NOTE: The first marker in the list names the vendor, wherever in
+        // the text each one is, as when the whole text was searched at once.
+        let listed_before = self.found.map_or(MARKERS.len(), |(at, _)| at);
+        if let Some(at) = MARKERS[..listed_before]
+            .iter()
+            .position(|(marker, _)| self.folded.contains(marker))
+        {
+            self.found = Some((at, MARKERS[at].1));
         }
         self.own_host_path |= self.folded.contains(CISCO_OWN_HOST.0);
         self.own_host_sentence |= self.folded.contains(CISCO_OWN_HOST.1);
@@ -177,6 +183,7 @@ impl VendorWords {
     fn vendor(mut self) -> Option<&'static str> {
         self.search();
         self.found
+            .map(|(_, vendor)| vendor)
             .or_else(|| (self.own_host_path && self.own_host_sentence).then_some(CISCO))
     }
 }
@@ -231,6 +238,15 @@ mod tests {
             "word ".repeat(4 * FOLDED_PIECE)
         );
         assert_eq!(vendor(&far), Some(CISCO));
+    }
+
+    #[test]
+    fn the_first_listed_marker_names_the_vendor_across_pieces() {
+        let text = format!(
+            "has sent you a protected message {} see /securereader/ here",
+            "word ".repeat(FOLDED_PIECE)
+        );
+        assert_eq!(vendor(&text), Some("Proofpoint Encryption"));
     }
 
     #[test]
