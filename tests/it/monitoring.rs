@@ -14,6 +14,17 @@ fn deskbridge(config: &std::path::Path, args: &[&str]) -> Output {
         .expect("run deskbridge")
 }
 
+/// Runs one pass, which must succeed.
+fn run_pass(config: &std::path::Path) {
+    let run = deskbridge(config, &["run", "--quiet"]);
+    assert_eq!(
+        run.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+}
+
 /// Before any pass the check is critical; after a pass it is ok; once the
 /// passes stop, it turns critical again and says why.
 #[tokio::test]
@@ -30,13 +41,7 @@ async fn status_check_follows_the_passes() {
         "{said}"
     );
 
-    let run = deskbridge(&config, &["run", "--quiet"]);
-    assert_eq!(
-        run.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&run.stderr)
-    );
+    run_pass(&config);
     let after = deskbridge(&config, &["status", "--check", "--max-age", "10m"]);
     let said = String::from_utf8_lossy(&after.stdout);
     assert_eq!(after.status.code(), Some(0), "{said}");
@@ -85,13 +90,7 @@ async fn status_check_by_log_forgets_mailboxes_removed_from_the_config() {
     env.seed(&backlog("monitor-retire", 1)).await;
     let config = env.write_config(&ConfigOptions::default());
     // An earlier config also had "sales", whose last pass was yesterday.
-    let run = deskbridge(&config, &["run", "--quiet"]);
-    assert_eq!(
-        run.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&run.stderr)
-    );
+    run_pass(&config);
     let log = rusqlite::Connection::open(env.db_path()).expect("open the log");
     let yesterday = deskbridge::clock::rfc3339(deskbridge::clock::unix_now() - 86_400);
     log.execute(
@@ -118,13 +117,7 @@ async fn status_check_by_log_forgets_mailboxes_removed_from_the_config() {
         "{said}"
     );
 
-    let run = deskbridge(&config, &["run", "--quiet"]);
-    assert_eq!(
-        run.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&run.stderr)
-    );
+    run_pass(&config);
     let after = by_log(&["status", "--check"]);
     let said = String::from_utf8_lossy(&after.stdout);
     assert_eq!(after.status.code(), Some(0), "{said}");
