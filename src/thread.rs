@@ -139,12 +139,12 @@ enum Scope {
 /// text near the top, and the walk must stay cheap.
 const BODY_TOKEN_WINDOW: usize = 256 * 1024;
 
-/// An HTML body is reduced to text this much at a time, until the text
-/// fills [`BODY_TOKEN_WINDOW`]: the whole of any ordinary mail at once, and
-/// a bounded copy of a huge one (mail-parser's `body_text` would reduce
-/// all of it), however much markup (a pasted image as a `data:` URI) comes
-/// before the text.
-const HTML_PIECE: usize = 1024 * 1024;
+/// HTML bodies up to this size are reduced to text by mail-parser, whole;
+/// a larger one is read by [`large_html_text`] only until its text fills
+/// [`BODY_TOKEN_WINDOW`] (mail-parser's `body_text` would copy all of it),
+/// however much markup (a pasted image or an embedded font as a `data:`
+/// URI) comes before the text.
+const WHOLE_HTML_LIMIT: usize = 1024 * 1024;
 
 /// Extracts the thread keys of a message.
 pub fn keys(
@@ -217,22 +217,92 @@ pub fn keys(
     }
 }
 
-/// The text of an HTML body, reduced a piece at a time until there is
-/// enough to search. A piece that would end inside a tag runs on to the
-/// tag's end, so a tag (a megabyte `data:` URI included) is never read as
-/// text.
+/// The text of an HTML body to look for tokens in.
 fn html_token_text(html: &str) -> String {
+    if html.len() <= WHOLE_HTML_LIMIT {
+        html_to_text(html)
+    } else {
+        large_html_text(html, BODY_TOKEN_WINDOW)
+    }
+}
+
+/// The first `max` bytes of a large HTML body's text, read in one pass
+/// that copies only text: tags and comments are left out, and so is the
+/// content of `<head>`, `<style>`, `<script>` and `<template>`, as
+/// mail-parser leaves them out. A block tag ends a line; an inline one
+/// joins its neighbours (`[Ticket#<b>31001</b>]` stays one token).
+/// Character references stay as written.
+fn large_html_text(html: &str, max: usize) -> String {
+    const SKIPPED: &[&str] = &["head", "style", "script", "template"];
+    const BLOCK: &[&str] = &[
+        "br",
+        "p",
+        "div",
+        "tr",
+        "td",
+        "th",
+        "li",
+        "table",
+        "blockquote",
+        "pre",
+        "hr",
+        "h1",
+        "h2",
+        "h3",
+        "h4",
+        "h5",
+        "h6",
+    ];
+    let bytes = html.as_bytes();
     let mut text = String::new();
-    let mut rest = html;
-    while !rest.is_empty() && text.len() < BODY_TOKEN_WINDOW {
-        let mut end = floor_char_boundary(rest, HTML_PIECE);
-        let head = &rest.as_bytes()[..end];
-        if memchr::memrchr(b'<', head) > memchr::memrchr(b'>', head) {
-            end =
-                memchr::memchr(b'>', &rest.as_bytes()[end..]).map_or(rest.len(), |at| end + at + 1);
+    let push = |text: &mut String, run: &str| {
+        let room = max.saturating_sub(text.len());
+        text.push_str(&run[..floor_char_boundary(run, room)]);
+    };
+    let mut at = 0;
+    while at < bytes.len() && text.len() < max {
+        let Some(open) = memchr::memchr(b'<', &bytes[at..]).map(|i| at + i) else {
+            push(&mut text, &html[at..]);
+            break;
+        };
+        push(&mut text, &html[at..open]);
+        if bytes[open..].starts_with(b"<!--") {
+            at = memchr::memmem::find(&bytes[open + 4..], b"-->")
+                .map_or(bytes.len(), |i| open + 4 + i + 3);
+            continue;
         }
-        text.push_str(&html_to_text(&rest[..end]));
-        rest = &rest[end..];
+        let Some(end) = memchr::memchr(b'>', &bytes[open..]).map(|i| open + i + 1) else {
+            break;
+        };
+        let tag = &html[open + 1..end - 1];
+        let closing = tag.starts_with('/');
+        let name = tag
+            .trim_start_matches('/')
+            .split(|c: char| !c.is_ascii_alphanumeric())
+            .next()
+            .unwrap_or_default()
+            .to_ascii_lowercase();
+        at = end;
+        if !closing && SKIPPED.contains(&name.as_str()) {
+            // Past the matching end tag (`</style ...>`), in any case.
+            let mut search = at;
+            at = bytes.len();
+            while let Some(lt) = memchr::memchr(b'<', &bytes[search..]).map(|i| search + i) {
+                let after = lt + 2 + name.len();
+                if bytes.get(lt + 1) == Some(&b'/')
+                    && bytes
+                        .get(lt + 2..after)
+                        .is_some_and(|candidate| candidate.eq_ignore_ascii_case(name.as_bytes()))
+                {
+                    at = memchr::memchr(b'>', &bytes[after..])
+                        .map_or(bytes.len(), |i| after + i + 1);
+                    break;
+                }
+                search = lt + 1;
+            }
+        } else if BLOCK.contains(&name.as_str()) {
+            push(&mut text, "\n");
+        }
     }
     text
 }
@@ -391,13 +461,31 @@ mod tests {
             )
         };
         assert_eq!(keys_of(&html(10)).tokens, ["zammad:31001"]);
-        // Megabytes of markup before the text (a pasted screenshot as a
-        // data: URI) do not push the token out of reach.
-        let image = format!(
-            "From: a@b.test\nSubject: Printer\nContent-Type: text/html\n\n<p>See:</p><img src=\"data:image/png;base64,{}\"><blockquote>[Ticket#31001]</blockquote>\n",
-            "iVBORw0K".repeat(5 * HTML_PIECE / 8)
+        // Megabytes of markup before the text (a pasted screenshot, an
+        // embedded font) do not push the token out of reach, and what a
+        // reader does not see is not read as text.
+        let large = |markup: &str| {
+            format!(
+                "From: a@b.test\nSubject: Printer\nContent-Type: text/html\n\n<html><head><title>x</title>{markup}</head><body><!-- {} --><p>See:</p><img src=\"data:image/png;base64,{}\"><blockquote>[Ticket#<b>31001</b>]</blockquote></body></html>\n",
+                "c".repeat(WHOLE_HTML_LIMIT),
+                "iVBORw0K".repeat(WHOLE_HTML_LIMIT / 8)
+            )
+        };
+        for markup in [
+            String::new(),
+            format!(
+                "<STYLE>@font-face{{src:url(data:font/woff2;base64,{})}}</Style >",
+                "A".repeat(WHOLE_HTML_LIMIT + 300_000)
+            ),
+            format!("<script>var a = '<p>{}';</script>", "b".repeat(300_000)),
+        ] {
+            assert_eq!(keys_of(&large(&markup)).tokens, ["zammad:31001"]);
+        }
+        let text = large_html_text(
+            &format!("<p>{}</p>", "word ".repeat(WHOLE_HTML_LIMIT)),
+            BODY_TOKEN_WINDOW,
         );
-        assert_eq!(keys_of(&image).tokens, ["zammad:31001"]);
+        assert_eq!(text.len(), BODY_TOKEN_WINDOW);
         // Past the text window: not searched, as for a text body.
         assert_eq!(
             keys_of(&html(BODY_TOKEN_WINDOW)).tokens,

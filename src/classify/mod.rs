@@ -197,10 +197,14 @@ pub struct Rules {
     pub loop_action: LoopAction,
 }
 
+/// Why a message left unparsed (see [`crate::mail::too_many_part_lines`])
+/// is held.
+pub(crate) const TOO_MANY_PART_LINES: &str = "the message has more lines that could start a MIME part than can be parsed within its memory bound (tens of thousands), so it cannot be checked for encryption";
+
 /// Classifies one message from its raw bytes.
 pub fn classify(raw: &[u8], rules: &Rules) -> Classification {
-    let parsed = crate::mail::parse(raw);
-    classify_parsed(parsed.as_ref(), raw.len() as u64, rules)
+    let parsed = crate::mail::parse_checked(raw);
+    classify_parsed(parsed.as_ref().map_err(|why| *why), raw.len() as u64, rules)
 }
 
 /// What a loop finding becomes: skipped, or held when so configured.
@@ -211,10 +215,10 @@ fn loop_decision(reason: Reason, detail: String, action: LoopAction) -> Decision
     }
 }
 
-/// Classifies a message the caller already parsed (`None`: mail-parser
-/// found nothing); `size` is its length in bytes.
+/// Classifies a message the caller already parsed (or why it could not);
+/// `size` is its length in bytes.
 pub fn classify_parsed(
-    parsed: Option<&mail_parser::Message<'_>>,
+    parsed: Result<&mail_parser::Message<'_>, crate::mail::Unparsed>,
     size: u64,
     rules: &Rules,
 ) -> Classification {
@@ -224,7 +228,7 @@ pub fn classify_parsed(
         // NOTE: A bounce or auto-reply too large to forward is a loop
         // finding first: held as too-large, it would get the auto-reply
         // that RFC 3834 §2 forbids sending to automatic mail.
-        if let Some(message) = parsed.filter(|message| has_header_block(message))
+        if let Some(message) = parsed.ok().filter(|message| has_header_block(message))
             && let Some((reason, detail)) = loops::detect(message, rules)
         {
             return Classification {
@@ -246,15 +250,25 @@ pub fn classify_parsed(
             relay: None,
         };
     }
-    let Some(message) = parsed.filter(|message| has_header_block(message)) else {
-        return Classification {
-            decision: Decision::hold(
-                Reason::Unparseable,
-                "the message has no readable header block, so it cannot be checked for encryption",
-            ),
-            class: CryptoClass::Unparseable,
-            relay: None,
-        };
+    let message = match parsed {
+        Ok(message) if has_header_block(message) => message,
+        Err(crate::mail::Unparsed::TooManyParts) => {
+            return Classification {
+                decision: Decision::hold(Reason::Unparseable, TOO_MANY_PART_LINES),
+                class: CryptoClass::Unparseable,
+                relay: None,
+            };
+        }
+        _ => {
+            return Classification {
+                decision: Decision::hold(
+                    Reason::Unparseable,
+                    "the message has no readable header block, so it cannot be checked for encryption",
+                ),
+                class: CryptoClass::Unparseable,
+                relay: None,
+            };
+        }
     };
     let relay = relay::detect(message, &rules.extra_relays);
     let scan = scan::scan(message);
@@ -323,12 +337,36 @@ mod tests {
     fn a_bounce_too_large_to_forward_is_still_a_bounce() {
         let headers = "Return-Path: <>\r\nFrom: MAILER-DAEMON@mx.example\r\nSubject: Undelivered Mail\r\n\r\n";
         let header_only = crate::mail::parse(headers.as_bytes());
-        let result = classify_parsed(header_only.as_ref(), 30 * 1024 * 1024, &rules());
+        let result = classify_parsed(
+            header_only.as_ref().ok_or(crate::mail::Unparsed::NoHeader),
+            30 * 1024 * 1024,
+            &rules(),
+        );
         assert_eq!(result.decision.action, Action::Skip);
         assert_eq!(result.decision.reason, Some(Reason::Bounce));
         let ordinary = crate::mail::parse(b"From: a@b.test\r\nSubject: big\r\n\r\n");
-        let result = classify_parsed(ordinary.as_ref(), 30 * 1024 * 1024, &rules());
+        let result = classify_parsed(
+            ordinary.as_ref().ok_or(crate::mail::Unparsed::NoHeader),
+            30 * 1024 * 1024,
+            &rules(),
+        );
         assert_held(&result, Reason::TooLarge);
+    }
+
+    #[test]
+    fn a_message_of_countless_tiny_parts_is_held_unparsed() {
+        let head = "From: a@b.test\r\nSubject: parts\r\nMIME-Version: 1.0\r\nContent-Type: multipart/mixed; boundary=\"b\"\r\n\r\n";
+        let many = format!("{head}{}--b--\r\n", "--b\r\n\r\n".repeat(20_001));
+        assert!(crate::mail::too_many_part_lines(many.as_bytes()));
+        let result = decide(&many);
+        assert_held(&result, Reason::Unparseable);
+        assert_eq!(result.decision.detail, TOO_MANY_PART_LINES);
+        // A long text with a dash line per 128 bytes or fewer is parsed.
+        let log = format!(
+            "From: a@b.test\r\nSubject: log\r\n\r\n{}",
+            format!("--------\r\n{}\r\n", "x".repeat(120)).repeat(30_000)
+        );
+        assert!(!crate::mail::too_many_part_lines(log.as_bytes()));
     }
 
     #[test]

@@ -25,18 +25,22 @@ const MAX_PARTS: usize = 10_000;
 const MAX_ARCHIVE_DEPTH: usize = 3;
 
 /// What opening archive members may cost one message. A small archive can
-/// inflate to gigabytes, or list one member thousands of times, and the
-/// message must stay within its memory bound and be classified in bounded
-/// time. A member beyond these is not checked (the archive is forwarded if
-/// nothing else holds it):
-/// - members opened, across all levels;
-const MAX_MEMBERS: usize = 64;
+/// inflate to gigabytes, list one member thousands of times, or hold
+/// deflate streams that are slow without being large, and the message
+/// must stay within its memory bound and be classified in bounded time. A
+/// member beyond these is not checked (the archive is forwarded if nothing
+/// else holds it):
+/// - members read or tried, across all levels;
+const MAX_MEMBERS: usize = 1000;
 /// - bytes of member content read, stored or inflated;
 const INSPECT_BUDGET: usize = 64 * 1024 * 1024;
-/// - bytes one inflation may produce, and bytes inflation may allocate in
-///   all (failed attempts included).
-const MEMBER_LIMIT: usize = 8 * 1024 * 1024;
-const INFLATE_BUDGET: usize = 16 * 1024 * 1024;
+/// - bytes one inflation may write, and bytes inflation may write in all
+///   (failed attempts included);
+const MEMBER_LIMIT: usize = 16 * 1024 * 1024;
+const INFLATE_BUDGET: usize = 32 * 1024 * 1024;
+/// - compressed bytes read beyond those written, in all (each stream is
+///   given up after a few KiB of them).
+const OVERREAD_BUDGET: usize = 64 * 1024;
 
 /// Archive members opened for a second look: what can carry encryption
 /// of its own. Anything else (images, text, an Office file's XML) is
@@ -64,11 +68,11 @@ pub(super) struct Scan {
     parts_seen: usize,
     /// How many ZIP archives the bytes being inspected sit in.
     archive_depth: usize,
-    /// Archive members opened, bytes of them read, and bytes allocated to
-    /// inflate them, so far.
+    /// Archive members read or tried, bytes of them read, and what
+    /// inflating them cost, so far.
     members_opened: usize,
     inspected: usize,
-    inflated: usize,
+    inflated: sniff::InflateCost,
 }
 
 impl Scan {
@@ -235,9 +239,14 @@ fn inspect_part(part: &MessagePart<'_>, depth: usize, sole_content: bool, scan: 
                 // (encryption-markers.md §2.6); parse them here.
                 // A `.eml` attachment sent as application/octet-stream is a
                 // message all the same.
-                match crate::mail::parse(bytes) {
-                    Some(nested) => walk(&nested, depth + 1, scan),
-                    None => inspect_bytes(bytes, scan),
+                match crate::mail::parse_checked(bytes) {
+                    Ok(nested) => walk(&nested, depth + 1, scan),
+                    Err(crate::mail::Unparsed::TooManyParts) => scan.offer(
+                        Reason::Unparseable,
+                        CryptoClass::Unparseable,
+                        super::TOO_MANY_PART_LINES,
+                    ),
+                    Err(crate::mail::Unparsed::NoHeader) => inspect_bytes(bytes, scan),
                 }
                 if ctype != "message" {
                     // Named .eml, but it may be an archive all the same.
@@ -525,30 +534,39 @@ fn inspect_zip_members(bytes: &[u8], scan: &mut Scan) {
     // NOTE: Entries can all point at one member's bytes; each is read once.
     let mut read_at = HashSet::new();
     for entry in entries {
-        if MAX_MEMBERS <= scan.members_opened {
-            return;
-        }
-        let lowercase_name = entry.name.to_lowercase();
-        if !OPENED_MEMBERS
-            .iter()
-            .any(|suffix| lowercase_name.ends_with(suffix))
-            || !read_at.insert(entry.local_header())
+        let name = entry.name(bytes);
+        if !OPENED_MEMBERS.iter().any(|suffix| {
+            name.len() >= suffix.len()
+                && name[name.len() - suffix.len()..].eq_ignore_ascii_case(suffix.as_bytes())
+        }) || read_at.contains(&entry.local_header())
         {
             continue;
         }
+        if MAX_MEMBERS <= scan.members_opened {
+            return;
+        }
+        scan.members_opened += 1;
+        let inflate_left = if OVERREAD_BUDGET <= scan.inflated.overread {
+            0
+        } else {
+            MEMBER_LIMIT.min(INFLATE_BUDGET.saturating_sub(scan.inflated.written))
+        };
         let limit = INSPECT_BUDGET
             .saturating_sub(scan.inspected)
             .min(if entry.is_stored() {
                 usize::MAX
             } else {
-                MEMBER_LIMIT.min(INFLATE_BUDGET.saturating_sub(scan.inflated))
+                inflate_left
             });
-        let content = sniff::zip_member(bytes, &entry, limit, &mut scan.inflated);
-        let Ok(content) = content else {
+        if limit == 0 {
+            continue;
+        }
+        let Ok(content) = sniff::zip_member(bytes, &entry, limit, &mut scan.inflated) else {
             continue;
         };
-        scan.members_opened += 1;
+        read_at.insert(entry.local_header());
         scan.inspected += content.len();
+        let name = String::from_utf8_lossy(name);
         let mut inner = Scan {
             parts_seen: scan.parts_seen,
             archive_depth: scan.archive_depth + 1,
@@ -557,14 +575,13 @@ fn inspect_zip_members(bytes: &[u8], scan: &mut Scan) {
             inflated: scan.inflated,
             ..Scan::default()
         };
-        inspect_member(&lowercase_name, &content, &mut inner);
+        inspect_member(&name.to_lowercase(), &content, &mut inner);
         scan.parts_seen = inner.parts_seen;
         scan.members_opened = inner.members_opened;
         scan.inspected = inner.inspected;
         scan.inflated = inner.inflated;
         if let Some(found) = inner.protected {
-            let name: String = entry
-                .name
+            let name: String = name
                 .chars()
                 .take(120)
                 .map(|c| if c.is_control() { '?' } else { c })
@@ -584,8 +601,14 @@ fn inspect_member(name: &str, bytes: &[u8], scan: &mut Scan) {
         if MAX_PARTS < scan.parts_seen {
             return;
         }
-        if let Some(nested) = crate::mail::parse(bytes) {
-            walk(&nested, 0, scan);
+        match crate::mail::parse_checked(bytes) {
+            Ok(nested) => walk(&nested, 0, scan),
+            Err(crate::mail::Unparsed::TooManyParts) => scan.offer(
+                Reason::Unparseable,
+                CryptoClass::Unparseable,
+                super::TOO_MANY_PART_LINES,
+            ),
+            Err(crate::mail::Unparsed::NoHeader) => (),
         }
     } else if name.ends_with(".p7m") {
         inspect_pkcs7(bytes, None, scan);
@@ -700,27 +723,44 @@ mod tests {
         let three = sniff::zip_of(&[
             ("one.pdf", &filler, true),
             ("two.pdf", &filler, true),
-            ("three.pdf", &filler, true),
+            ("three.pdf", &[b' '; 300], true),
         ]);
         let mut scan = Scan::default();
         inspect_bytes(&three, &mut scan);
-        assert_eq!(scan.members_opened, 2, "the third is over the budget");
-        assert!(scan.inflated <= INFLATE_BUDGET, "{}", scan.inflated);
-        // Once it is spent, nothing more is inflated; stored bytes, which
-        // cost no copy, are still read.
-        let spent = || Scan {
-            inflated: INFLATE_BUDGET,
-            ..Scan::default()
-        };
-        let mut scan = spent();
-        inspect_bytes(&sniff::zip_of(&[("four.pdf", LOCKED_PDF, true)]), &mut scan);
-        assert_eq!(scan.protected, None);
-        let mut scan = spent();
-        inspect_bytes(
-            &sniff::zip_of(&[("four.pdf", LOCKED_PDF, false)]),
-            &mut scan,
+        assert_eq!(
+            scan.inflated.written,
+            2 * filler.len(),
+            "the third is over the budget"
         );
-        assert!(scan.protected.is_some());
+        // Once it is spent, nothing more is inflated; stored bytes, which
+        // cost no copy, are still read. Nor once streams have read too much
+        // without writing.
+        for spent in [
+            sniff::InflateCost {
+                written: INFLATE_BUDGET,
+                overread: 0,
+            },
+            sniff::InflateCost {
+                written: 0,
+                overread: OVERREAD_BUDGET,
+            },
+        ] {
+            let mut scan = Scan {
+                inflated: spent,
+                ..Scan::default()
+            };
+            inspect_bytes(&sniff::zip_of(&[("four.pdf", LOCKED_PDF, true)]), &mut scan);
+            assert_eq!(scan.protected, None);
+            let mut scan = Scan {
+                inflated: spent,
+                ..Scan::default()
+            };
+            inspect_bytes(
+                &sniff::zip_of(&[("four.pdf", LOCKED_PDF, false)]),
+                &mut scan,
+            );
+            assert!(scan.protected.is_some());
+        }
 
         // A member named by many entries is read once.
         let mut repeated = sniff::zip_of(&[

@@ -221,7 +221,8 @@ pub(super) fn openpgp_informational(bytes: &[u8]) -> bool {
 
 /// Whether an OpenPGP file holds encrypted data: armored as a message, or
 /// binary starting with an encrypted-session-key or encrypted-data packet
-/// (RFC 9580 §5: tags 1, 3, 9, 18 and 20).
+/// (RFC 9580 §5: tags 1, 3, 9, 18 and 20), or with the marker packet
+/// (tag 10) that PGP 5 wrote before them.
 pub(super) fn openpgp_encrypted(bytes: &[u8]) -> bool {
     let Some(&first) = bytes.first() else {
         return false;
@@ -234,7 +235,7 @@ pub(super) fn openpgp_encrypted(bytes: &[u8]) -> bool {
     } else {
         (first >> 2) & 0x0f
     };
-    matches!(tag, 1 | 3 | 9 | 18 | 20)
+    matches!(tag, 1 | 3 | 9 | 10 | 18 | 20)
 }
 
 /// Characters that show as nothing (or as a box) before a line's text: a
@@ -432,8 +433,10 @@ pub(super) fn zip_encrypted(bytes: &[u8]) -> bool {
 /// One member of a ZIP archive, as its central directory describes it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(super) struct ZipEntry {
-    /// The name as stored (read as UTF-8, lossily).
-    pub(super) name: String,
+    /// Where the name is in the archive's bytes (no copy per entry: a
+    /// directory can list 65,535 of them).
+    name_at: usize,
+    name_len: usize,
     flags: u16,
     method: u16,
     compressed_size: u64,
@@ -470,9 +473,10 @@ pub(super) fn zip_entries(bytes: &[u8]) -> Option<Vec<ZipEntry>> {
         let name_len = usize::from(u16::from_le_bytes([header[28], header[29]]));
         let extra_len = usize::from(u16::from_le_bytes([header[30], header[31]]));
         let comment_len = usize::from(u16::from_le_bytes([header[32], header[33]]));
-        let name = bytes.get(offset + 46..offset + 46 + name_len)?;
+        bytes.get(offset + 46..offset + 46 + name_len)?;
         entries.push(ZipEntry {
-            name: String::from_utf8_lossy(name).into_owned(),
+            name_at: offset + 46,
+            name_len,
             flags: u16::from_le_bytes([header[8], header[9]]),
             method: u16::from_le_bytes([header[10], header[11]]),
             compressed_size: u32_at(header, 20),
@@ -485,6 +489,13 @@ pub(super) fn zip_entries(bytes: &[u8]) -> Option<Vec<ZipEntry>> {
 }
 
 impl ZipEntry {
+    /// The name as stored, in the archive it was read from.
+    pub(super) fn name<'a>(&self, archive: &'a [u8]) -> &'a [u8] {
+        archive
+            .get(self.name_at..self.name_at + self.name_len)
+            .unwrap_or_default()
+    }
+
     /// Where the member's local header is: one place, however many
     /// entries name it.
     pub(super) fn local_header(&self) -> u64 {
@@ -509,15 +520,13 @@ pub(super) enum Unread {
 
 /// A member's content: its stored bytes (no copy), or its deflated bytes
 /// inflated. Either is refused as [`Unread::TooLarge`] beyond `limit`
-/// bytes, so a small archive cannot inflate to gigabytes. `allocated`
-/// grows by the bytes inflation took, whether or not it succeeded: a
-/// member that inflates past the size it declares is refused, after
-/// costing that size.
+/// bytes, so a small archive cannot inflate to gigabytes. `cost` grows by
+/// what inflating took, whether or not it succeeded.
 pub(super) fn zip_member<'a>(
     bytes: &'a [u8],
     entry: &ZipEntry,
     limit: usize,
-    allocated: &mut usize,
+    cost: &mut InflateCost,
 ) -> Result<Cow<'a, [u8]>, Unread> {
     const STORED: u16 = 0;
     const DEFLATED: u16 = 8;
@@ -546,30 +555,70 @@ pub(super) fn zip_member<'a>(
     match entry.method {
         STORED if data.len() <= limit => Ok(Cow::Borrowed(data)),
         STORED => Err(Unread::TooLarge),
+        // An honest directory says at once that the member is too large.
         DEFLATED if entry.size > limit as u64 => Err(Unread::TooLarge),
-        DEFLATED => {
-            // NOTE: Inflated into exactly the size the directory declares
-            // (within the limit): no buffer doubling, and a member that
-            // inflates past its declared size is refused.
-            let size = usize::try_from(entry.size).map_err(|_| Unread::TooLarge)?;
-            let mut inflated = vec![0; size];
-            *allocated += size;
-            match miniz_oxide::inflate::decompress_slice_iter_to_slice(
-                &mut inflated,
-                std::iter::once(data),
-                false,
-                true,
-            ) {
-                Ok(length) => {
-                    inflated.truncate(length);
-                    Ok(Cow::Owned(inflated))
-                }
-                Err(miniz_oxide::inflate::TINFLStatus::HasMoreOutput) => Err(Unread::TooLarge),
-                Err(_) => Err(Unread::Unreadable),
-            }
-        }
+        DEFLATED => inflate(data, limit, cost).map(Cow::Owned),
         _ => Err(Unread::Unreadable),
     }
+}
+
+/// What inflating ZIP members has cost so far.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(super) struct InflateCost {
+    /// Bytes written: the memory the inflated members take.
+    pub(super) written: usize,
+    /// Compressed bytes read beyond those written. Real deflate streams
+    /// write at least about what they read; blocks that carry nothing are
+    /// what makes a stream slow without making it large.
+    pub(super) overread: usize,
+}
+
+/// Compressed bytes a stream may read beyond what it has written before
+/// it is given up: far more than any real stream's block headers.
+const MAX_OVERREAD: usize = 4 * 1024;
+
+/// Inflates a raw deflate stream into at most `limit` bytes.
+///
+/// NOTE: The buffer comes zeroed from the allocator (calloc), so only the
+/// pages written become resident, and a member that understates its size
+/// is still read up to the limit. Input goes in 1 KiB at a time, and a
+/// stream that reads [`MAX_OVERREAD`] bytes more than it has written is
+/// given up: miniz_oxide rebuilds its tables for every block, so a stream
+/// of empty blocks costs about 2.5 us a byte and writes nothing.
+fn inflate(data: &[u8], limit: usize, cost: &mut InflateCost) -> Result<Vec<u8>, Unread> {
+    use miniz_oxide::inflate::TINFLStatus;
+    use miniz_oxide::inflate::core::{DecompressorOxide, decompress, inflate_flags};
+    const CHUNK: usize = 1024;
+    let mut out = vec![0u8; limit];
+    let mut state = Box::<DecompressorOxide>::default();
+    let (mut read, mut written) = (0usize, 0usize);
+    let result = loop {
+        let end = data.len().min(read + CHUNK);
+        let more = end < data.len();
+        let flags = inflate_flags::TINFL_FLAG_USING_NON_WRAPPING_OUTPUT_BUF
+            | if more {
+                inflate_flags::TINFL_FLAG_HAS_MORE_INPUT
+            } else {
+                0
+            };
+        let (status, consumed, produced) =
+            decompress(&mut state, &data[read..end], &mut out, written, flags);
+        read += consumed;
+        written += produced;
+        match status {
+            TINFLStatus::Done => break Ok(()),
+            TINFLStatus::HasMoreOutput => break Err(Unread::TooLarge),
+            TINFLStatus::NeedsMoreInput
+                if more && consumed + produced > 0 && read <= written + MAX_OVERREAD => {}
+            _ => break Err(Unread::Unreadable),
+        }
+    };
+    cost.written += written;
+    cost.overread += read.saturating_sub(written);
+    result.map(|()| {
+        out.truncate(written);
+        out
+    })
 }
 
 /// True for a ZIP archive.
@@ -1188,28 +1237,37 @@ mod tests {
             ("raw.bin", b"stored bytes", false),
         ]);
         let entries = zip_entries(&archive).expect("a directory");
-        let mut spent = 0;
+        let mut spent = InflateCost::default();
         assert_eq!(entries.len(), 2);
-        assert_eq!(entries[0].name, "Report.TXT");
+        assert_eq!(entries[0].name(&archive), b"Report.TXT");
         let inflated = zip_member(&archive, &entries[0], 1 << 20, &mut spent).expect("inflates");
         assert!(matches!(inflated, Cow::Owned(_)));
         assert_eq!(&*inflated, &text[..]);
+        assert_eq!(spent.written, text.len());
+        assert_eq!(spent.overread, 0);
         let stored = zip_member(&archive, &entries[1], 1 << 20, &mut spent).expect("stored");
         assert!(matches!(stored, Cow::Borrowed(b"stored bytes")));
         // A member that claims more than the limit is not read at all; one
-        // that inflates past it (its header lying) stops at the limit.
+        // that inflates past it (its header lying) stops at the limit, and
+        // what it wrote is paid for.
+        let before = spent;
         assert_eq!(
             zip_member(&archive, &entries[0], 100, &mut spent),
             Err(Unread::TooLarge)
         );
+        assert_eq!(spent, before);
         let mut lying = entries[0].clone();
         lying.size = 10;
-        let before = spent;
         assert_eq!(
             zip_member(&archive, &lying, 100, &mut spent),
             Err(Unread::TooLarge)
         );
-        assert_eq!(spent - before, 10, "a failed inflation is paid for too");
+        assert_eq!(spent.written - before.written, 100);
+        // Understating the size within the limit does not hide a member.
+        assert_eq!(
+            zip_member(&archive, &lying, 1 << 20, &mut spent).as_deref(),
+            Ok(&text[..])
+        );
         // A stored member is limited by the bytes it has, whatever it claims.
         let mut small_claim = entries[1].clone();
         small_claim.size = 0;
@@ -1242,6 +1300,29 @@ mod tests {
             Err(Unread::Unreadable)
         );
         assert!(!zip_encrypted(&archive));
+    }
+
+    #[test]
+    fn deflate_streams_of_empty_blocks_are_given_up_early() {
+        // Empty fixed-Huffman blocks (10 bits each, never the last): a
+        // stream that reads and never writes.
+        let empty_blocks: Vec<u8> = [0x02, 0x08, 0x20, 0x80, 0x00]
+            .iter()
+            .cycle()
+            .take(1 << 20)
+            .copied()
+            .collect();
+        let mut cost = InflateCost::default();
+        assert_eq!(
+            inflate(&empty_blocks, 1 << 20, &mut cost),
+            Err(Unread::Unreadable)
+        );
+        assert_eq!(cost.written, 0);
+        assert!(
+            cost.overread <= MAX_OVERREAD + 1024,
+            "{} bytes read",
+            cost.overread
+        );
     }
 
     #[test]
@@ -1374,7 +1455,7 @@ mod tests {
                 damaged[at] = next() as u8;
             }
             for entry in zip_entries(&damaged).unwrap_or_default() {
-                let _ = zip_member(&damaged, &entry, 1 << 16, &mut 0);
+                let _ = zip_member(&damaged, &entry, 1 << 16, &mut InflateCost::default());
             }
             let length = (next() % 9000) as usize;
             let mut bytes = signatures[round % signatures.len()].to_vec();

@@ -69,9 +69,13 @@ impl Examiner {
     /// summary and the thread keys.
     fn examine(&self, raw: &RawMail) -> Examined {
         examine_guarded(raw, || {
-            let parsed = mail::parse(&raw.bytes);
-            let classification = classify::classify_parsed(parsed.as_ref(), raw.size, &self.rules);
-            let facts = parsed.as_ref().map(|message| Facts {
+            let parsed = mail::parse_checked(&raw.bytes);
+            let classification = classify::classify_parsed(
+                parsed.as_ref().map_err(|why| *why),
+                raw.size,
+                &self.rules,
+            );
+            let facts = parsed.as_ref().ok().map(|message| Facts {
                 body_sha256: mail::body_hash(message, &raw.bytes),
                 message_id: message.message_id().map(|id| id.trim().to_owned()),
                 from_address: mail::from_address(message),
