@@ -283,7 +283,7 @@ fn large_html_text(html: &str, max: usize) -> String {
             .unwrap_or_default()
             .to_ascii_lowercase();
         at = end;
-        if !closing && SKIPPED.contains(&name.as_str()) {
+        if !closing && !tag.ends_with('/') && SKIPPED.contains(&name.as_str()) {
             // Past the matching end tag (`</style ...>`), in any case.
             let mut search = at;
             at = bytes.len();
@@ -466,7 +466,7 @@ mod tests {
         // reader does not see is not read as text.
         let large = |markup: &str| {
             format!(
-                "From: a@b.test\nSubject: Printer\nContent-Type: text/html\n\n<html><head><title>x</title>{markup}</head><body><!-- {} --><p>See:</p><img src=\"data:image/png;base64,{}\"><blockquote>[Ticket#<b>31001</b>]</blockquote></body></html>\n",
+                "From: a@b.test\nSubject: Printer\nContent-Type: text/html\n\n<html><head><title>x</title></head><body>{markup}<!-- {} --><p>See:</p><img src=\"data:image/png;base64,{}\"><blockquote>[Ticket#<b>31001</b>]</blockquote></body></html>\n",
                 "c".repeat(WHOLE_HTML_LIMIT),
                 "iVBORw0K".repeat(WHOLE_HTML_LIMIT / 8)
             )
@@ -478,6 +478,8 @@ mod tests {
                 "A".repeat(WHOLE_HTML_LIMIT + 300_000)
             ),
             format!("<script>var a = '<p>{}';</script>", "b".repeat(300_000)),
+            // Self-closing: nothing to skip.
+            "<script src=\"x.js\"/>".to_owned(),
         ] {
             assert_eq!(keys_of(&large(&markup)).tokens, ["zammad:31001"]);
         }

@@ -361,6 +361,19 @@ mod tests {
         let result = decide(&many);
         assert_held(&result, Reason::Unparseable);
         assert_eq!(result.decision.detail, TOO_MANY_PART_LINES);
+        // Delimiters in the middle of a line count too, as mail-parser
+        // takes them; so does a boundary parameter in any case.
+        let mid_line = format!(
+            "{}--B--\r\n",
+            head.replace("boundary=\"b\"", "BOUNDARY=B") + &"X--B\r\n\r\n".repeat(20_001)
+        );
+        assert!(crate::mail::too_many_part_lines(mid_line.as_bytes()));
+        // SQL comments and table rules are no delimiters.
+        let dump = format!(
+            "{head}--b\r\nContent-Type: text/plain\r\n\r\n{}--b--\r\n",
+            "-- comment\r\n---------+------\r\n".repeat(30_000)
+        );
+        assert!(!crate::mail::too_many_part_lines(dump.as_bytes()));
         // A long text with a dash line per 128 bytes or fewer is parsed.
         let log = format!(
             "From: a@b.test\r\nSubject: log\r\n\r\n{}",

@@ -38,9 +38,9 @@ const INSPECT_BUDGET: usize = 64 * 1024 * 1024;
 ///   (failed attempts included);
 const MEMBER_LIMIT: usize = 16 * 1024 * 1024;
 const INFLATE_BUDGET: usize = 32 * 1024 * 1024;
-/// - compressed bytes read beyond those written, in all (each stream is
-///   given up after a few KiB of them).
-const OVERREAD_BUDGET: usize = 64 * 1024;
+/// - compressed bytes read in chunks that wrote little, in all (each
+///   stream is given up after a few KiB of them).
+const SLOW_INPUT_BUDGET: usize = 64 * 1024;
 
 /// Archive members opened for a second look: what can carry encryption
 /// of its own. Anything else (images, text, an Office file's XML) is
@@ -531,14 +531,14 @@ fn inspect_zip_members(bytes: &[u8], scan: &mut Scan) {
     let Some(entries) = sniff::zip_entries(bytes) else {
         return;
     };
-    // NOTE: Entries can all point at one member's bytes; each is read once.
-    let mut read_at = HashSet::new();
+    // NOTE: Entries can all point at one member's bytes; each is tried once.
+    let mut tried_at = HashSet::new();
     for entry in entries {
         let name = entry.name(bytes);
         if !OPENED_MEMBERS.iter().any(|suffix| {
             name.len() >= suffix.len()
                 && name[name.len() - suffix.len()..].eq_ignore_ascii_case(suffix.as_bytes())
-        }) || read_at.contains(&entry.local_header())
+        }) || !tried_at.insert(entry.local_header())
         {
             continue;
         }
@@ -546,7 +546,7 @@ fn inspect_zip_members(bytes: &[u8], scan: &mut Scan) {
             return;
         }
         scan.members_opened += 1;
-        let inflate_left = if OVERREAD_BUDGET <= scan.inflated.overread {
+        let inflate_left = if SLOW_INPUT_BUDGET <= scan.inflated.slow_input {
             0
         } else {
             MEMBER_LIMIT.min(INFLATE_BUDGET.saturating_sub(scan.inflated.written))
@@ -564,7 +564,6 @@ fn inspect_zip_members(bytes: &[u8], scan: &mut Scan) {
         let Ok(content) = sniff::zip_member(bytes, &entry, limit, &mut scan.inflated) else {
             continue;
         };
-        read_at.insert(entry.local_header());
         scan.inspected += content.len();
         let name = String::from_utf8_lossy(name);
         let mut inner = Scan {
@@ -738,11 +737,11 @@ mod tests {
         for spent in [
             sniff::InflateCost {
                 written: INFLATE_BUDGET,
-                overread: 0,
+                slow_input: 0,
             },
             sniff::InflateCost {
                 written: 0,
-                overread: OVERREAD_BUDGET,
+                slow_input: SLOW_INPUT_BUDGET,
             },
         ] {
             let mut scan = Scan {

@@ -557,7 +557,7 @@ pub(super) fn zip_member<'a>(
         STORED => Err(Unread::TooLarge),
         // An honest directory says at once that the member is too large.
         DEFLATED if entry.size > limit as u64 => Err(Unread::TooLarge),
-        DEFLATED => inflate(data, limit, cost).map(Cow::Owned),
+        DEFLATED => inflate(data, entry.size, limit, cost).map(Cow::Owned),
         _ => Err(Unread::Unreadable),
     }
 }
@@ -567,33 +567,49 @@ pub(super) fn zip_member<'a>(
 pub(super) struct InflateCost {
     /// Bytes written: the memory the inflated members take.
     pub(super) written: usize,
-    /// Compressed bytes read beyond those written. Real deflate streams
-    /// write at least about what they read; blocks that carry nothing are
-    /// what makes a stream slow without making it large.
-    pub(super) overread: usize,
+    /// Compressed bytes read in chunks that wrote less than half as much.
+    /// Real deflate streams write at least about what they read; blocks
+    /// that carry nothing make a stream slow without making it large.
+    pub(super) slow_input: usize,
 }
 
-/// Compressed bytes a stream may read beyond what it has written before
-/// it is given up: far more than any real stream's block headers.
-const MAX_OVERREAD: usize = 4 * 1024;
+/// Compressed bytes fed to the inflater at a time.
+const INFLATE_CHUNK: usize = 1024;
+
+/// Chunks of one stream that may write less than half what they read
+/// before it is given up: real compressors write such chunks only where a
+/// block header meets a tiny block, while a stream of empty blocks writes
+/// nothing at all and costs about 2.5 us a byte (miniz_oxide rebuilds its
+/// tables for every block). Writing a lot first buys no licence to read
+/// empty blocks after: every chunk is judged on its own.
+const MAX_SLOW_CHUNKS: usize = 16;
 
 /// Inflates a raw deflate stream into at most `limit` bytes.
 ///
-/// NOTE: The buffer comes zeroed from the allocator (calloc), so only the
-/// pages written become resident, and a member that understates its size
-/// is still read up to the limit. Input goes in 1 KiB at a time, and a
-/// stream that reads [`MAX_OVERREAD`] bytes more than it has written is
-/// given up: miniz_oxide rebuilds its tables for every block, so a stream
-/// of empty blocks costs about 2.5 us a byte and writes nothing.
-fn inflate(data: &[u8], limit: usize, cost: &mut InflateCost) -> Result<Vec<u8>, Unread> {
+/// NOTE: The buffer starts at the size the directory declares (at least
+/// 64 KiB, at most the limit) and doubles as needed up to the limit, so a
+/// member that understates its size is still read, and memory follows
+/// what is written.
+fn inflate(
+    data: &[u8],
+    declared: u64,
+    limit: usize,
+    cost: &mut InflateCost,
+) -> Result<Vec<u8>, Unread> {
     use miniz_oxide::inflate::TINFLStatus;
     use miniz_oxide::inflate::core::{DecompressorOxide, decompress, inflate_flags};
-    const CHUNK: usize = 1024;
-    let mut out = vec![0u8; limit];
+    // One byte more than the limit: a member of exactly `limit` bytes may
+    // need room for nothing more to finish its last block.
+    let room = limit.saturating_add(1);
+    let start = usize::try_from(declared)
+        .unwrap_or(usize::MAX)
+        .max(64 * 1024)
+        .min(room);
+    let mut out = vec![0u8; start];
     let mut state = Box::<DecompressorOxide>::default();
-    let (mut read, mut written) = (0usize, 0usize);
+    let (mut read, mut written, mut slow_chunks) = (0usize, 0usize, 0usize);
     let result = loop {
-        let end = data.len().min(read + CHUNK);
+        let end = data.len().min(read + INFLATE_CHUNK);
         let more = end < data.len();
         let flags = inflate_flags::TINFL_FLAG_USING_NON_WRAPPING_OUTPUT_BUF
             | if more {
@@ -605,16 +621,23 @@ fn inflate(data: &[u8], limit: usize, cost: &mut InflateCost) -> Result<Vec<u8>,
             decompress(&mut state, &data[read..end], &mut out, written, flags);
         read += consumed;
         written += produced;
+        if produced < consumed / 2 {
+            slow_chunks += 1;
+            cost.slow_input += consumed;
+        }
         match status {
-            TINFLStatus::Done => break Ok(()),
+            TINFLStatus::Done if written <= limit => break Ok(()),
+            TINFLStatus::Done => break Err(Unread::TooLarge),
+            TINFLStatus::HasMoreOutput if out.len() < room => {
+                let grown = out.len().saturating_mul(2).min(room);
+                out.resize(grown, 0);
+            }
             TINFLStatus::HasMoreOutput => break Err(Unread::TooLarge),
-            TINFLStatus::NeedsMoreInput
-                if more && consumed + produced > 0 && read <= written + MAX_OVERREAD => {}
+            TINFLStatus::NeedsMoreInput if more && slow_chunks <= MAX_SLOW_CHUNKS => {}
             _ => break Err(Unread::Unreadable),
         }
     };
     cost.written += written;
-    cost.overread += read.saturating_sub(written);
     result.map(|()| {
         out.truncate(written);
         out
@@ -1244,7 +1267,7 @@ mod tests {
         assert!(matches!(inflated, Cow::Owned(_)));
         assert_eq!(&*inflated, &text[..]);
         assert_eq!(spent.written, text.len());
-        assert_eq!(spent.overread, 0);
+        assert_eq!(spent.slow_input, 0);
         let stored = zip_member(&archive, &entries[1], 1 << 20, &mut spent).expect("stored");
         assert!(matches!(stored, Cow::Borrowed(b"stored bytes")));
         // A member that claims more than the limit is not read at all; one
@@ -1262,7 +1285,11 @@ mod tests {
             zip_member(&archive, &lying, 100, &mut spent),
             Err(Unread::TooLarge)
         );
-        assert_eq!(spent.written - before.written, 100);
+        assert_eq!(
+            spent.written - before.written,
+            101,
+            "the limit and the byte that shows it is past"
+        );
         // Understating the size within the limit does not hide a member.
         assert_eq!(
             zip_member(&archive, &lying, 1 << 20, &mut spent).as_deref(),
@@ -1314,14 +1341,32 @@ mod tests {
             .collect();
         let mut cost = InflateCost::default();
         assert_eq!(
-            inflate(&empty_blocks, 1 << 20, &mut cost),
+            inflate(&empty_blocks, 0, 1 << 20, &mut cost),
             Err(Unread::Unreadable)
         );
         assert_eq!(cost.written, 0);
-        assert!(
-            cost.overread <= MAX_OVERREAD + 1024,
-            "{} bytes read",
-            cost.overread
+        assert_eq!(cost.slow_input, (MAX_SLOW_CHUNKS + 1) * INFLATE_CHUNK);
+        // An incompressible member (zlib stores it in blocks with a 5-byte
+        // header each) is read, also when it is exactly the limit; one byte
+        // over is not.
+        let mut noise = vec![0u8; 3 << 20];
+        let mut seed = 0x9e37_79b9_7f4a_7c15u64;
+        for byte in &mut noise {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            *byte = seed as u8;
+        }
+        let stored = miniz_oxide::deflate::compress_to_vec(&noise, 6);
+        let mut cost = InflateCost::default();
+        assert_eq!(
+            inflate(&stored, noise.len() as u64, noise.len(), &mut cost).as_deref(),
+            Ok(&noise[..])
+        );
+        assert_eq!(cost.slow_input, 0);
+        assert_eq!(
+            inflate(&stored, 0, noise.len() - 1, &mut cost),
+            Err(Unread::TooLarge)
         );
     }
 
