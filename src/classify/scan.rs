@@ -476,14 +476,18 @@ fn inspect_bytes(bytes: &[u8], scan: &mut Scan) {
             "an attachment holds an OpenPGP message block (-----BEGIN PGP MESSAGE-----)",
         );
     }
-    if sniff::is_zip(bytes) && sniff::zip_encrypted(bytes) {
-        scan.offer(
-            Reason::PasswordAttachment,
-            CryptoClass::PasswordAttachment,
-            "a ZIP attachment is password-protected",
-        );
-    } else if sniff::is_zip(bytes) {
-        inspect_zip_members(bytes, scan);
+    if sniff::is_zip(bytes) {
+        // One read of the directory serves both questions.
+        let entries = sniff::zip_entries(bytes);
+        if sniff::zip_encrypted(bytes, entries.as_deref()) {
+            scan.offer(
+                Reason::PasswordAttachment,
+                CryptoClass::PasswordAttachment,
+                "a ZIP attachment is password-protected",
+            );
+        } else if let Some(entries) = entries {
+            inspect_zip_members(bytes, entries, scan);
+        }
     } else if sniff::pdf_encrypted(bytes) {
         scan.offer(
             Reason::PasswordAttachment,
@@ -528,13 +532,10 @@ fn inspect_bytes(bytes: &[u8], scan: &mut Scan) {
 /// of their own (an encrypted PDF, a ZIP in a ZIP, an encrypted message
 /// saved as `.eml`) and inspects them as attachments, within
 /// [`MAX_ARCHIVE_DEPTH`], [`MAX_MEMBERS`] and the byte budgets.
-fn inspect_zip_members(bytes: &[u8], scan: &mut Scan) {
+fn inspect_zip_members(bytes: &[u8], entries: Vec<sniff::ZipEntry>, scan: &mut Scan) {
     if MAX_ARCHIVE_DEPTH <= scan.archive_depth {
         return;
     }
-    let Some(entries) = sniff::zip_entries(bytes) else {
-        return;
-    };
     // NOTE: Entries can all point at one member's bytes; each is tried once.
     let mut tried_at = HashSet::new();
     for entry in entries {

@@ -401,11 +401,11 @@ pub(super) const RPMSG_MAGIC: [u8; 8] = [0x76, 0xe8, 0x04, 0x60, 0xc4, 0x11, 0xe
 
 /// True when any entry of a ZIP archive is encrypted: general-purpose flag
 /// bit 0 (traditional or AES, APPNOTE 4.4.4) or bit 6 (strong encryption).
-/// Reads the central directory; falls back to walking local headers when
-/// the archive is truncated.
-pub(super) fn zip_encrypted(bytes: &[u8]) -> bool {
+/// Reads the central directory's `entries` ([`zip_entries`]); falls back to
+/// walking local headers when there are none (a truncated archive).
+pub(super) fn zip_encrypted(bytes: &[u8], entries: Option<&[ZipEntry]>) -> bool {
     const ENCRYPTED: u16 = 0x0001 | 0x0040;
-    if let Some(entries) = zip_entries(bytes) {
+    if let Some(entries) = entries {
         return entries.iter().any(|entry| entry.flags & ENCRYPTED != 0);
     }
     let mut offset = 0;
@@ -1326,7 +1326,7 @@ mod tests {
             zip_member(&archive, &astray, 1 << 20, &mut spent),
             Err(Unread::Unreadable)
         );
-        assert!(!zip_encrypted(&archive));
+        assert!(!zip_encrypted(&archive, zip_entries(&archive).as_deref()));
     }
 
     #[test]
@@ -1375,9 +1375,9 @@ mod tests {
         let mut entry = b"PK\x03\x04\x14\x00\x01\x00".to_vec();
         entry.extend_from_slice(&[0; 22]);
         assert!(is_zip(&entry));
-        assert!(zip_encrypted(&entry));
+        assert!(zip_encrypted(&entry, zip_entries(&entry).as_deref()));
         entry[6] = 0;
-        assert!(!zip_encrypted(&entry));
+        assert!(!zip_encrypted(&entry, zip_entries(&entry).as_deref()));
     }
 
     #[test]
@@ -1519,7 +1519,7 @@ mod tests {
             let _ = rar5_encrypted(&bytes);
             let _ = signed_data_has_content(&bytes);
             let _ = cms_kind(&bytes);
-            let _ = zip_encrypted(&bytes);
+            let _ = zip_encrypted(&bytes, zip_entries(&bytes).as_deref());
             let _ = lenient_base64(&bytes);
             html_text(&String::from_utf8_lossy(&bytes), 16, |_| ());
         }
