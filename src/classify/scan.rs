@@ -243,17 +243,8 @@ fn inspect_part(part: &MessagePart<'_>, depth: usize, sole_content: bool, scan: 
                 // (encryption-markers.md §2.6); parse them here.
                 // A `.eml` attachment sent as application/octet-stream is a
                 // message all the same.
-                match crate::mail::parse_checked(bytes) {
-                    Ok(nested) => walk(&nested, depth + 1, scan),
-                    Err(crate::mail::Unparsed::TooManyParts) => scan.offer(
-                        Reason::Unparseable,
-                        CryptoClass::Unparseable,
-                        super::TOO_MANY_PART_LINES,
-                    ),
-                    Err(crate::mail::Unparsed::NoHeader) => inspect_bytes(bytes, scan),
-                }
-                if ctype != "message" {
-                    // Named .eml, but it may be an archive all the same.
+                // Named .eml, but it may be an archive all the same.
+                if !walk_message_bytes(bytes, depth + 1, scan) || ctype != "message" {
                     inspect_bytes(bytes, scan);
                 }
             } else {
@@ -599,21 +590,29 @@ fn inspect_zip_members(bytes: &[u8], entries: Vec<sniff::ZipEntry>, scan: &mut S
     }
 }
 
+/// Parses `bytes` as a message and walks it at `depth`. False when they
+/// have no header (not a message); a message with too many part
+/// delimiters to parse is held.
+fn walk_message_bytes(bytes: &[u8], depth: usize, scan: &mut Scan) -> bool {
+    match crate::mail::parse_checked(bytes) {
+        Ok(nested) => walk(&nested, depth, scan),
+        Err(crate::mail::Unparsed::TooManyParts) => scan.offer(
+            Reason::Unparseable,
+            CryptoClass::Unparseable,
+            super::TOO_MANY_PART_LINES,
+        ),
+        Err(crate::mail::Unparsed::NoHeader) => return false,
+    }
+    true
+}
+
 /// One archive member, by its name and by its bytes.
 fn inspect_member(name: &str, bytes: &[u8], scan: &mut Scan) {
     if name.ends_with(".eml") {
         if MAX_PARTS < scan.parts_seen {
             return;
         }
-        match crate::mail::parse_checked(bytes) {
-            Ok(nested) => walk(&nested, 0, scan),
-            Err(crate::mail::Unparsed::TooManyParts) => scan.offer(
-                Reason::Unparseable,
-                CryptoClass::Unparseable,
-                super::TOO_MANY_PART_LINES,
-            ),
-            Err(crate::mail::Unparsed::NoHeader) => (),
-        }
+        walk_message_bytes(bytes, 0, scan);
     } else if name.ends_with(".p7m") {
         inspect_pkcs7(bytes, None, scan);
     } else if (name.ends_with(".pgp") || name.ends_with(".gpg")) && sniff::openpgp_encrypted(bytes)
