@@ -69,11 +69,19 @@ pub(super) struct Scan {
     pub(super) protected: Option<Finding>,
     /// `smime-signed` or `pgp-signed` when readable signed content was seen.
     pub(super) signed: Option<CryptoClass>,
-    parts_seen: usize,
     /// How many ZIP archives the bytes being inspected sit in.
     archive_depth: usize,
+    /// What the whole message's walk has cost so far, archive members
+    /// included: one count for every level.
+    spent: Spent,
+}
+
+/// The costs bounded per message, counted across all levels.
+#[derive(Debug, Clone, Copy, Default)]
+struct Spent {
+    parts_seen: usize,
     /// Archive members read or tried, bytes of them read, and what
-    /// inflating them cost, so far.
+    /// inflating them cost.
     members_opened: usize,
     inspected: usize,
     inflated: sniff::InflateCost,
@@ -130,8 +138,8 @@ fn walk(message: &Message<'_>, depth: usize, scan: &mut Scan) {
         .count()
         == 1;
     for part in &message.parts {
-        scan.parts_seen += 1;
-        if MAX_PARTS < scan.parts_seen {
+        scan.spent.parts_seen += 1;
+        if MAX_PARTS < scan.spent.parts_seen {
             scan.offer(
                 Reason::Unparseable,
                 CryptoClass::Unparseable,
@@ -538,17 +546,17 @@ fn inspect_zip_members(bytes: &[u8], entries: Vec<sniff::ZipEntry>, scan: &mut S
         {
             continue;
         }
-        if MAX_MEMBERS <= scan.members_opened {
+        if MAX_MEMBERS <= scan.spent.members_opened {
             return;
         }
-        scan.members_opened += 1;
-        let inflate_left = if SLOW_INPUT_BUDGET <= scan.inflated.slow_input {
+        scan.spent.members_opened += 1;
+        let inflate_left = if SLOW_INPUT_BUDGET <= scan.spent.inflated.slow_input {
             0
         } else {
-            MEMBER_LIMIT.min(INFLATE_BUDGET.saturating_sub(scan.inflated.written))
+            MEMBER_LIMIT.min(INFLATE_BUDGET.saturating_sub(scan.spent.inflated.written))
         };
         let limit = INSPECT_BUDGET
-            .saturating_sub(scan.inspected)
+            .saturating_sub(scan.spent.inspected)
             .min(if entry.is_stored() {
                 usize::MAX
             } else {
@@ -557,24 +565,18 @@ fn inspect_zip_members(bytes: &[u8], entries: Vec<sniff::ZipEntry>, scan: &mut S
         if limit == 0 {
             continue;
         }
-        let Ok(content) = sniff::zip_member(bytes, &entry, limit, &mut scan.inflated) else {
+        let Ok(content) = sniff::zip_member(bytes, &entry, limit, &mut scan.spent.inflated) else {
             continue;
         };
-        scan.inspected += content.len();
+        scan.spent.inspected += content.len();
         let name = String::from_utf8_lossy(name);
         let mut inner = Scan {
-            parts_seen: scan.parts_seen,
             archive_depth: scan.archive_depth + 1,
-            members_opened: scan.members_opened,
-            inspected: scan.inspected,
-            inflated: scan.inflated,
+            spent: scan.spent,
             ..Scan::default()
         };
         inspect_member(&name.to_lowercase(), &content, &mut inner);
-        scan.parts_seen = inner.parts_seen;
-        scan.members_opened = inner.members_opened;
-        scan.inspected = inner.inspected;
-        scan.inflated = inner.inflated;
+        scan.spent = inner.spent;
         if let Some(found) = inner.protected {
             let name: String = name
                 .chars()
@@ -609,7 +611,7 @@ fn walk_message_bytes(bytes: &[u8], depth: usize, scan: &mut Scan) -> bool {
 /// One archive member, by its name and by its bytes.
 fn inspect_member(name: &str, bytes: &[u8], scan: &mut Scan) {
     if name.ends_with(".eml") {
-        if MAX_PARTS < scan.parts_seen {
+        if MAX_PARTS < scan.spent.parts_seen {
             return;
         }
         walk_message_bytes(bytes, 0, scan);
@@ -725,16 +727,14 @@ mod tests {
         let filler = vec![b' '; MEMBER_LIMIT - 100];
         let two = sniff::zip_of(&[("one.pdf", &filler, true), ("two.pdf", &[b' '; 300], true)]);
         let before = INFLATE_BUDGET - filler.len() - 200;
-        let mut scan = Scan {
-            inflated: sniff::InflateCost {
-                written: before,
-                slow_input: 0,
-            },
-            ..Scan::default()
+        let mut scan = Scan::default();
+        scan.spent.inflated = sniff::InflateCost {
+            written: before,
+            slow_input: 0,
         };
         inspect_bytes(&two, &mut scan);
         assert_eq!(
-            scan.inflated.written - before,
+            scan.spent.inflated.written - before,
             filler.len(),
             "the second is over the budget"
         );
@@ -751,16 +751,12 @@ mod tests {
                 slow_input: SLOW_INPUT_BUDGET,
             },
         ] {
-            let mut scan = Scan {
-                inflated: spent,
-                ..Scan::default()
-            };
+            let mut scan = Scan::default();
+            scan.spent.inflated = spent;
             inspect_bytes(&sniff::zip_of(&[("four.pdf", LOCKED_PDF, true)]), &mut scan);
             assert_eq!(scan.protected, None);
-            let mut scan = Scan {
-                inflated: spent,
-                ..Scan::default()
-            };
+            let mut scan = Scan::default();
+            scan.spent.inflated = spent;
             inspect_bytes(
                 &sniff::zip_of(&[("four.pdf", LOCKED_PDF, false)]),
                 &mut scan,
@@ -783,7 +779,7 @@ mod tests {
         repeated[second + 42..second + 46].copy_from_slice(&0u32.to_le_bytes());
         let mut scan = Scan::default();
         inspect_bytes(&repeated, &mut scan);
-        assert_eq!(scan.members_opened, 1);
+        assert_eq!(scan.spent.members_opened, 1);
 
         // At most MAX_MEMBERS members per message.
         let names: Vec<String> = (0..=MAX_MEMBERS).map(|n| format!("{n}.pdf")).collect();
@@ -794,7 +790,7 @@ mod tests {
         members[MAX_MEMBERS] = (names[MAX_MEMBERS].as_str(), LOCKED_PDF, false);
         let mut scan = Scan::default();
         inspect_bytes(&sniff::zip_of(&members), &mut scan);
-        assert_eq!(scan.members_opened, MAX_MEMBERS);
+        assert_eq!(scan.spent.members_opened, MAX_MEMBERS);
         assert_eq!(scan.protected, None);
     }
 }
