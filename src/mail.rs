@@ -35,16 +35,16 @@ pub fn parse(raw: &[u8]) -> Option<Message<'_>> {
 pub enum Unparsed {
     /// mail-parser found no header.
     NoHeader,
-    /// More lines that could open a MIME part than [`too_many_part_lines`]
-    /// allows: left unparsed.
+    /// More MIME part delimiters than [`too_many_part_delimiters`] allows:
+    /// left unparsed.
     TooManyParts,
 }
 
-/// Parses raw message bytes, unless the message has so many lines that
-/// could open a MIME part that parsing it would take far more memory than
-/// the message itself.
+/// Parses raw message bytes, unless the message has so many MIME part
+/// delimiters that parsing it would take far more memory than the message
+/// itself.
 pub fn parse_checked(raw: &[u8]) -> Result<Message<'_>, Unparsed> {
-    if too_many_part_lines(raw) {
+    if too_many_part_delimiters(raw) {
         return Err(Unparsed::TooManyParts);
     }
     MessageParser::default()
@@ -65,7 +65,7 @@ pub fn parse_checked(raw: &[u8]) -> Result<Message<'_>, Unparsed> {
 /// declared boundaries, not lines that start with `--`, leaves SQL dumps
 /// and ASCII tables alone. A message declaring more than 64 boundaries is
 /// judged by every `--` in it.
-pub fn too_many_part_lines(raw: &[u8]) -> bool {
+pub fn too_many_part_delimiters(raw: &[u8]) -> bool {
     const MAX_BOUNDARIES: usize = 64;
     let bound = (raw.len() / 128).max(20_000);
     let mut boundaries: Vec<Vec<u8>> = Vec::new();

@@ -197,9 +197,9 @@ pub struct Rules {
     pub loop_action: LoopAction,
 }
 
-/// Why a message left unparsed (see [`crate::mail::too_many_part_lines`])
+/// Why a message left unparsed (see [`crate::mail::too_many_part_delimiters`])
 /// is held.
-pub(crate) const TOO_MANY_PART_LINES: &str = "the message has more lines that could start a MIME part than can be parsed within its memory bound (tens of thousands), so it cannot be checked for encryption";
+pub(crate) const TOO_MANY_PART_DELIMITERS: &str = "the message has more MIME part delimiters than can be parsed within its memory bound (tens of thousands), so it cannot be checked for encryption";
 
 /// Classifies one message from its raw bytes.
 pub fn classify(raw: &[u8], rules: &Rules) -> Classification {
@@ -254,7 +254,7 @@ pub fn classify_parsed(
         Ok(message) if has_header_block(message) => message,
         Err(crate::mail::Unparsed::TooManyParts) => {
             return Classification {
-                decision: Decision::hold(Reason::Unparseable, TOO_MANY_PART_LINES),
+                decision: Decision::hold(Reason::Unparseable, TOO_MANY_PART_DELIMITERS),
                 class: CryptoClass::Unparseable,
                 relay: None,
             };
@@ -357,29 +357,29 @@ mod tests {
     fn a_message_of_countless_tiny_parts_is_held_unparsed() {
         let head = "From: a@b.test\r\nSubject: parts\r\nMIME-Version: 1.0\r\nContent-Type: multipart/mixed; boundary=\"b\"\r\n\r\n";
         let many = format!("{head}{}--b--\r\n", "--b\r\n\r\n".repeat(20_001));
-        assert!(crate::mail::too_many_part_lines(many.as_bytes()));
+        assert!(crate::mail::too_many_part_delimiters(many.as_bytes()));
         let result = decide(&many);
         assert_held(&result, Reason::Unparseable);
-        assert_eq!(result.decision.detail, TOO_MANY_PART_LINES);
+        assert_eq!(result.decision.detail, TOO_MANY_PART_DELIMITERS);
         // Delimiters in the middle of a line count too, as mail-parser
         // takes them; so does a boundary parameter in any case.
         let mid_line = format!(
             "{}--B--\r\n",
             head.replace("boundary=\"b\"", "BOUNDARY=B") + &"X--B\r\n\r\n".repeat(20_001)
         );
-        assert!(crate::mail::too_many_part_lines(mid_line.as_bytes()));
+        assert!(crate::mail::too_many_part_delimiters(mid_line.as_bytes()));
         // SQL comments and table rules are no delimiters.
         let dump = format!(
             "{head}--b\r\nContent-Type: text/plain\r\n\r\n{}--b--\r\n",
             "-- comment\r\n---------+------\r\n".repeat(30_000)
         );
-        assert!(!crate::mail::too_many_part_lines(dump.as_bytes()));
+        assert!(!crate::mail::too_many_part_delimiters(dump.as_bytes()));
         // A long text with a dash line per 128 bytes or fewer is parsed.
         let log = format!(
             "From: a@b.test\r\nSubject: log\r\n\r\n{}",
             format!("--------\r\n{}\r\n", "x".repeat(120)).repeat(30_000)
         );
-        assert!(!crate::mail::too_many_part_lines(log.as_bytes()));
+        assert!(!crate::mail::too_many_part_delimiters(log.as_bytes()));
     }
 
     #[test]

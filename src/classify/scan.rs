@@ -601,7 +601,7 @@ fn walk_message_bytes(bytes: &[u8], depth: usize, scan: &mut Scan) -> bool {
         Err(crate::mail::Unparsed::TooManyParts) => scan.offer(
             Reason::Unparseable,
             CryptoClass::Unparseable,
-            super::TOO_MANY_PART_LINES,
+            super::TOO_MANY_PART_DELIMITERS,
         ),
         Err(crate::mail::Unparsed::NoHeader) => return false,
     }
