@@ -202,21 +202,8 @@ pub(super) fn openpgp_informational(bytes: &[u8]) -> bool {
     if let Some(kind) = text.strip_prefix("-----BEGIN PGP ") {
         return !kind.starts_with("MESSAGE");
     }
-    // NOTE: RFC 9580 §4.2: the first octet has bit 7 set; bit 6 chooses the
-    // new format (tag in bits 0-5) or the legacy one (tag in bits 2-5).
-    let Some(&first) = bytes.first() else {
-        return false;
-    };
-    if first & 0x80 == 0 {
-        return false;
-    }
-    let tag = if first & 0x40 != 0 {
-        first & 0x3f
-    } else {
-        (first >> 2) & 0x0f
-    };
     // Signature, secret key, public key, secret subkey, public subkey.
-    matches!(tag, 2 | 5 | 6 | 7 | 14)
+    matches!(first_packet_tag(bytes), Some(2 | 5 | 6 | 7 | 14))
 }
 
 /// Whether an OpenPGP file holds encrypted data: armored as a message, or
@@ -224,18 +211,27 @@ pub(super) fn openpgp_informational(bytes: &[u8]) -> bool {
 /// (RFC 9580 §5: tags 1, 3, 9, 18 and 20), or with the marker packet
 /// (tag 10) that PGP 5 wrote before them.
 pub(super) fn openpgp_encrypted(bytes: &[u8]) -> bool {
-    let Some(&first) = bytes.first() else {
-        return false;
-    };
-    if first & 0x80 == 0 {
-        return armor_bytes(&bytes[..bytes.len().min(4096)]).message;
+    match first_packet_tag(bytes) {
+        Some(tag) => matches!(tag, 1 | 3 | 9 | 10 | 18 | 20),
+        None => armor_bytes(&bytes[..bytes.len().min(4096)]).message,
     }
-    let tag = if first & 0x40 != 0 {
+}
+
+/// The packet tag of binary OpenPGP data's first packet; `None` when the
+/// bytes do not start with a packet header.
+///
+/// NOTE: RFC 9580 §4.2: the first octet has bit 7 set; bit 6 chooses the
+/// new format (tag in bits 0-5) or the legacy one (tag in bits 2-5).
+fn first_packet_tag(bytes: &[u8]) -> Option<u8> {
+    let first = *bytes.first()?;
+    if first & 0x80 == 0 {
+        return None;
+    }
+    Some(if first & 0x40 != 0 {
         first & 0x3f
     } else {
         (first >> 2) & 0x0f
-    };
-    matches!(tag, 1 | 3 | 9 | 10 | 18 | 20)
+    })
 }
 
 /// Characters that show as nothing (or as a box) before a line's text: a
