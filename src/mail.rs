@@ -67,6 +67,7 @@ pub fn parse_checked(raw: &[u8]) -> Result<Message<'_>, Unparsed> {
 /// judged by every `--` in it.
 pub fn too_many_part_delimiters(raw: &[u8]) -> bool {
     const MAX_BOUNDARIES: usize = 64;
+    const MAX_BOUNDARY_LEN: usize = 70;
     let bound = (raw.len() / 128).max(20_000);
     let mut boundaries: Vec<Vec<u8>> = Vec::new();
     for equals in memchr::memchr_iter(b'=', raw) {
@@ -86,6 +87,11 @@ pub fn too_many_part_delimiters(raw: &[u8]) -> bool {
                 .next(),
         }
         .unwrap_or_default();
+        // NOTE: RFC 2046 allows 70 bytes. A longer value is cut there: its
+        // prefix matches wherever the whole would (so nothing is missed),
+        // and a hostile value that runs for megabytes is not copied 64
+        // times.
+        let boundary = &boundary[..boundary.len().min(MAX_BOUNDARY_LEN)];
         let mut delimiter = b"--".to_vec();
         delimiter.extend_from_slice(boundary);
         if !boundaries.contains(&delimiter) {

@@ -380,6 +380,22 @@ mod tests {
             format!("--------\r\n{}\r\n", "x".repeat(120)).repeat(30_000)
         );
         assert!(!crate::mail::too_many_part_delimiters(log.as_bytes()));
+        // A boundary longer than RFC 2046's 70 bytes counts by its first
+        // 70, which match wherever the whole does.
+        let long = "L".repeat(100);
+        let long_parts = format!(
+            "{}--{long}--\r\n",
+            head.replace("\"b\"", &long) + &format!("--{long}\r\n\r\n").repeat(20_001)
+        );
+        assert!(crate::mail::too_many_part_delimiters(long_parts.as_bytes()));
+        // 64 declared boundaries that each run to the end of a 4 MiB line
+        // are cut, not copied whole (a gigabyte at 16 MiB), and judged.
+        let hostile = format!(
+            "From: a@b.test\r\n\r\n{}{}\r\n",
+            "boundary=".repeat(64),
+            "A".repeat(4 << 20)
+        );
+        assert!(!crate::mail::too_many_part_delimiters(hostile.as_bytes()));
     }
 
     #[test]

@@ -141,7 +141,56 @@ struct VendorWords {
     found: Option<(usize, &'static str)>,
     own_host_path: bool,
     own_host_sentence: bool,
+    /// A Proofpoint URL Defense v2 link was seen.
+    url_defense: bool,
 }
+
+/// A link's `%2F` (and the like) read as `/`: Microsoft Defender Safe
+/// Links and other URL rewriters carry the original link percent-encoded
+/// in a query parameter (`…safelinks.protection.outlook.com/?url=https%3A%2F%2F…`).
+/// Only the characters the link markers contain are decoded.
+fn percent_decoded(hex: &[u8]) -> Option<char> {
+    match hex {
+        b"2f" => Some('/'),
+        b"3a" => Some(':'),
+        b"3f" => Some('?'),
+        b"3d" => Some('='),
+        b"2d" => Some('-'),
+        _ => None,
+    }
+}
+
+/// Proofpoint URL Defense v2 writes the original link into its `u=`
+/// parameter with `/` as `_` and other characters as `-XX`
+/// (`u=https-3A__mail.proton.me_eo_…`); this is a link marker so written.
+fn url_defense_v2(marker: &str) -> String {
+    let mut written = String::with_capacity(marker.len() * 2);
+    for c in marker.chars() {
+        match c {
+            '/' => written.push('_'),
+            ':' => written.push_str("-3a"),
+            '?' => written.push_str("-3f"),
+            '=' => written.push_str("-3d"),
+            '-' => written.push_str("-2d"),
+            '_' => written.push_str("-5f"),
+            other => written.push(other),
+        }
+    }
+    written
+}
+
+/// What every URL Defense v2 link holds: its scheme's `://`, encoded.
+const URL_DEFENSE_V2_SCHEME: &str = "-3a__";
+
+/// [`MARKERS`] as URL Defense v2 writes them, for those it writes
+/// differently (links and host names).
+static URL_DEFENSE_MARKERS: std::sync::LazyLock<Vec<Option<String>>> =
+    std::sync::LazyLock::new(|| {
+        MARKERS
+            .iter()
+            .map(|(marker, _)| Some(url_defense_v2(marker)).filter(|written| written != marker))
+            .collect()
+    });
 
 impl VendorWords {
     fn read(&mut self, text: &str) {
@@ -155,6 +204,14 @@ impl VendorWords {
                 self.pending_space = false;
             }
             self.folded.push(c.to_ascii_lowercase());
+            if c.is_ascii_hexdigit()
+                && let Some(escape) = self.folded.len().checked_sub(3)
+                && self.folded.as_bytes()[escape] == b'%'
+                && let Some(decoded) = percent_decoded(&self.folded.as_bytes()[escape + 1..])
+            {
+                self.folded.truncate(escape);
+                self.folded.push(decoded);
+            }
             if self.folded.len() >= FOLDED_PIECE + OVERLAP {
                 self.search();
                 let mut cut = self.folded.len() - OVERLAP;
@@ -170,13 +227,27 @@ impl VendorWords {
         // NOTE: The first marker in the list names the vendor, wherever in
         // the text each one is, as when the whole text was searched at once.
         let listed_before = self.found.map_or(MARKERS.len(), |(at, _)| at);
-        if let Some(at) = MARKERS[..listed_before]
-            .iter()
-            .position(|(marker, _)| self.folded.contains(marker))
+        // NOTE: Once a URL Defense link was seen, links are also looked for
+        // as it writes them; the scheme comes before the host in the same
+        // link, so it is seen no later than the marker.
+        self.url_defense |= self.folded.contains(URL_DEFENSE_V2_SCHEME);
+        let rewritten = &*URL_DEFENSE_MARKERS;
+        if let Some(at) =
+            MARKERS[..listed_before]
+                .iter()
+                .zip(rewritten)
+                .position(|((marker, _), rewritten)| {
+                    self.folded.contains(marker)
+                        || (self.url_defense
+                            && rewritten
+                                .as_deref()
+                                .is_some_and(|rewritten| self.folded.contains(rewritten)))
+                })
         {
             self.found = Some((at, MARKERS[at].1));
         }
-        self.own_host_path |= self.folded.contains(CISCO_OWN_HOST.0);
+        self.own_host_path |= self.folded.contains(CISCO_OWN_HOST.0)
+            || (self.url_defense && self.folded.contains(&url_defense_v2(CISCO_OWN_HOST.0)));
         self.own_host_sentence |= self.folded.contains(CISCO_OWN_HOST.1);
     }
 
@@ -247,6 +318,37 @@ mod tests {
             "word ".repeat(FOLDED_PIECE)
         );
         assert_eq!(vendor(&text), Some("Proofpoint Encryption"));
+    }
+
+    #[test]
+    fn portal_links_behind_url_rewriters_are_found() {
+        // Microsoft Defender Safe Links, in an HTML href and in plain text.
+        let safe_links = r#"<a href="https://eur01.safelinks.protection.outlook.com/?url=https%3A%2F%2Fmail.proton.me%2Feo%2FAbC123&amp;data=05%7C02&amp;reserved=0">Unlock message</a>"#;
+        assert_eq!(
+            read_html(safe_links).portal,
+            Some("Proton Mail (password-protected)")
+        );
+        assert_eq!(
+            read_text("Open https://nam02.safelinks.protection.outlook.com/?url=https%3a%2f%2fwww.zixmail.net%2fs%2fe%3fb%3dx").portal,
+            Some("Zix")
+        );
+        // Proofpoint URL Defense v2.
+        let url_defense = "https://urldefense.proofpoint.com/v2/url?u=https-3A__mail.proton.me_eo_AbC123&d=DwMFaQ&c=x";
+        assert_eq!(
+            read_text(url_defense).portal,
+            Some("Proton Mail (password-protected)")
+        );
+        let trend = "https://urldefense.proofpoint.com/v2/url?u=https-3A__secure-2Dmessaging.trendmicro.com_x&d=y";
+        assert_eq!(
+            read_text(trend).portal,
+            Some("Trend Micro Email Encryption")
+        );
+        // An encoded slash elsewhere does not make a marker of ordinary text.
+        assert_eq!(read_text("path%2Fto%2Fa file, mail.proton.me").portal, None);
+        assert_eq!(
+            read_text("mail.proton.me_eo_ without a rewritten link").portal,
+            None
+        );
     }
 
     #[test]
