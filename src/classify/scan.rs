@@ -504,7 +504,7 @@ fn inspect_bytes(bytes: &[u8], scan: &mut Scan) {
                 sniff::SevenZip::Hidden => super::SEVENZIP_UNSEEN,
             },
         );
-    } else if sniff::rar5_encrypted(bytes) {
+    } else if sniff::rar5_encrypted(bytes) || sniff::rar4_encrypted(bytes) {
         scan.offer(
             Reason::PasswordAttachment,
             CryptoClass::PasswordAttachment,

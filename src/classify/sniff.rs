@@ -734,6 +734,61 @@ pub(super) fn rar5_encrypted(bytes: &[u8]) -> bool {
     false
 }
 
+/// True for a RAR 1.5-4.x archive (WinRAR's format before RAR 5, still
+/// written with `-ma4` and by older tools) with encrypted headers (the main
+/// header's `MHD_PASSWORD` flag) or an encrypted file (a file header's
+/// `LHD_PASSWORD` flag), per RARLAB's technote for that format.
+pub(super) fn rar4_encrypted(bytes: &[u8]) -> bool {
+    const SIGNATURE: &[u8] = b"Rar!\x1a\x07\x00";
+    const MAIN_HEADER: u8 = 0x73;
+    const FILE_HEADER: u8 = 0x74;
+    const END_OF_ARCHIVE: u8 = 0x7b;
+    const MHD_PASSWORD: u16 = 0x0080;
+    const LHD_PASSWORD: u16 = 0x0004;
+    // Set on blocks followed by data (always on file headers): a 4-byte
+    // data size follows the 7-byte base header.
+    const LONG_BLOCK: u16 = 0x8000;
+    if !bytes.starts_with(SIGNATURE) {
+        return false;
+    }
+    let mut at = SIGNATURE.len();
+    // NOTE: Bounded as for RAR 5: the main header comes first, and each
+    // file's flag is in its own header.
+    for _ in 0..64 {
+        let Some(header) = bytes.get(at..at.saturating_add(7)) else {
+            return false;
+        };
+        let kind = header[2];
+        let flags = u16::from_le_bytes([header[3], header[4]]);
+        let head_size = usize::from(u16::from_le_bytes([header[5], header[6]]));
+        if head_size < 7 {
+            return false;
+        }
+        match kind {
+            MAIN_HEADER if flags & MHD_PASSWORD != 0 => return true,
+            FILE_HEADER if flags & LHD_PASSWORD != 0 => return true,
+            END_OF_ARCHIVE => return false,
+            _ => {}
+        }
+        let data_size = if flags & LONG_BLOCK != 0 {
+            match bytes.get(at + 7..at + 11) {
+                Some(size) => u32::from_le_bytes([size[0], size[1], size[2], size[3]]),
+                None => return false,
+            }
+        } else {
+            0
+        };
+        let Some(next) = usize::try_from(data_size)
+            .ok()
+            .and_then(|data| at.checked_add(head_size)?.checked_add(data))
+        else {
+            return false;
+        };
+        at = next;
+    }
+    false
+}
+
 /// One RAR 5 block header: its type, where its extra area lies, and where
 /// the next block starts.
 struct Rar5Block {
@@ -1237,6 +1292,53 @@ mod tests {
     }
 
     #[test]
+    fn rar4_encryption_flags() {
+        let signature = b"Rar!\x1a\x07\x00".to_vec();
+        // CRC16, type, flags (LE), size (LE), then the type's own fields.
+        let main = |flags: u16| {
+            let [low, high] = flags.to_le_bytes();
+            vec![0, 0, 0x73, low, high, 13, 0, 0, 0, 0, 0, 0, 0]
+        };
+        assert!(rar4_encrypted(&[signature.clone(), main(0x0080)].concat()));
+        // A file header: long block, 4-byte packed size 2, then 2 data bytes.
+        let file = |flags: u16| {
+            let [low, high] = (flags | 0x8000).to_le_bytes();
+            let mut header = vec![0, 0, 0x74, low, high, 33, 0, 2, 0, 0, 0];
+            header.resize(33, 0);
+            header.extend_from_slice(&[0xDE, 0xAD]);
+            header
+        };
+        let end = vec![0, 0, 0x7b, 0, 0x40, 7, 0];
+        assert!(rar4_encrypted(
+            &[
+                signature.clone(),
+                main(0),
+                file(0),
+                file(0x0004),
+                end.clone()
+            ]
+            .concat()
+        ));
+        assert!(!rar4_encrypted(
+            &[signature.clone(), main(0), file(0), end.clone()].concat()
+        ));
+        // A block after the end, a truncated header, a size below 7, and
+        // RAR 5's signature are no RAR 4 encryption.
+        assert!(!rar4_encrypted(
+            &[signature.clone(), main(0), end, file(0x0004)].concat()
+        ));
+        assert!(!rar4_encrypted(
+            &[signature.clone(), vec![0, 0, 0x73]].concat()
+        ));
+        assert!(!rar4_encrypted(
+            &[signature, vec![0, 0, 0x73, 0x80, 0, 3, 0]].concat()
+        ));
+        assert!(!rar4_encrypted(
+            b"Rar!\x1a\x07\x01\x00\x00\x00\x00\x00\x03\x04\x00\x00"
+        ));
+    }
+
+    #[test]
     fn openpgp_ciphertext_is_told_from_other_gnupg_files() {
         assert!(openpgp_encrypted(&[0xc1, 0x0c, 0x03])); // PKESK, new format
         assert!(openpgp_encrypted(&[0x85, 0x01, 0x0c])); // PKESK, legacy format
@@ -1513,6 +1615,7 @@ mod tests {
             let _ = ooxml_encrypted(&bytes);
             let _ = sevenzip_encryption(&bytes);
             let _ = rar5_encrypted(&bytes);
+            let _ = rar4_encrypted(&bytes);
             let _ = signed_data_has_content(&bytes);
             let _ = cms_kind(&bytes);
             let _ = zip_encrypted(&bytes, zip_entries(&bytes).as_deref());
