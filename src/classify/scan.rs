@@ -51,8 +51,15 @@ const SLOW_INPUT_BUDGET: usize = 64 * 1024;
 /// neither opened nor inflated.
 const OPENED_MEMBERS: &[&str] = &[
     ".zip", ".pdf", ".7z", ".rar", ".doc", ".xls", ".ppt", ".docx", ".xlsx", ".pptx", ".docm",
-    ".xlsm", ".pptm", ".p7m", ".pgp", ".gpg", ".asc", ".eml", ".rpmsg",
+    ".xlsm", ".pptm", ".p7m", ".pgp", ".gpg", ".asc", ".eml", ".rpmsg", ".odt", ".ods", ".odp",
+    ".odg",
 ];
+
+/// Where an OpenDocument file (`.odt`, `.ods`, ...: a ZIP) lists its
+/// members, and how it marks one encrypted with a password: ODF encrypts
+/// member data itself and leaves the ZIP encryption flag clear.
+const ODF_MANIFEST: &[u8] = b"META-INF/manifest.xml";
+const ODF_ENCRYPTION_DATA: &[u8] = b"encryption-data";
 
 /// One protected thing found in the tree.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -485,6 +492,13 @@ fn inspect_bytes(bytes: &[u8], scan: &mut Scan) {
                 "a ZIP attachment is password-protected",
             );
         } else if let Some(entries) = entries {
+            if odf_encrypted(bytes, &entries, scan) {
+                scan.offer(
+                    Reason::PasswordAttachment,
+                    CryptoClass::PasswordAttachment,
+                    "an OpenDocument attachment is password-protected (its manifest lists encryption data)",
+                );
+            }
             inspect_zip_members(bytes, entries, scan);
         }
     } else if sniff::pdf_encrypted(bytes) {
@@ -531,6 +545,43 @@ fn inspect_bytes(bytes: &[u8], scan: &mut Scan) {
 /// of their own (an encrypted PDF, a ZIP in a ZIP, an encrypted message
 /// saved as `.eml`) and inspects them as attachments, within
 /// [`MAX_ARCHIVE_DEPTH`], [`MAX_MEMBERS`] and the byte budgets.
+/// Whether a ZIP is an OpenDocument file whose manifest marks a member
+/// encrypted. The manifest is read within the archive budgets.
+fn odf_encrypted(bytes: &[u8], entries: &[sniff::ZipEntry], scan: &mut Scan) -> bool {
+    let Some(manifest) = entries
+        .iter()
+        .find(|entry| entry.name(bytes) == ODF_MANIFEST)
+    else {
+        return false;
+    };
+    let limit = member_limit(scan, manifest);
+    if limit == 0 {
+        return false;
+    }
+    let Ok(content) = sniff::zip_member(bytes, manifest, limit, &mut scan.spent.inflated) else {
+        return false;
+    };
+    scan.spent.inspected += content.len();
+    memchr::memmem::find(&content, ODF_ENCRYPTION_DATA).is_some()
+}
+
+/// How many bytes of a member may still be read: what is left of the
+/// inspection budget and, for a deflated one, of the inflation budgets.
+fn member_limit(scan: &Scan, entry: &sniff::ZipEntry) -> usize {
+    let inflate_left = if SLOW_INPUT_BUDGET <= scan.spent.inflated.slow_input {
+        0
+    } else {
+        MEMBER_LIMIT.min(INFLATE_BUDGET.saturating_sub(scan.spent.inflated.written))
+    };
+    INSPECT_BUDGET
+        .saturating_sub(scan.spent.inspected)
+        .min(if entry.is_stored() {
+            usize::MAX
+        } else {
+            inflate_left
+        })
+}
+
 fn inspect_zip_members(bytes: &[u8], entries: Vec<sniff::ZipEntry>, scan: &mut Scan) {
     if MAX_ARCHIVE_DEPTH <= scan.archive_depth {
         return;
@@ -550,18 +601,7 @@ fn inspect_zip_members(bytes: &[u8], entries: Vec<sniff::ZipEntry>, scan: &mut S
             return;
         }
         scan.spent.members_opened += 1;
-        let inflate_left = if SLOW_INPUT_BUDGET <= scan.spent.inflated.slow_input {
-            0
-        } else {
-            MEMBER_LIMIT.min(INFLATE_BUDGET.saturating_sub(scan.spent.inflated.written))
-        };
-        let limit = INSPECT_BUDGET
-            .saturating_sub(scan.spent.inspected)
-            .min(if entry.is_stored() {
-                usize::MAX
-            } else {
-                inflate_left
-            });
+        let limit = member_limit(scan, &entry);
         if limit == 0 {
             continue;
         }
@@ -710,6 +750,48 @@ mod tests {
             finding(&sniff::zip_of(&[("scan.png", LOCKED_PDF, false)])),
             None
         );
+    }
+
+    #[test]
+    fn password_protected_opendocument_files_are_held() {
+        let manifest = |entry: &str| {
+            format!(
+                r#"<?xml version="1.0" encoding="UTF-8"?>
+<manifest:manifest xmlns:manifest="urn:oasis:names:tc:opendocument:xmlns:manifest:1.0" manifest:version="1.3">
+ <manifest:file-entry manifest:full-path="/" manifest:media-type="application/vnd.oasis.opendocument.text"/>
+ <manifest:file-entry manifest:full-path="content.xml" manifest:media-type="text/xml" manifest:size="3512">{entry}</manifest:file-entry>
+</manifest:manifest>"#
+            )
+        };
+        let document = |manifest: &str| {
+            sniff::zip_of(&[
+                (
+                    "mimetype",
+                    b"application/vnd.oasis.opendocument.text",
+                    false,
+                ),
+                ("content.xml", b"\x8f\x13\xa0 ciphertext", true),
+                ("META-INF/manifest.xml", manifest.as_bytes(), true),
+            ])
+        };
+        let locked = document(&manifest(
+            r#"<manifest:encryption-data manifest:checksum-type="urn:oasis:names:tc:opendocument:xmlns:manifest:1.0#sha256-1k" manifest:checksum="x"><manifest:algorithm manifest:algorithm-name="http://www.w3.org/2001/04/xmlenc#aes256-cbc" manifest:initialisation-vector="y"/></manifest:encryption-data>"#,
+        ));
+        let found = finding(&locked).expect("held");
+        assert_eq!(found.reason, Reason::PasswordAttachment);
+        assert!(found.detail.contains("OpenDocument"), "{}", found.detail);
+        // Inside a ZIP too, by the document's name.
+        let zipped = sniff::zip_of(&[("Offer.ODT", &locked, false)]);
+        let found = finding(&zipped).expect("held");
+        assert!(
+            found
+                .detail
+                .ends_with("inside a ZIP attachment as Offer.ODT"),
+            "{}",
+            found.detail
+        );
+        // An ordinary document is forwarded.
+        assert_eq!(finding(&document(&manifest(""))), None);
     }
 
     #[test]
