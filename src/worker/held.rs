@@ -271,6 +271,20 @@ pub async fn release(settings: &Settings, id: i64) -> anyhow::Result<String> {
         .await
     {
         Ok(reply) => reply,
+        // NOTE: A break after the content went out may have delivered it:
+        // saying it was not taken would invite a second release, a second
+        // copy at the helpdesk.
+        Err(
+            err @ SendError::Broken {
+                content_sent: true, ..
+            },
+        ) => {
+            store.add_event(row.id, "release-unknown", &err.to_string())?;
+            anyhow::bail!(
+                "message {id} was sent, but the SMTP server's reply never came ({err}): it may have reached {} (look for Resent-Message-ID {resent_id} there) before you release it again; it stays held in the log",
+                mailbox.forward_to
+            );
+        }
         Err(err) => {
             store.add_event(row.id, "release-failed", &err.to_string())?;
             anyhow::bail!("the SMTP server did not take message {id}: {err}; it stays held");

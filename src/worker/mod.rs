@@ -412,7 +412,7 @@ async fn work_mailbox(
     // nothing to send (held or skipped mail only) needs no SMTP at all.
     let warm_up = async {
         if FIRST_BATCH < work.len() {
-            let _ = pool.fill(&settings.smtp, settings.smtp.sessions).await;
+            pool.warm_up(&settings.smtp).await;
         }
     };
     let (sizes, ()) = futures::join!(source.sizes(&work), warm_up);

@@ -347,7 +347,9 @@ pub(super) async fn record_batch(
     {
         pool.fill(&settings.smtp, 1)
             .await
-            .context("cannot open the SMTP session; nothing was sent or recorded for this batch")
+            .context(
+                "cannot open the SMTP session; no new message of this batch was recorded or sent",
+            )
             .map_err(Stop::Mailbox)?;
     }
 
@@ -435,21 +437,31 @@ fn skip_copy(
     classification: &mut Classification,
 ) -> Result<(), Stop> {
     for earlier in store.rows_with_message_id(message_id)? {
-        let same_helpdesk = settings
+        // NOTE: A mailbox no longer in the config is most often this one
+        // under its old name: renaming a mailbox must not send its whole
+        // folder to the helpdesk again. Its helpdesk is not known any
+        // more, so its delivered copies count as this one's.
+        let configured = settings
             .mailboxes
             .iter()
-            .find(|other| other.name == earlier.mailbox)
-            .is_some_and(|other| other.forward_to.eq_ignore_ascii_case(&mailbox.forward_to));
+            .find(|other| other.name == earlier.mailbox);
+        let same_helpdesk = configured
+            .is_none_or(|other| other.forward_to.eq_ignore_ascii_case(&mailbox.forward_to));
         // NOTE: From the log, only a copy that reached the helpdesk counts:
         // one still pending from an earlier pass may yet fail, and this copy
         // must not be lost. Copies within this pass are below.
         let delivered = earlier.state() == State::Forwarded;
         if same_helpdesk && delivered && earlier.body_sha256.as_deref() == Some(body_sha256) {
+            let went_to = match configured {
+                Some(_) => mailbox.forward_to.clone(),
+                None => "the helpdesk of that mailbox, which is no longer in the config (renamed?)"
+                    .to_owned(),
+            };
             classification.decision = Decision::skip(
                 Reason::DuplicateMessageId,
                 format!(
-                    "a copy of message #{} (mailbox {}, same Message-ID and body), which already went to {}",
-                    earlier.id, earlier.mailbox, mailbox.forward_to
+                    "a copy of message #{} (mailbox {}, same Message-ID and body), which already went to {went_to}",
+                    earlier.id, earlier.mailbox
                 ),
             );
             return Ok(());

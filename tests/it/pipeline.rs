@@ -5,7 +5,7 @@ use deskbridge::store::{MessageFilter, State, Store};
 
 use crate::helpers::{
     ConfigOptions, TestEnv, message, read_folder, rows_in_state, run_pass, set_recipient_access,
-    sorted_originals, split_delivered, wait_for_helpdesk,
+    sorted_originals, split_delivered, wait_for_helpdesk, wait_until_queue_clear,
 };
 
 fn relay_reply() -> Vec<u8> {
@@ -411,6 +411,57 @@ async fn uidvalidity_change_rescans_without_resending() {
         !uidvalidities.contains(&before),
         "the folder really got a new UIDVALIDITY"
     );
+}
+
+/// Renaming a mailbox in the config starts a new checkpoint, so the pass
+/// sees the whole folder again: what the old name already forwarded is
+/// recognised (same Message-ID and body) and not sent a second time.
+#[tokio::test]
+async fn a_renamed_mailbox_does_not_forward_its_folder_again() {
+    let env = TestEnv::new("renamed");
+    let first = message("Gus <gus@example.org>", "One", "rn.1@example.org", "one");
+    let second = message("Gus <gus@example.org>", "Two", "rn.2@example.org", "two");
+    env.seed(&[&first, &second]).await;
+    let settings = env.settings(&ConfigOptions::default());
+    assert_eq!(
+        run_pass(&settings).await.expect("pass").mailboxes[0].forwarded,
+        2
+    );
+    assert_eq!(wait_for_helpdesk(&env, 2).await.len(), 2);
+
+    let third = message(
+        "Gus <gus@example.org>",
+        "Three",
+        "rn.3@example.org",
+        "three",
+    );
+    env.seed(&[&third]).await;
+    let renamed = env
+        .config_text(&ConfigOptions::default())
+        .replace("name = \"support\"", "name = \"support-desk\"");
+    let path = env.dir.path().join("deskbridge.toml");
+    std::fs::write(&path, renamed).expect("write renamed config");
+    let settings = deskbridge::config::load(&path).expect("renamed config is valid");
+    let report = run_pass(&settings).await.expect("pass under the new name");
+    let mailbox = &report.mailboxes[0];
+    assert_eq!(mailbox.name, "support-desk");
+    assert_eq!(
+        (mailbox.forwarded, mailbox.skipped),
+        (1, 2),
+        "only the new message is sent: {mailbox:?}"
+    );
+    let skipped = rows_in_state(&settings, State::Skipped);
+    assert!(
+        skipped.iter().all(|row| row.mailbox == "support-desk"
+            && row.reason.as_deref() == Some("duplicate-message-id")
+            && row
+                .detail
+                .as_deref()
+                .is_some_and(|detail| detail.contains("no longer in the config"))),
+        "{skipped:?}"
+    );
+    wait_until_queue_clear(&env.stack, &env.helpdesk_user).await;
+    assert_eq!(wait_for_helpdesk(&env, 3).await.len(), 3);
 }
 
 /// A backlog larger than one batch: every eligible message arrives exactly
