@@ -245,7 +245,13 @@ fn inspect_part(part: &MessagePart<'_>, depth: usize, sole_content: bool, scan: 
         // they would show.
         let decoded = sniff::lenient_base64(part.contents());
         inspect_text(&String::from_utf8_lossy(&decoded), scan);
-        inspect_bytes(&decoded, scan);
+        // NOTE: A damaged forwarded message is a message all the same: its
+        // S/MIME or rpmsg parts are themselves base64, out of sight of the
+        // text and byte checks until it is parsed.
+        let is_message = ctype == "message" || names.iter().any(|name| name.ends_with(".eml"));
+        if !is_message || !walk_message_bytes(&decoded, depth + 1, scan) || ctype != "message" {
+            inspect_bytes(&decoded, scan);
+        }
     }
     match &part.body {
         PartType::Text(text) => inspect_text(text, scan),
