@@ -17,6 +17,7 @@
 //! `loops` read headers.
 
 mod loops;
+mod pdf;
 pub mod relay;
 mod scan;
 mod sniff;

@@ -507,7 +507,7 @@ fn inspect_bytes(bytes: &[u8], scan: &mut Scan) {
             }
             inspect_zip_members(bytes, entries, scan);
         }
-    } else if sniff::pdf_encrypted(bytes) {
+    } else if sniff::pdf_encrypted(bytes) && !super::pdf::opens_without_password(bytes) {
         scan.offer(
             Reason::PasswordAttachment,
             CryptoClass::PasswordAttachment,
