@@ -406,13 +406,15 @@ async fn work_mailbox(
 
     // NOTE: With a backlog, the SMTP sessions are opened while the sizes
     // are fetched, so sending starts as soon as the first batch is
-    // recorded. A session that cannot be opened here is only logged: the
-    // first batch that has something to send opens one again and reports
-    // the error (recording nothing of that batch), while a batch with
-    // nothing to send (held or skipped mail only) needs no SMTP at all.
+    // recorded. When none can be opened here, the error is only logged
+    // now: the first batch that has something to send reports it
+    // (recording nothing of that batch) without a second attempt, so a
+    // server that hangs costs one timeout, not two (the next pass tries
+    // afresh), while a batch with nothing to send (held or skipped mail
+    // only) needs no SMTP at all.
     let warm_up = async {
         if FIRST_BATCH < work.len() {
-            pool.warm_up(&settings.smtp).await;
+            let _ = pool.fill(&settings.smtp, settings.smtp.sessions).await;
         }
     };
     let (sizes, ()) = futures::join!(source.sizes(&work), warm_up);

@@ -86,15 +86,6 @@ impl SinkPool {
         Ok(())
     }
 
-    /// Opens every session ahead of need, while the pass does other work.
-    /// A failure is only logged, not remembered: the first batch that
-    /// sends tries again and reports it, so one refused or timed-out
-    /// connection attempt does not fail the whole pass.
-    pub(super) async fn warm_up(&mut self, smtp: &SmtpSettings) {
-        let _ = self.fill(smtp, smtp.sessions).await;
-        self.open_failure = None;
-    }
-
     /// A session for a single message (notices, releases).
     pub(super) async fn one(&mut self, smtp: &SmtpSettings) -> Result<&mut SmtpSink, SinkError> {
         self.fill(smtp, 1).await?;
@@ -415,62 +406,5 @@ impl Worker<'_> {
         };
         self.outcomes.borrow_mut().push(outcome);
         true
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[tokio::test]
-    async fn a_failed_warm_up_is_tried_again_when_sending() {
-        // A port that was just free: nothing listens on it.
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .and_then(|listener| listener.local_addr())
-            .expect("a free port")
-            .port();
-        let text = format!(
-            r#"
-[store]
-path = "deskbridge.db"
-[smtp]
-host = "127.0.0.1"
-port = {port}
-tls = "implicit"
-username = "bridge@company.test"
-password_command = "echo secret"
-envelope_from = "bridge@company.test"
-timeout_secs = 5
-[[mailbox]]
-name = "support"
-host = "127.0.0.1"
-port = 993
-tls = "implicit"
-username = "support@company.test"
-password_command = "echo secret"
-forward_to = "intake@helpdesk.test"
-"#
-        );
-        let settings = crate::config::parse(&text, std::path::Path::new("/nonexistent/x.toml"))
-            .expect("config parses");
-        let mut pool = SinkPool::default();
-        pool.warm_up(&settings.smtp).await;
-        assert!(pool.is_empty());
-        let tried_again = pool
-            .fill(&settings.smtp, 1)
-            .await
-            .expect_err("nothing listens")
-            .to_string();
-        assert!(!tried_again.contains("not tried again"), "{tried_again}");
-        // A failure met when sending is kept for the rest of the pass.
-        let remembered = pool
-            .fill(&settings.smtp, 1)
-            .await
-            .expect_err("still nothing listens")
-            .to_string();
-        assert!(
-            remembered.contains("not tried again in this pass"),
-            "{remembered}"
-        );
     }
 }
