@@ -7,7 +7,7 @@
 //! the helpdesk. This module runs that same check, the standard security
 //! handler's user-password test (ISO 32000-2 §7.6.4: algorithms 2, 4 and 5
 //! for revisions 2-4, SHA-256 for 5, algorithm 2.B for 6), on the
-//! encryption dictionary the file's newest trailer names.
+//! encryption dictionary of every trailer that names one.
 //!
 //! Anything it cannot read (another security handler, a missing entry, an
 //! object it cannot find) counts as "needs a password": the caller holds.
@@ -25,15 +25,51 @@ const PAD: [u8; 32] = [
 /// How far before an `/Encrypt` key its dictionary's `<<` is looked for.
 const TRAILER_REACH: usize = 8 * 1024;
 
+/// `/Encrypt` keys checked at most in one file (each incremental update
+/// repeats the key); a file with more is held.
+const MAX_ENCRYPT_KEYS: usize = 16;
+
+/// Places tried for a trailer's `<<` or an object's header, per key.
+const MAX_CANDIDATES: usize = 16;
+
+/// Bytes one object may span, from where it is read: a string or comment
+/// left open ends there, not at the end of the file, so hostile input
+/// costs bounded work per candidate.
+const PARSE_WINDOW: usize = 64 * 1024;
+
 /// Nested dictionaries and arrays read at most (a trailer has two levels).
 const MAX_NESTING: usize = 8;
 
-/// True when the PDF's newest `/Encrypt` names a standard security handler
+/// True when every `/Encrypt` in the PDF names a standard security handler
 /// dictionary whose user password is empty.
 pub(super) fn opens_without_password(bytes: &[u8]) -> bool {
-    let Some((trailer, encrypt)) = newest_encryption(bytes) else {
-        return false;
-    };
+    // NOTE: Every `/Encrypt` with a value is checked, not only the newest:
+    // a reader follows `startxref`, which this check does not, and a
+    // dictionary that opens appended after `%%EOF` must not vouch for the
+    // one the reader uses.
+    let mut checked = 0;
+    for key_at in memchr::memmem::find_iter(bytes, b"/Encrypt") {
+        let value_at = key_at + b"/Encrypt".len();
+        if !super::sniff::encrypt_value(&bytes[value_at..bytes.len().min(value_at + 40)]) {
+            continue;
+        }
+        checked += 1;
+        if MAX_ENCRYPT_KEYS < checked {
+            return false;
+        }
+        let Some((trailer, encrypt)) = encryption_at(bytes, key_at) else {
+            return false;
+        };
+        if !dictionary_opens(&trailer, &encrypt) {
+            return false;
+        }
+    }
+    0 < checked
+}
+
+/// Whether an encryption dictionary (with the trailer that names it, for
+/// its `/ID`) opens with the empty user password.
+fn dictionary_opens(trailer: &Dict, encrypt: &Dict) -> bool {
     let Some(Value::Name(filter)) = encrypt.get(b"Filter") else {
         return false;
     };
@@ -59,7 +95,7 @@ pub(super) fn opens_without_password(bytes: &[u8]) -> bool {
             let key_bytes = if revision == 2 {
                 5
             } else {
-                usize::try_from(encrypt.int(b"Length").unwrap_or(40) / 8)
+                usize::try_from(key_bits(encrypt) / 8)
                     .unwrap_or(0)
                     .clamp(5, 16)
             };
@@ -87,6 +123,34 @@ pub(super) fn opens_without_password(bytes: &[u8]) -> bool {
             computed == hash
         }
         _ => false,
+    }
+}
+
+/// The file key's length in bits: `/Length`, or for crypt filters (V 4)
+/// the length of the filter that streams use, 128 when it gives none
+/// (some writers give it in bytes), and 40 for the oldest handlers.
+fn key_bits(encrypt: &Dict) -> i64 {
+    if let Some(bits) = encrypt.int(b"Length") {
+        return bits;
+    }
+    if encrypt.int(b"V") != Some(4) {
+        return 40;
+    }
+    let stream_filter = match encrypt.get(b"StmF") {
+        Some(Value::Name(name)) => name.as_slice(),
+        _ => b"StdCF".as_slice(),
+    };
+    let length = match encrypt.get(b"CF") {
+        Some(Value::Dict(filters)) => match filters.get(stream_filter) {
+            Some(Value::Dict(filter)) => filter.int(b"Length"),
+            _ => None,
+        },
+        _ => None,
+    };
+    match length {
+        Some(bytes) if (1..=32).contains(&bytes) => bytes * 8,
+        Some(bits) => bits,
+        None => 128,
     }
 }
 
@@ -195,27 +259,17 @@ fn hash_2b(salt: &[u8]) -> Vec<u8> {
     key
 }
 
-/// The trailer (or cross-reference stream) dictionary of the newest
-/// `/Encrypt` in the file, and the encryption dictionary it names.
-fn newest_encryption(bytes: &[u8]) -> Option<(Dict, Dict)> {
-    let key_at = memchr::memmem::rfind_iter(bytes, b"/Encrypt").find(|&at| {
-        let mut cursor = Cursor {
-            bytes,
-            at: at + b"/Encrypt".len(),
-        };
-        matches!(cursor.value(0), Some(Value::Dict(_) | Value::Ref(..)))
-    })?;
+/// The trailer (or cross-reference stream) dictionary that holds the
+/// `/Encrypt` key at `key_at`, and the encryption dictionary it names.
+fn encryption_at(bytes: &[u8], key_at: usize) -> Option<(Dict, Dict)> {
     // NOTE: The `<<` that opens the trailer is the nearest one before the
     // key whose dictionary holds the key: a nested dictionary before it
     // (`/DecodeParms << … >>`) has no `/Encrypt`.
     let reach = key_at.saturating_sub(TRAILER_REACH);
     let trailer = memchr::memmem::rfind_iter(&bytes[reach..key_at], b"<<")
-        .take(64)
+        .take(MAX_CANDIDATES)
         .find_map(|open| {
-            let mut cursor = Cursor {
-                bytes,
-                at: reach + open,
-            };
+            let mut cursor = Cursor::new(bytes, reach + open);
             match cursor.value(0) {
                 Some(Value::Dict(dict)) if cursor.at > key_at && dict.get(b"Encrypt").is_some() => {
                     Some(dict)
@@ -237,11 +291,9 @@ fn object_dict(bytes: &[u8], number: u64, generation: u64) -> Option<Dict> {
     memchr::memmem::rfind_iter(bytes, header.as_bytes())
         // A match inside `12 0 obj` when looking for `2 0 obj`.
         .filter(|&at| at == 0 || !bytes[at - 1].is_ascii_digit())
+        .take(MAX_CANDIDATES)
         .find_map(|at| {
-            let mut cursor = Cursor {
-                bytes,
-                at: at + header.len(),
-            };
+            let mut cursor = Cursor::new(bytes, at + header.len());
             match cursor.value(0) {
                 Some(Value::Dict(dict)) => Some(dict),
                 _ => None,
@@ -299,7 +351,15 @@ fn is_delimiter(byte: u8) -> bool {
     )
 }
 
-impl Cursor<'_> {
+impl<'a> Cursor<'a> {
+    /// Reads from `at`, no further than [`PARSE_WINDOW`] bytes on.
+    fn new(bytes: &'a [u8], at: usize) -> Cursor<'a> {
+        Cursor {
+            bytes: &bytes[..bytes.len().min(at.saturating_add(PARSE_WINDOW))],
+            at,
+        }
+    }
+
     fn peek(&self) -> Option<u8> {
         self.bytes.get(self.at).copied()
     }
@@ -357,6 +417,11 @@ impl Cursor<'_> {
                         return None;
                     };
                     let value = self.value(depth + 1)?;
+                    // NOTE: Readers differ on which of two equal keys
+                    // counts; such a dictionary is not read at all.
+                    if dict.get(&key).is_some() {
+                        return None;
+                    }
                     dict.0.push((key, value));
                 }
             }
@@ -543,8 +608,10 @@ mod tests {
             ]))
         );
         assert_eq!(dict.get(b"EncryptMetadata"), Some(&Value::Bool(false)));
-        // Unterminated and too deeply nested input is no value.
+        // Unterminated and too deeply nested input is no value, nor is a
+        // dictionary with a key twice (readers differ on which counts).
         assert_eq!(read("<< /A (open"), None);
+        assert_eq!(read("<< /U (a) /O (b) /U (c) >>"), None);
         assert_eq!(read(&"[".repeat(100)), None);
     }
 
@@ -609,6 +676,52 @@ mod tests {
             b"%PDF-1.7\ntrailer\n<< /Root 1 0 R /Encrypt 9 0 R /ID [<00><00>] >>\n%%EOF\n";
         assert!(!opens_without_password(dangling));
         assert!(!opens_without_password(b"%PDF-1.7\n/Encrypt"));
+    }
+
+    #[test]
+    fn every_encryption_dictionary_must_open() {
+        // A dictionary that opens, appended after a file that needs its
+        // password (readers follow `startxref` to the real one).
+        let salt = [7u8; 8];
+        let mut user = Sha256::digest(salt).to_vec();
+        user.extend_from_slice(&salt);
+        user.extend_from_slice(&[0; 8]);
+        let hex: String = user.iter().map(|byte| format!("{byte:02x}")).collect();
+        let decoy = format!(
+            "\n% << /Encrypt << /Filter /Standard /V 5 /R 5 /O <{hex}> /U <{hex}> /P -4 >> >>\n"
+        );
+        let decoy_alone = format!("%PDF-1.7\n{}", &decoy[3..]);
+        assert!(
+            opens_without_password(decoy_alone.as_bytes()),
+            "the decoy itself opens"
+        );
+        let mut locked = fixture("u-r6");
+        locked.extend_from_slice(decoy.as_bytes());
+        assert!(!opens_without_password(&locked));
+        // An incremental update naming the same dictionary again is fine.
+        let mut open = fixture("o-r6");
+        let trailer_at = memchr::memmem::rfind(&open, b"trailer").expect("a trailer");
+        let again = open[trailer_at..].to_vec();
+        open.extend_from_slice(b"\n");
+        open.extend_from_slice(&again);
+        assert!(opens_without_password(&open));
+    }
+
+    #[test]
+    fn hostile_files_cost_bounded_work() {
+        // Strings and comments left open, each after a key whose value
+        // looks like a dictionary: each is read within the window, and
+        // after MAX_ENCRYPT_KEYS the file is held.
+        let mut hostile = b"%PDF-1.7\n".to_vec();
+        for _ in 0..100_000 {
+            hostile.extend_from_slice(b"/Encrypt<<(");
+        }
+        assert!(!opens_without_password(&hostile));
+        let mut objects = b"%PDF-1.7\ntrailer << /Encrypt 1 0 R /ID [<00><00>] >>\n".to_vec();
+        for _ in 0..100_000 {
+            objects.extend_from_slice(b"1 0 obj %");
+        }
+        assert!(!opens_without_password(&objects));
     }
 
     #[test]

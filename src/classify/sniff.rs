@@ -852,7 +852,7 @@ pub(super) fn pdf_encrypted(bytes: &[u8]) -> bool {
 
 /// Whether the bytes after an `/Encrypt` key start its value: `<<`, or
 /// `N G R` (PDF whitespace between the parts).
-fn encrypt_value(after_key: &[u8]) -> bool {
+pub(super) fn encrypt_value(after_key: &[u8]) -> bool {
     let is_space = |byte: &u8| matches!(byte, b' ' | b'\t' | b'\r' | b'\n' | b'\x0c' | b'\0');
     let mut rest = after_key;
     let skip_space = |rest: &mut &[u8]| {
