@@ -229,6 +229,17 @@ pub struct MailboxSettings {
     pub repair_threading: bool,
 }
 
+impl MailboxSettings {
+    /// The account and folder this mailbox reads, `user@host:port/folder`:
+    /// what stays the same when only its name changes.
+    pub fn account(&self) -> String {
+        format!(
+            "{}@{}:{}/{}",
+            self.credentials.username, self.host, self.port, self.folder
+        )
+    }
+}
+
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawConfig {

@@ -46,6 +46,10 @@ const MIGRATIONS: &[(&str, &str)] = &[
         "0008_mailbox_retirement",
         include_str!("../../migrations/0008_mailbox_retirement.sql"),
     ),
+    (
+        "0009_mailbox_account",
+        include_str!("../../migrations/0009_mailbox_account.sql"),
+    ),
 ];
 
 mod journal;
@@ -565,6 +569,31 @@ impl Store {
             )
             .map_err(|source| self.query_error("record the start of a pass", source))?;
         Ok(())
+    }
+
+    /// Records which account and folder a mailbox reads (see migration
+    /// 0009), after [`Store::begin_pass`] created its row.
+    pub fn record_account(&self, mailbox: &str, account: &str) -> Result<()> {
+        self.conn
+            .execute_cached(
+                "UPDATE mailboxes SET account = ?2 WHERE name = ?1",
+                params![mailbox, account],
+            )
+            .map_err(|source| self.query_error("record the mailbox's account", source))?;
+        Ok(())
+    }
+
+    /// The account and folder a mailbox read when last worked on, if known.
+    pub fn mailbox_account(&self, mailbox: &str) -> Result<Option<String>> {
+        self.conn
+            .query_row(
+                "SELECT account FROM mailboxes WHERE name = ?1",
+                params![mailbox],
+                |row| row.get(0),
+            )
+            .optional()
+            .map(Option::flatten)
+            .map_err(|source| self.query_error("read the mailbox's account", source))
     }
 
     /// Marks the mailboxes in the log that a pass's config no longer names

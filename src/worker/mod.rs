@@ -197,6 +197,7 @@ pub async fn run_once(settings: &Settings, stop: &AtomicBool) -> anyhow::Result<
             ..MailboxReport::default()
         };
         store.begin_pass(&mailbox.name)?;
+        store.record_account(&mailbox.name, &mailbox.account())?;
         let outcome = process_mailbox(
             settings,
             mailbox,

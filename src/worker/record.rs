@@ -437,16 +437,19 @@ fn skip_copy(
     classification: &mut Classification,
 ) -> Result<(), Stop> {
     for earlier in store.rows_with_message_id(message_id)? {
-        // NOTE: A mailbox no longer in the config is most often this one
-        // under its old name: renaming a mailbox must not send its whole
-        // folder to the helpdesk again. Its helpdesk is not known any
-        // more, so its delivered copies count as this one's.
+        // NOTE: A mailbox no longer in the config that read this same
+        // account and folder is this one under its old name: renaming a
+        // mailbox must not send its whole folder to the helpdesk again.
+        // One that read elsewhere was removed, and its helpdesk may not be
+        // this one's.
         let configured = settings
             .mailboxes
             .iter()
             .find(|other| other.name == earlier.mailbox);
-        let same_helpdesk = configured
-            .is_none_or(|other| other.forward_to.eq_ignore_ascii_case(&mailbox.forward_to));
+        let same_helpdesk = match configured {
+            Some(other) => other.forward_to.eq_ignore_ascii_case(&mailbox.forward_to),
+            None => store.mailbox_account(&earlier.mailbox)?.as_deref() == Some(&mailbox.account()),
+        };
         // NOTE: From the log, only a copy that reached the helpdesk counts:
         // one still pending from an earlier pass may yet fail, and this copy
         // must not be lost. Copies within this pass are below.
@@ -454,8 +457,10 @@ fn skip_copy(
         if same_helpdesk && delivered && earlier.body_sha256.as_deref() == Some(body_sha256) {
             let went_to = match configured {
                 Some(_) => mailbox.forward_to.clone(),
-                None => "the helpdesk of that mailbox, which is no longer in the config (renamed?)"
-                    .to_owned(),
+                None => format!(
+                    "the helpdesk of that mailbox, which is no longer in the config and read this same account and folder ({}): renamed",
+                    mailbox.account()
+                ),
             };
             classification.decision = Decision::skip(
                 Reason::DuplicateMessageId,

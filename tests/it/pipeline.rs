@@ -464,6 +464,47 @@ async fn a_renamed_mailbox_does_not_forward_its_folder_again() {
     assert_eq!(wait_for_helpdesk(&env, 3).await.len(), 3);
 }
 
+/// A mailbox removed from the config that read another account is not
+/// this one renamed: its forwarded copy of a message (sent to its own
+/// helpdesk) does not stop this mailbox's copy from reaching this one's.
+#[tokio::test]
+async fn a_removed_mailbox_of_another_account_does_not_swallow_copies() {
+    let env = TestEnv::new("removedhere");
+    let other = TestEnv::new("removedthere");
+    let copy = message(
+        "Hal <hal@example.org>",
+        "Both",
+        "rm.1@example.org",
+        "to both desks",
+    );
+    env.seed(&[&copy]).await;
+    other.seed(&[&copy]).await;
+    // First the other account, under the name "sales", to its own helpdesk.
+    let sales = env
+        .config_text(&ConfigOptions::default())
+        .replace("name = \"support\"", "name = \"sales\"")
+        .replace(&env.support_user, &other.support_user)
+        .replace(&env.helpdesk_user, &other.helpdesk_user);
+    let path = env.dir.path().join("deskbridge.toml");
+    std::fs::write(&path, sales).expect("write sales config");
+    let settings = deskbridge::config::load(&path).expect("sales config is valid");
+    assert_eq!(
+        run_pass(&settings).await.expect("sales pass").mailboxes[0].forwarded,
+        1
+    );
+    assert_eq!(wait_for_helpdesk(&other, 1).await.len(), 1);
+    // Then "sales" is gone and "support" reads its own account.
+    let settings = env.settings(&ConfigOptions::default());
+    let report = run_pass(&settings).await.expect("support pass");
+    assert_eq!(
+        (report.mailboxes[0].forwarded, report.mailboxes[0].skipped),
+        (1, 0),
+        "{:?}",
+        report.mailboxes[0]
+    );
+    assert_eq!(wait_for_helpdesk(&env, 1).await.len(), 1);
+}
+
 /// A backlog larger than one batch: every eligible message arrives exactly
 /// once with its bytes intact, and the held ones never arrive.
 #[tokio::test]
