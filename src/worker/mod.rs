@@ -774,7 +774,7 @@ impl Batch<'_> {
             (store, self.journal),
             pool,
             (&mails, examined),
-            (self.carried, &mut copies, &gone),
+            (self.carried, &mut copies, &gone, self.sizes),
             self.uidvalidity,
             chunk,
             report,

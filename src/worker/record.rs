@@ -207,7 +207,12 @@ pub(super) async fn record_batch(
     (store, journal): (&Store, &Journal),
     pool: Option<&mut SinkPool>,
     (mails, examined): (&[RawMail], Vec<Examined>),
-    (carried, pass_copies, gone): (&HashMap<u32, MessageRow>, &mut PassCopies, &HashSet<u32>),
+    (carried, pass_copies, gone, listed): (
+        &HashMap<u32, MessageRow>,
+        &mut PassCopies,
+        &HashSet<u32>,
+        &HashMap<u32, u64>,
+    ),
     uidvalidity: u32,
     chunk: &[u32],
     report: &mut MailboxReport,
@@ -255,7 +260,14 @@ pub(super) async fn record_batch(
             // folder again) deserves another try, not a duplicate mark. Not
             // so after a server-side rebuild (below): a failed row may have
             // given up after a broken session that delivered it after all.
-            .filter(|row| row.state() != State::Failed || row.uidvalidity != uidvalidity);
+            // Nor when the failed one is still in the folder at the UID it
+            // was logged at (a rebuild re-keyed it earlier in this pass):
+            // this is a second copy of it, not the same one come back.
+            .filter(|row| {
+                row.state() != State::Failed
+                    || row.uidvalidity != uidvalidity
+                    || (row.uid != raw.uid && listed.contains_key(&row.uid))
+            });
         if let Some(existing) = earlier {
             if existing.uidvalidity != uidvalidity {
                 // NOTE: The same bytes under an old UIDVALIDITY are the same

@@ -4,8 +4,9 @@
 use deskbridge::store::{MessageFilter, State, Store};
 
 use crate::helpers::{
-    ConfigOptions, TestEnv, message, read_folder, rows_in_state, run_pass, set_recipient_access,
-    sorted_originals, split_delivered, wait_for_helpdesk, wait_until_queue_clear,
+    ConfigOptions, TestEnv, message, read_folder, read_folder_if_any, rows_in_state, run_pass,
+    set_recipient_access, sorted_originals, split_delivered, wait_for_helpdesk,
+    wait_until_queue_clear,
 };
 
 fn relay_reply() -> Vec<u8> {
@@ -347,6 +348,80 @@ async fn held_and_forwarded_mail_can_be_moved() {
 
 /// After UIDVALIDITY changes, the rescan recognises handled messages by
 /// content and sends only the new one.
+/// Gives the support folder a new UIDVALIDITY, as a server-side rebuild
+/// would: Dovecot keeps it in the Maildir's dovecot-uidlist header.
+fn rebuild_uidvalidity(env: &TestEnv) {
+    let maildir = env.support_maildir();
+    let uidlist = maildir.join("dovecot-uidlist");
+    let text = std::fs::read_to_string(&uidlist).expect("read dovecot-uidlist");
+    let (header, rest) = text.split_once('\n').expect("uidlist header");
+    let new_header: Vec<String> = header
+        .split(' ')
+        .map(|field| match field.strip_prefix('V') {
+            Some(value) => format!("V{}", value.parse::<u64>().expect("uidvalidity") + 1000),
+            None => field.to_owned(),
+        })
+        .collect();
+    std::fs::write(&uidlist, format!("{}\n{rest}", new_header.join(" "))).expect("write uidlist");
+    for index in ["dovecot.index", "dovecot.index.log", "dovecot.index.cache"] {
+        let _ = std::fs::remove_file(maildir.join(index));
+    }
+}
+
+/// After a rebuild, a failed message and its byte-identical copy both come
+/// back under new UIDs, in different batches: the failed one is re-keyed,
+/// and the copy is still its duplicate, not a message to send.
+#[tokio::test]
+async fn a_failed_message_and_its_copy_stay_unsent_after_a_rebuild() {
+    let env = TestEnv::new("rebuiltfailed");
+    let copy = message(
+        "Ida <ida@example.org>",
+        "Twice",
+        "rb.1@example.org",
+        "same bytes",
+    );
+    env.seed(&[&copy, &copy]).await;
+    let settings = env.settings(&ConfigOptions {
+        extra_mailbox: "batch_size = 1\n".to_owned(),
+        ..ConfigOptions::default()
+    });
+    set_recipient_access(
+        &env.stack,
+        &env.helpdesk_user,
+        Some("550 5.1.1 no such ticket queue"),
+    );
+    let report = run_pass(&settings).await.expect("pass runs");
+    set_recipient_access(&env.stack, &env.helpdesk_user, None);
+    assert_eq!(
+        (report.mailboxes[0].failed, report.mailboxes[0].skipped),
+        (1, 1)
+    );
+
+    rebuild_uidvalidity(&env);
+    let report = run_pass(&settings).await.expect("pass after the rebuild");
+    let mailbox = &report.mailboxes[0];
+    assert_eq!(mailbox.error, None);
+    assert_eq!(mailbox.forwarded, 0, "nothing is sent again: {mailbox:?}");
+    wait_until_queue_clear(&env.stack, &env.helpdesk_user).await;
+    let arrived = read_folder_if_any(&env.stack, &env.helpdesk_user, "INBOX")
+        .await
+        .unwrap_or_default();
+    assert!(arrived.is_empty(), "{} arrived", arrived.len());
+    let store = Store::open(&settings.store_path).expect("open log");
+    let rows = store
+        .list_messages(&MessageFilter::default())
+        .expect("rows");
+    let states: Vec<&str> = rows.iter().map(|row| row.state.as_str()).collect();
+    assert_eq!(rows.len(), 3, "{states:?}");
+    assert_eq!(
+        rows.iter()
+            .filter(|row| row.state() == State::Failed)
+            .count(),
+        1,
+        "{states:?}"
+    );
+}
+
 #[tokio::test]
 async fn uidvalidity_change_rescans_without_resending() {
     let env = TestEnv::new("uidvalidity");
@@ -365,23 +440,7 @@ async fn uidvalidity_change_rescans_without_resending() {
         .expect("rows")[0]
         .uidvalidity;
 
-    // Give the folder a new UIDVALIDITY, as a server-side rebuild would:
-    // Dovecot keeps it in the Maildir's dovecot-uidlist header.
-    let maildir = env.support_maildir();
-    let uidlist = maildir.join("dovecot-uidlist");
-    let text = std::fs::read_to_string(&uidlist).expect("read dovecot-uidlist");
-    let (header, rest) = text.split_once('\n').expect("uidlist header");
-    let new_header: Vec<String> = header
-        .split(' ')
-        .map(|field| match field.strip_prefix('V') {
-            Some(value) => format!("V{}", value.parse::<u64>().expect("uidvalidity") + 1000),
-            None => field.to_owned(),
-        })
-        .collect();
-    std::fs::write(&uidlist, format!("{}\n{rest}", new_header.join(" "))).expect("write uidlist");
-    for index in ["dovecot.index", "dovecot.index.log", "dovecot.index.cache"] {
-        let _ = std::fs::remove_file(maildir.join(index));
-    }
+    rebuild_uidvalidity(&env);
 
     let third = message("Di <di@example.org>", "Three", "uv.3@example.org", "three");
     env.seed(&[&third]).await;
