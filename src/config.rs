@@ -434,6 +434,18 @@ fn parse_with_env(text: &str, path: &Path, env: Env<'_>) -> Result<Settings, Con
     }
     let mut helpdesk_addresses = raw_policy.helpdesk_addresses;
     helpdesk_addresses.extend(mailboxes.iter().map(|mailbox| mailbox.forward_to.clone()));
+    // NOTE: Held notices come from envelope_from, and helpdesks suspend
+    // mail from their own addresses (Zendesk's from_support_address); the
+    // redirects' bounces would go to the helpdesk too.
+    if let Some(helpdesk) = helpdesk_addresses
+        .iter()
+        .find(|address| address.eq_ignore_ascii_case(&smtp.envelope_from))
+    {
+        return Err(invalid(format!(
+            "[smtp] envelope_from {} is the helpdesk's address {helpdesk} (a forward_to or [policy] helpdesk_addresses): the helpdesk would suspend deskbridge's held notices as its own mail, and bounces would go to it; use an address of your own domain that the helpdesk does not receive",
+            smtp.envelope_from
+        )));
+    }
     let policy = Policy {
         loop_action: raw_policy.loop_action.unwrap_or_default(),
         helpdesk_addresses,
@@ -1068,6 +1080,18 @@ mod tests {
         assert_eq!(mailbox.folder, "INBOX");
         assert_eq!(mailbox.forward_to, "support@example.zendesk.com");
         assert_eq!(mailbox.credentials.password.expose(), "imap-secret");
+    }
+
+    #[test]
+    fn envelope_from_must_not_be_a_helpdesk_address() {
+        let same = EXAMPLE.replace(
+            "envelope_from = \"bridge@example.com\"",
+            "envelope_from = \"Support@Example.Zendesk.com\"",
+        );
+        assert_ne!(same, EXAMPLE, "the example sets envelope_from");
+        let err = parse_example(&same).expect_err("refused").to_string();
+        assert!(err.contains("envelope_from"), "{err}");
+        assert!(err.contains("support@example.zendesk.com"), "{err}");
     }
 
     #[test]

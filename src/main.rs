@@ -132,14 +132,22 @@ enum Command {
     },
     /// Remove content fields of old messages, keeping what threading needs.
     Prune {
-        /// Age, e.g. 90d, 12w, 36h.
+        /// Age, e.g. 90d, 12w, 36h; 30 days at least (see --force).
         #[arg(long)]
         older_than: String,
+        /// Prune history younger than 30 days too, although relay threading
+        /// (relay_subject_window_days) and auto-reply pacing still use it.
+        #[arg(long)]
+        force: bool,
     },
     /// Forward a held message after a person decided it may go.
     Release {
         /// The held message's id (first column of `messages`).
         id: i64,
+        /// Release it although an earlier release may have delivered it
+        /// (its reply never came); look for it at the helpdesk first.
+        #[arg(long)]
+        force: bool,
     },
     /// Show one message's record and history.
     Show {
@@ -173,6 +181,17 @@ fn main() -> ExitCode {
 }
 
 fn run(cli: Cli) -> anyhow::Result<u8> {
+    // NOTE: These commands work on the log the config names; taking --db
+    // silently would let `release` send a held message of one log while
+    // the operator looked at another.
+    if let (Some(db), Command::Run { .. } | Command::CheckConfig { .. } | Command::Release { .. }) =
+        (&cli.db, &cli.command)
+    {
+        anyhow::bail!(
+            "--db {} is for the commands that only read the log (and prune); run, check-config and release use the log the config names: leave --db out, or point --config at the config of that log",
+            db.display()
+        );
+    }
     match cli.command {
         Command::Run { quiet } => {
             let settings = load_settings(cli.config.as_deref())?;
@@ -344,8 +363,16 @@ fn run(cli: Cli) -> anyhow::Result<u8> {
             write_stdout(&out)?;
             Ok(0)
         }
-        Command::Prune { older_than } => {
+        Command::Prune { older_than, force } => {
             let age = parse_age(&older_than)?;
+            // NOTE: A slip such as `6m` (minutes, not months) would clear
+            // the subjects relay threading compares and the auto-reply
+            // records that pace replies, for mail of the last minutes.
+            if age < PRUNE_FLOOR_SECS && !force {
+                anyhow::bail!(
+                    "--older-than {older_than} is less than 30 days: prune would clear the subjects that relay threading still compares (relay_subject_window_days, 30 by default) and the records that keep a sender from a second auto-reply; choose 30d or more (at least your relay_subject_window_days), or add --force"
+                );
+            }
             let path = log_path(cli.db.as_deref(), cli.config.as_deref())?;
             // NOTE: Pruning rewrites many rows in one transaction: under a
             // pass it could hold the write lock long enough to make that
@@ -359,10 +386,10 @@ fn run(cli: Cli) -> anyhow::Result<u8> {
             ))?;
             Ok(0)
         }
-        Command::Release { id } => {
+        Command::Release { id, force } => {
             let settings = load_settings(cli.config.as_deref())?;
             let runtime = async_runtime()?;
-            let outcome = runtime.block_on(worker::release(&settings, id))?;
+            let outcome = runtime.block_on(worker::release(&settings, id, force))?;
             write_stdout(&format!("{outcome}\n"))?;
             Ok(0)
         }
@@ -462,6 +489,10 @@ fn json_lines<T: serde::Serialize>(rows: &[T]) -> anyhow::Result<String> {
 }
 
 /// `90d`, `12w`, `36h`, `30m` → seconds.
+/// The youngest history `prune` clears without `--force`: the default
+/// relay-subject window.
+const PRUNE_FLOOR_SECS: i64 = 30 * 86_400;
+
 fn parse_age(text: &str) -> anyhow::Result<i64> {
     let text = text.trim();
     let (number, unit) = text.split_at(

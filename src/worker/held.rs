@@ -105,7 +105,11 @@ pub(super) async fn follow_up_held(
             && let Some(recipient) = recipient
         {
             let since = clock::rfc3339(now - mailbox.auto_reply_interval.as_secs() as i64);
-            if store.auto_replied_since(&recipient, &since)? {
+            // NOTE: An interval of 0 replies to every held message, even
+            // two from one sender in the same second.
+            if !mailbox.auto_reply_interval.is_zero()
+                && store.auto_replied_since(&recipient, &since)?
+            {
                 store.add_event(
                     row.id,
                     "auto-reply-skipped",
@@ -156,7 +160,7 @@ pub(super) async fn follow_up_held(
 /// # Errors
 /// The row is missing or not held, the message is no longer on the
 /// server, or IMAP, SMTP or the database fail.
-pub async fn release(settings: &Settings, id: i64) -> anyhow::Result<String> {
+pub async fn release(settings: &Settings, id: i64, force: bool) -> anyhow::Result<String> {
     let _lock = PassLock::acquire(&settings.store_path)?;
     // NOTE: A release sends the message; as in a pass, nothing is sent
     // that the log might not have room to record.
@@ -169,6 +173,26 @@ pub async fn release(settings: &Settings, id: i64) -> anyhow::Result<String> {
         anyhow::bail!(
             "message {id} is {}, not held: only held messages can be released",
             row.state
+        );
+    }
+    // NOTE: A release whose reply never came may have delivered the
+    // message: a second one needs the operator to have looked.
+    if !force
+        && store
+            .events(id)?
+            .iter()
+            .any(|event| event.kind == "release-unknown")
+    {
+        anyhow::bail!(
+            "an earlier release of message {id} sent it, but the SMTP server's reply never came, so it may already be at {}: look there for Resent-Message-ID {}, and release it again with --force only if it is not",
+            settings
+                .mailboxes
+                .iter()
+                .find(|mailbox| mailbox.name == row.mailbox)
+                .map_or("the helpdesk", |mailbox| mailbox.forward_to.as_str()),
+            row.resent_message_id
+                .as_deref()
+                .unwrap_or("(none recorded)")
         );
     }
     let mailbox = settings

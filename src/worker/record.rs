@@ -402,7 +402,13 @@ pub(super) async fn record_batch(
         })
         .collect();
     let rows: Vec<NewMessage> = new_rows.into_iter().map(|(_, row)| row).collect();
-    let relay_window_since = clock::rfc3339(now - settings.threading.relay_window.as_secs() as i64);
+    // NOTE: A window of 0 days means relay-subject matching is off: no
+    // thread's last activity is at or after the end of time.
+    let relay_window_since = if settings.threading.relay_window.is_zero() {
+        "9999-12-31T23:59:59Z".to_owned()
+    } else {
+        clock::rfc3339(now - settings.threading.relay_window.as_secs() as i64)
+    };
     // NOTE: The insert and its fsync run on the journal's thread: on this
     // thread they stalled every SMTP session for 10-60 ms per batch.
     let ids = journal

@@ -478,7 +478,7 @@ async fn overlapping_pass_is_refused() {
     assert_eq!(report.mailboxes[0].forwarded, 1);
 
     let held = PassLock::acquire(&settings.store_path).expect("a pass holds the lock");
-    let prune = cli(&["prune", "--older-than", "1d"]);
+    let prune = cli(&["prune", "--older-than", "90d"]);
     assert_eq!(prune.status.code(), Some(2));
     let said = String::from_utf8_lossy(&prune.stderr);
     assert!(
@@ -486,7 +486,27 @@ async fn overlapping_pass_is_refused() {
         "{said}"
     );
     drop(held);
-    assert_eq!(cli(&["prune", "--older-than", "1d"]).status.code(), Some(0));
+    assert_eq!(
+        cli(&["prune", "--older-than", "90d"]).status.code(),
+        Some(0)
+    );
+    // Minutes are no months: an age under 30 days needs --force.
+    let slip = cli(&["prune", "--older-than", "6m"]);
+    assert_eq!(slip.status.code(), Some(2));
+    let said = String::from_utf8_lossy(&slip.stderr);
+    assert!(said.contains("less than 30 days"), "{said}");
+    assert!(
+        rows_in_state(&settings, State::Forwarded)[0]
+            .subject
+            .is_some(),
+        "nothing was pruned"
+    );
+    assert_eq!(
+        cli(&["prune", "--older-than", "1d", "--force"])
+            .status
+            .code(),
+        Some(0)
+    );
 }
 
 /// `deskbridge messages --json` prints one object per line with the fields
@@ -949,4 +969,58 @@ async fn a_message_whose_size_dovecot_cannot_read_holds_up_nothing_else() {
         "{mailbox:?}"
     );
     assert_eq!(wait_for_helpdesk(&env, 2).await.len(), 2);
+}
+
+/// A release whose reply never came may have delivered the message: it
+/// stays held, the error says where to look, and a second release needs
+/// `--force`, which then sends it.
+#[tokio::test]
+async fn a_release_without_a_reply_needs_force_to_go_again() {
+    let env = TestEnv::new("releaseunknown");
+    let locked = b"From: Kai <kai@example.org>\r\nTo: support@company.test\r\nSubject: locked\r\nMessage-ID: <ru.1@example.org>\r\n\r\n-----BEGIN PGP MESSAGE-----\r\n\r\nhQEMA1xZ0k2a9fQbAQf/ZmFrZQ==\r\n=abcd\r\n-----END PGP MESSAGE-----\r\n".to_vec();
+    env.seed(&[&locked]).await;
+    let mut settings = env.settings(&ConfigOptions {
+        extra_mailbox: "held_notice = false\nauto_reply = false\n".to_owned(),
+        ..ConfigOptions::default()
+    });
+    let report = run_pass(&settings).await.expect("pass runs");
+    assert_eq!(report.mailboxes[0].held, 1);
+    let id = rows_in_state(&settings, State::Held)[0].id;
+
+    // The server takes the whole content, then drops the connection.
+    let port = fake_smtp(&env.stack, b"", |command| {
+        if command.starts_with("EHLO") {
+            Some(b"250-fake\r\n250 PIPELINING\r\n")
+        } else if command.starts_with("MAIL") || command.starts_with("RCPT") {
+            Some(b"250 2.0.0 ok\r\n")
+        } else if command.starts_with("DATA") {
+            Some(b"354 go ahead\r\n")
+        } else if command.trim_end() == "." {
+            None
+        } else {
+            Some(b"")
+        }
+    })
+    .await;
+    let real_port = settings.smtp.port;
+    let real_credentials = settings.smtp.credentials.take();
+    settings.smtp.port = port;
+    let unknown = deskbridge::worker::release(&settings, id, false)
+        .await
+        .expect_err("no reply")
+        .to_string();
+    assert!(unknown.contains("reply never came"), "{unknown}");
+    assert!(unknown.contains("Resent-Message-ID"), "{unknown}");
+    settings.smtp.port = real_port;
+    settings.smtp.credentials = real_credentials;
+    let refused = deskbridge::worker::release(&settings, id, false)
+        .await
+        .expect_err("a second release needs --force")
+        .to_string();
+    assert!(refused.contains("--force"), "{refused}");
+    assert_eq!(rows_in_state(&settings, State::Held).len(), 1);
+    deskbridge::worker::release(&settings, id, true)
+        .await
+        .expect("released with --force");
+    assert_eq!(wait_for_helpdesk(&env, 1).await.len(), 1);
 }

@@ -223,7 +223,7 @@ async fn rate_limit_holds_a_flood_until_released() {
         (0, 1)
     );
     assert_eq!(rows_in_state(&settings, State::Held).len(), 3);
-    let outcome = deskbridge::worker::release(&settings, limited[0].id)
+    let outcome = deskbridge::worker::release(&settings, limited[0].id, false)
         .await
         .expect("release");
     assert!(

@@ -43,6 +43,43 @@ fn delivered_with(delivered: &[crate::helpers::Seen], message_id: &str) -> Vec<u
         .unwrap_or_else(|| panic!("{message_id} did not arrive"))
 }
 
+/// `relay_subject_window_days = 0` turns joining by correspondent and
+/// subject off: a relay reply without references starts its own thread
+/// and goes unrepaired, even right after the first message.
+#[tokio::test]
+async fn a_relay_subject_window_of_zero_joins_nothing() {
+    let env = TestEnv::new("thwindow0");
+    let settings = env.settings(&ConfigOptions {
+        extra_mailbox: "\n[threading]\nrelay_subject_window_days = 0\n".to_owned(),
+        ..ConfigOptions::default()
+    });
+    let first = mail(
+        &[
+            "From: w0x1y2z3@mozmail.com",
+            "To: support@company.test",
+            "Subject: Refund",
+            "Message-ID: <w0-1@email.amazonses.com>",
+        ],
+        "Where is my refund?",
+    );
+    let reply = mail(
+        &[
+            "From: w0x1y2z3@mozmail.com",
+            "To: support@company.test",
+            "Subject: Re: Refund",
+            "Message-ID: <w0-2@email.amazonses.com>",
+        ],
+        "Any news?",
+    );
+    env.seed(&[&first, &reply]).await;
+    run_pass(&settings).await.expect("pass");
+    let rows = rows(&env);
+    assert_eq!(rows.len(), 2);
+    assert_ne!(rows[0].thread_id, rows[1].thread_id, "two conversations");
+    assert_eq!(rows[1].thread_key.as_deref(), Some("new"));
+    assert_eq!(rows[1].repaired, None);
+}
+
 /// Firefox Relay strips every threading header: the reply joins the first
 /// message's thread by relay alias and subject, and arrives with
 /// In-Reply-To/References added in front of its unchanged bytes.
@@ -144,7 +181,7 @@ async fn released_relay_reply_is_repaired_too() {
     assert_eq!(held.thread_key.as_deref(), Some("relay-subject"));
     assert_eq!(held.repaired, None, "nothing to repair while held");
 
-    deskbridge::worker::release(&settings, held.id)
+    deskbridge::worker::release(&settings, held.id, false)
         .await
         .expect("release");
     let released = rows(&env)[1].clone();
