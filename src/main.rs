@@ -285,7 +285,7 @@ fn run(cli: Cli) -> anyhow::Result<u8> {
             } else {
                 report::status_table(&statuses)
             };
-            write_stdout(&out)?;
+            write_output(&out, json)?;
             Ok(0)
         }
         Command::Messages {
@@ -295,6 +295,7 @@ fn run(cli: Cli) -> anyhow::Result<u8> {
             json,
         } => {
             let store = open_log(cli.db.as_deref(), cli.config.as_deref())?;
+            warn_unknown_mailbox(&store, mailbox.as_deref())?;
             let rows = store.list_messages(&MessageFilter {
                 state,
                 mailbox,
@@ -307,7 +308,7 @@ fn run(cli: Cli) -> anyhow::Result<u8> {
             } else {
                 report::messages_table(&rows)
             };
-            write_stdout(&out)?;
+            write_output(&out, json)?;
             Ok(0)
         }
         Command::Inspect { files } => inspect(&files),
@@ -320,6 +321,7 @@ fn run(cli: Cli) -> anyhow::Result<u8> {
             json,
         } => {
             let store = open_log(cli.db.as_deref(), cli.config.as_deref())?;
+            warn_unknown_mailbox(&store, mailbox.as_deref())?;
             let since = match since {
                 Some(text) => Some(parse_since(&text)?),
                 None => None,
@@ -336,7 +338,7 @@ fn run(cli: Cli) -> anyhow::Result<u8> {
             } else {
                 report::threads_table(&rows)
             };
-            write_stdout(&out)?;
+            write_output(&out, json)?;
             Ok(0)
         }
         Command::Thread { id, json } => {
@@ -349,7 +351,7 @@ fn run(cli: Cli) -> anyhow::Result<u8> {
             } else {
                 report::thread_detail(&thread, &messages)
             };
-            write_stdout(&out)?;
+            write_output(&out, json)?;
             Ok(0)
         }
         Command::Correspondents { relay, limit, json } => {
@@ -360,7 +362,7 @@ fn run(cli: Cli) -> anyhow::Result<u8> {
             } else {
                 report::correspondents_table(&rows)
             };
-            write_stdout(&out)?;
+            write_output(&out, json)?;
             Ok(0)
         }
         Command::Prune { older_than, force } => {
@@ -404,7 +406,7 @@ fn run(cli: Cli) -> anyhow::Result<u8> {
             } else {
                 report::message_detail(&row, &events)
             };
-            write_stdout(&out)?;
+            write_output(&out, json)?;
             Ok(0)
         }
     }
@@ -435,7 +437,7 @@ fn inspect(files: &[PathBuf]) -> anyhow::Result<u8> {
         let message_id = deskbridge::mail::parse(&bytes)
             .and_then(|message| message.message_id().map(str::to_owned));
         let line = report::inspect_json(&name, &classification, message_id.as_deref());
-        write_stdout(&format!("{line}\n"))?;
+        write_output(&format!("{line}\n"), true)?;
     }
     Ok(code)
 }
@@ -488,11 +490,11 @@ fn json_lines<T: serde::Serialize>(rows: &[T]) -> anyhow::Result<String> {
     Ok(out)
 }
 
-/// `90d`, `12w`, `36h`, `30m` → seconds.
 /// The youngest history `prune` clears without `--force`: the default
 /// relay-subject window.
 const PRUNE_FLOOR_SECS: i64 = 30 * 86_400;
 
+/// `90d`, `12w`, `36h`, `30m` → seconds.
 fn parse_age(text: &str) -> anyhow::Result<i64> {
     let text = text.trim();
     let (number, unit) = text.split_at(
@@ -578,6 +580,47 @@ fn log_path(db: Option<&Path>, config: Option<&Path>) -> anyhow::Result<PathBuf>
     Ok(path)
 }
 
+/// Says on stderr when `--mailbox` names no mailbox of the log: an empty
+/// list would otherwise read as "nothing there" (names are exact: `Support`
+/// is not `support`).
+fn warn_unknown_mailbox(store: &Store, mailbox: Option<&str>) -> anyhow::Result<()> {
+    let Some(wanted) = mailbox else {
+        return Ok(());
+    };
+    let known: Vec<String> = store
+        .mailbox_status()?
+        .into_iter()
+        .map(|status| status.name)
+        .collect();
+    if !known.iter().any(|name| name == wanted) {
+        eprintln!(
+            "{}",
+            report::terminal_safe(&format!(
+                "deskbridge: warning: the log has no mailbox named '{wanted}' (it has: {})",
+                if known.is_empty() {
+                    "none".to_owned()
+                } else {
+                    known.join(", ")
+                }
+            ))
+        );
+    }
+    Ok(())
+}
+
+/// JSON or text on stdout, each made safe for a terminal its own way:
+/// JSON escapes what text shows as U+FFFD, so its values stay exact.
+fn write_output(text: &str, json: bool) -> anyhow::Result<()> {
+    if json {
+        let mut stdout = std::io::stdout().lock();
+        stdout.write_all(report::json_terminal_safe(text).as_bytes())?;
+        stdout.flush()?;
+        Ok(())
+    } else {
+        write_stdout(text)
+    }
+}
+
 fn write_stdout(text: &str) -> anyhow::Result<()> {
     let mut stdout = std::io::stdout().lock();
     stdout.write_all(report::terminal_safe(text).as_bytes())?;
@@ -613,7 +656,15 @@ fn init_tracing(verbose: u8) {
     });
     let filter = requested
         .filter(|text| !text.trim().is_empty())
-        .and_then(|text| tracing_subscriber::EnvFilter::try_new(text).ok())
+        .and_then(|text| match tracing_subscriber::EnvFilter::try_new(&text) {
+            Ok(filter) => Some(filter),
+            Err(err) => {
+                // NOTE: Said, not swallowed: a typo would otherwise look like
+                // a filter that matched nothing.
+                eprintln!("deskbridge: DESKBRIDGE_LOG '{text}' is not a tracing filter ({err}); using the default");
+                None
+            }
+        })
         .unwrap_or_else(|| tracing_subscriber::EnvFilter::new(default));
     let filter = match "async_imap=off".parse() {
         Ok(directive) => filter.add_directive(directive),

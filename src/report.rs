@@ -437,7 +437,8 @@ pub fn messages_table(rows: &[MessageRow]) -> String {
 /// tab, and the bidirectional overrides, become U+FFFD. Subjects, file
 /// names and addresses come from strangers' mail; printed raw, an escape
 /// sequence in one could rewrite the terminal (or a Trojan-Source style
-/// override reorder what a person reads). JSON already escapes controls.
+/// override reorder what a person reads). JSON goes through
+/// [`json_terminal_safe`] instead.
 pub fn terminal_safe(text: &str) -> std::borrow::Cow<'_, str> {
     let unsafe_char = |c: char| {
         (c.is_control() && c != '\n' && c != '\t')
@@ -451,6 +452,30 @@ pub fn terminal_safe(text: &str) -> std::borrow::Cow<'_, str> {
             .map(|c| if unsafe_char(c) { '\u{fffd}' } else { c })
             .collect(),
     )
+}
+
+/// JSON text as the CLI prints it: the characters [`terminal_safe`]
+/// replaces (serde_json leaves DEL, C1 controls and the bidirectional
+/// overrides as they are) written as `\uXXXX` escapes instead, which a
+/// JSON reader turns back into the very characters. They can stand only
+/// inside strings, where such an escape is valid; all are in the BMP.
+pub fn json_terminal_safe(json: &str) -> std::borrow::Cow<'_, str> {
+    let unsafe_char = |c: char| {
+        (c.is_control() && c != '\n' && c != '\t')
+            || matches!(c, '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}')
+    };
+    if !json.contains(unsafe_char) {
+        return std::borrow::Cow::Borrowed(json);
+    }
+    let mut out = String::with_capacity(json.len() + 16);
+    for c in json.chars() {
+        if unsafe_char(c) {
+            out.push_str(&format!("\\u{:04x}", u32::from(c)));
+        } else {
+            out.push(c);
+        }
+    }
+    std::borrow::Cow::Owned(out)
 }
 
 /// One JSON object (no newline) for a message row.
@@ -667,6 +692,23 @@ mod tests {
 
     fn verdict(statuses: &[MailboxStatus], expected: Option<&[String]>) -> (Health, String) {
         health_check(statuses, expected, (FIFTEEN_MINUTES, NOW), None)
+    }
+
+    #[test]
+    fn json_keeps_every_character_while_staying_terminal_safe() {
+        let subject = "Invoice\u{7f} \u{85}evil\u{202e}gpj.exe\u{1b}[2J\ttab";
+        let json =
+            serde_json::to_string(&serde_json::json!({ "subject": subject })).expect("serialises");
+        let printed = json_terminal_safe(&json);
+        assert!(
+            !printed
+                .chars()
+                .any(|c| c.is_control() || ('\u{202a}'..='\u{202e}').contains(&c)),
+            "{printed}"
+        );
+        let back: serde_json::Value = serde_json::from_str(&printed).expect("still JSON");
+        assert_eq!(back["subject"], subject);
+        assert_eq!(json_terminal_safe("{\"a\":\"plain\"}"), "{\"a\":\"plain\"}");
     }
 
     #[test]

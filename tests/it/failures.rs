@@ -552,6 +552,19 @@ async fn cli_reads_the_log() {
         .map(|line| serde_json::from_str(line).expect("one JSON object per line"))
         .collect();
     assert_eq!(lines.len(), 2);
+    // A mailbox name the log does not have is said, not shown as "none".
+    let unknown = Command::new(binary())
+        .arg("--config")
+        .arg(&config)
+        .args(["messages", "--mailbox", "Support"])
+        .output()
+        .expect("messages --mailbox");
+    assert!(unknown.status.success());
+    let said = String::from_utf8_lossy(&unknown.stderr);
+    assert!(
+        said.contains("no mailbox named 'Support' (it has: support)"),
+        "{said}"
+    );
     for line in &lines {
         for key in ["id", "mailbox", "uid", "message_id", "state", "reason"] {
             assert!(line.get(key).is_some(), "missing {key} in {line}");
