@@ -232,10 +232,20 @@ pub struct MailboxSettings {
 impl MailboxSettings {
     /// The account and folder this mailbox reads, `user@host:port/folder`:
     /// what stays the same when only its name changes.
+    ///
+    /// Host and username in lower case, INBOX in upper case (IMAP reads it
+    /// in any case): a rename that also retypes them is still a rename.
     pub fn account(&self) -> String {
+        let folder = if self.folder.eq_ignore_ascii_case("INBOX") {
+            "INBOX"
+        } else {
+            self.folder.as_str()
+        };
         format!(
-            "{}@{}:{}/{}",
-            self.credentials.username, self.host, self.port, self.folder
+            "{}@{}:{}/{folder}",
+            self.credentials.username.to_lowercase(),
+            self.host.to_ascii_lowercase(),
+            self.port
         )
     }
 }
@@ -1092,6 +1102,24 @@ mod tests {
         let err = parse_example(&same).expect_err("refused").to_string();
         assert!(err.contains("envelope_from"), "{err}");
         assert!(err.contains("support@example.zendesk.com"), "{err}");
+    }
+
+    #[test]
+    fn a_mailbox_account_ignores_the_case_imap_ignores() {
+        let settings = parse_example(EXAMPLE).expect("example config parses");
+        assert_eq!(
+            settings.mailboxes[0].account(),
+            "support@example.com@imap.example.com:993/INBOX"
+        );
+        let retyped = EXAMPLE
+            .replace("host = \"imap.example.com\"", "host = \"IMAP.Example.com\"")
+            .replace("folder = \"INBOX\"", "folder = \"Inbox\"");
+        assert_ne!(retyped, EXAMPLE, "the example sets host and folder");
+        let retyped = parse_example(&retyped).expect("parses");
+        assert_eq!(
+            retyped.mailboxes[0].account(),
+            settings.mailboxes[0].account()
+        );
     }
 
     #[test]

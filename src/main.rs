@@ -648,7 +648,8 @@ fn init_tracing(verbose: u8) {
     // specific one, `async_imap::imap_stream=trace`, would outdo the `off`
     // added below). The filter stays global, so its level hint keeps the
     // `log` records of rustls and async-imap off the hot path.
-    let requested = std::env::var("DESKBRIDGE_LOG").ok().map(|text| {
+    let given = std::env::var("DESKBRIDGE_LOG").ok();
+    let requested = given.as_deref().map(|text| {
         text.split(',')
             .filter(|directive| !directive.trim_start().starts_with("async_imap"))
             .collect::<Vec<_>>()
@@ -660,8 +661,11 @@ fn init_tracing(verbose: u8) {
             Ok(filter) => Some(filter),
             Err(err) => {
                 // NOTE: Said, not swallowed: a typo would otherwise look like
-                // a filter that matched nothing.
-                eprintln!("deskbridge: DESKBRIDGE_LOG '{text}' is not a tracing filter ({err}); using the default");
+                // a filter that matched nothing. The value is quoted as set.
+                eprintln!(
+                    "deskbridge: DESKBRIDGE_LOG '{}' is not a tracing filter ({err}); using the default",
+                    given.as_deref().unwrap_or_default()
+                );
                 None
             }
         })

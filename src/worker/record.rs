@@ -466,7 +466,12 @@ fn skip_copy(
             .find(|other| other.name == earlier.mailbox);
         let same_helpdesk = match configured {
             Some(other) => other.forward_to.eq_ignore_ascii_case(&mailbox.forward_to),
-            None => store.mailbox_account(&earlier.mailbox)?.as_deref() == Some(&mailbox.account()),
+            // NOTE: A mailbox last worked on before the log recorded
+            // accounts (migration 0009) has none: taken for a rename, as
+            // sending a whole folder again is the graver mistake.
+            None => store
+                .mailbox_account(&earlier.mailbox)?
+                .is_none_or(|account| account == mailbox.account()),
         };
         // NOTE: From the log, only a copy that reached the helpdesk counts:
         // one still pending from an earlier pass may yet fail, and this copy
@@ -476,7 +481,7 @@ fn skip_copy(
             let went_to = match configured {
                 Some(_) => mailbox.forward_to.clone(),
                 None => format!(
-                    "the helpdesk of that mailbox, which is no longer in the config and read this same account and folder ({}): renamed",
+                    "the helpdesk of that mailbox, which is no longer in the config and read this same account and folder ({}, or was last worked on before accounts were recorded): renamed",
                     mailbox.account()
                 ),
             };

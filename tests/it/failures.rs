@@ -490,8 +490,9 @@ async fn overlapping_pass_is_refused() {
         cli(&["prune", "--older-than", "90d"]).status.code(),
         Some(0)
     );
-    // Minutes are no months: an age under 30 days needs --force.
-    let slip = cli(&["prune", "--older-than", "6m"]);
+    // Minutes are no months: an age under 30 days needs --force (0m would
+    // prune the message forwarded a moment ago).
+    let slip = cli(&["prune", "--older-than", "0m"]);
     assert_eq!(slip.status.code(), Some(2));
     let said = String::from_utf8_lossy(&slip.stderr);
     assert!(said.contains("less than 30 days"), "{said}");
@@ -501,11 +502,17 @@ async fn overlapping_pass_is_refused() {
             .is_some(),
         "nothing was pruned"
     );
+    std::thread::sleep(Duration::from_millis(1100));
     assert_eq!(
-        cli(&["prune", "--older-than", "1d", "--force"])
+        cli(&["prune", "--older-than", "0m", "--force"])
             .status
             .code(),
         Some(0)
+    );
+    assert_eq!(
+        rows_in_state(&settings, State::Forwarded)[0].subject,
+        None,
+        "--force prunes"
     );
 }
 
