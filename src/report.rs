@@ -433,6 +433,13 @@ pub fn messages_table(rows: &[MessageRow]) -> String {
     out
 }
 
+/// Control characters other than line feed and tab, and the bidirectional
+/// overrides and isolates: what must not reach a terminal as written.
+fn terminal_unsafe(c: char) -> bool {
+    (c.is_control() && c != '\n' && c != '\t')
+        || matches!(c, '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}')
+}
+
 /// Text as the CLI prints it: control characters other than line feed and
 /// tab, and the bidirectional overrides, become U+FFFD. Subjects, file
 /// names and addresses come from strangers' mail; printed raw, an escape
@@ -440,10 +447,7 @@ pub fn messages_table(rows: &[MessageRow]) -> String {
 /// override reorder what a person reads). JSON goes through
 /// [`json_terminal_safe`] instead.
 pub fn terminal_safe(text: &str) -> std::borrow::Cow<'_, str> {
-    let unsafe_char = |c: char| {
-        (c.is_control() && c != '\n' && c != '\t')
-            || matches!(c, '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}')
-    };
+    let unsafe_char = terminal_unsafe;
     if !text.contains(unsafe_char) {
         return std::borrow::Cow::Borrowed(text);
     }
@@ -460,10 +464,7 @@ pub fn terminal_safe(text: &str) -> std::borrow::Cow<'_, str> {
 /// JSON reader turns back into the very characters. They can stand only
 /// inside strings, where such an escape is valid; all are in the BMP.
 pub fn json_terminal_safe(json: &str) -> std::borrow::Cow<'_, str> {
-    let unsafe_char = |c: char| {
-        (c.is_control() && c != '\n' && c != '\t')
-            || matches!(c, '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}')
-    };
+    let unsafe_char = terminal_unsafe;
     if !json.contains(unsafe_char) {
         return std::borrow::Cow::Borrowed(json);
     }
