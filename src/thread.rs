@@ -119,6 +119,9 @@ impl TicketPatterns {
                         .map(|group| group.as_str())
                         .collect()
                 };
+                if MAX_TOKENS <= tokens.len() {
+                    return;
+                }
                 let token = format!("{prefix}:{}", value.to_ascii_uppercase());
                 if !tokens.contains(&token) {
                     tokens.push(token);
@@ -134,6 +137,13 @@ enum Scope {
     Subject,
     SubjectAndBody,
 }
+
+/// Referenced Message-IDs kept per message: the first few and the newest.
+const MAX_REFERENCED_IDS: usize = 100;
+const FIRST_REFERENCED_IDS: usize = 10;
+
+/// Ticket tokens kept per message (a real one names a ticket or two).
+const MAX_TOKENS: usize = 32;
 
 /// Bodies are searched for tokens only this far: tokens sit in the quoted
 /// text near the top, and the walk must stay cheap.
@@ -154,6 +164,7 @@ pub fn keys(
 ) -> ThreadKeys {
     let own_id = message.message_id().map(|id| id.trim().to_owned());
     let mut referenced_ids = Vec::new();
+    let mut seen_ids = std::collections::HashSet::new();
     for value in [message.in_reply_to(), message.references()] {
         let ids: Vec<&str> = match value {
             HeaderValue::Text(id) => vec![id.as_ref()],
@@ -161,11 +172,18 @@ pub fn keys(
             _ => Vec::new(),
         };
         for id in ids {
-            let id = id.trim().to_owned();
-            if !id.is_empty() && !referenced_ids.contains(&id) {
-                referenced_ids.push(id);
+            let id = id.trim();
+            if !id.is_empty() && seen_ids.insert(id) {
+                referenced_ids.push(id.to_owned());
             }
         }
+    }
+    // NOTE: Each ID costs a lookup and a row in the log: a hostile header
+    // of a million IDs keeps its first (In-Reply-To and the thread's root)
+    // and its newest, which are the ones a reply's thread is found by.
+    if MAX_REFERENCED_IDS < referenced_ids.len() {
+        let newest = referenced_ids.len() - (MAX_REFERENCED_IDS - FIRST_REFERENCED_IDS);
+        referenced_ids.drain(FIRST_REFERENCED_IDS..newest);
     }
     let subject = message.subject().map(|subject| subject.trim().to_owned());
     let mut tokens = Vec::new();
@@ -186,7 +204,7 @@ pub fn keys(
             && let Some(encoded) = captures.get(1)
         {
             let token = format!("zendesk:{}", encoded.as_str().to_ascii_uppercase());
-            if !tokens.contains(&token) {
+            if tokens.len() < MAX_TOKENS && !tokens.contains(&token) {
                 tokens.push(token);
             }
         }
@@ -413,6 +431,26 @@ mod tests {
         let message = crate::mail::parse(raw.as_bytes()).expect("parses");
         let relay = crate::classify::relay::detect(&message, &[]);
         keys(&message, relay.as_ref(), &patterns())
+    }
+
+    #[test]
+    fn hostile_references_and_tokens_are_bounded() {
+        let ids: String = (0..200_000).map(|n| format!(" <{n}@x.example>")).collect();
+        let body: String = (0..5_000).map(|n| format!("[CASE-{n}] ")).collect();
+        let raw = format!(
+            "From: a@b.example\nSubject: [CASE-7] many\nIn-Reply-To: <parent@x.example>\nReferences:{ids}\n\n{body}\n"
+        );
+        let keys = keys_of(&raw);
+        assert_eq!(keys.referenced_ids.len(), MAX_REFERENCED_IDS);
+        assert_eq!(keys.referenced_ids[0], "parent@x.example");
+        assert_eq!(keys.referenced_ids[1], "0@x.example", "the thread's root");
+        assert_eq!(
+            keys.referenced_ids.last().map(String::as_str),
+            Some("199999@x.example"),
+            "the newest"
+        );
+        assert_eq!(keys.tokens.len(), MAX_TOKENS);
+        assert_eq!(keys.tokens[0], "custom:7");
     }
 
     #[test]

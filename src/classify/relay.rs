@@ -80,6 +80,11 @@ pub fn detect(message: &Message<'_>, extra: &[(String, String)]) -> Option<Relay
         ),
         _ => return None,
     };
+    // NOTE: Firefox Relay's one shared reply address stands for every user
+    // at once (relays-and-helpdesks.md §0.6): it never names a correspondent.
+    if alias.eq_ignore_ascii_case(FIREFOX_SHARED_REPLY_TO) {
+        return None;
+    }
     // NOTE: Firefox Relay's forward leg names one Reply-To shared by every
     // user (relays-and-helpdesks.md §1.3); as a token it would make all of
     // them one correspondent.
@@ -140,11 +145,15 @@ fn verp_relay(message: &Message<'_>, from: &str) -> Option<&'static str> {
                 .bytes()
                 .all(|byte| byte.is_ascii_alphabetic() || (b'2'..=b'7').contains(&byte))
     };
+    // NOTE: A signature in base32 has digits (2-7) but for a few in a
+    // hundred; two words of letters (`b_newsletters_announcements@`) are an
+    // ordinary sender's, whose mail must not switch on relay threading.
     let fields = |rest: &str, separator: char| {
         let mut parts = rest.split(separator);
         parts.next().is_some_and(base32)
             && parts.next().is_some_and(base32)
             && parts.next().is_none()
+            && rest.bytes().any(|byte| (b'2'..=b'7').contains(&byte))
     };
     let lower = local.to_ascii_lowercase();
     if lower
@@ -249,6 +258,11 @@ mod tests {
             "Return-Path: <sl.mfrggzdfmztwq2lk.nbswy3dpfqqho33s@other.example>\nFrom: me@custom.example",
             "Return-Path: <sl.team@custom.example>\nFrom: me@custom.example",
             "Return-Path: <b_news_letter@custom.example>\nFrom: me@custom.example",
+            "Return-Path: <b_newsletters_announcements@custom.example>\nFrom: me@custom.example",
+            "Return-Path: <sl.newsletter.subscribers@custom.example>\nFrom: me@custom.example",
+            // The shared Firefox Relay address names no one.
+            "From: Jane <jane@example.org>\nReply-To: replies@relay.firefox.com",
+            "From: \"x [via Relay]\" <replies@relay.firefox.com>",
             "Return-Path: <bounces+123@custom.example>\nFrom: me@custom.example",
             "Return-Path: <b_mfrggzdfmztwq2lk_nbswy3dpfqqho33s_x@custom.example>\nFrom: me@custom.example",
         ] {

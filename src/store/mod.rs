@@ -993,11 +993,17 @@ impl Store {
         let (Some(thread_id), Some(key)) = (row.thread_id, row.thread_key.as_deref()) else {
             return Ok(None);
         };
-        let (repaired, repair_headers) =
-            threads::plan_repair(&self.conn, keys, key, thread_id, row.id, repair_enabled)
-                .map_err(|source| {
-                    self.query_error("plan the thread repair of a release", source)
-                })?;
+        let correspondent = threads::known_correspondent(&self.conn, keys)
+            .map_err(|source| self.query_error("plan the thread repair of a release", source))?;
+        let (repaired, repair_headers) = threads::plan_repair(
+            &self.conn,
+            keys,
+            key,
+            (thread_id, correspondent),
+            row.id,
+            repair_enabled,
+        )
+        .map_err(|source| self.query_error("plan the thread repair of a release", source))?;
         self.conn
             .execute_cached(
                 "UPDATE messages SET repaired = ?2, repair_headers = ?3 WHERE id = ?1",

@@ -92,7 +92,7 @@ pub(super) fn attach(
             conn,
             keys,
             key,
-            thread_id,
+            (thread_id, correspondent),
             context.row_id,
             context.repair_enabled,
         )?
@@ -211,6 +211,29 @@ fn resolve_correspondent(
     Ok(Some(correspondent))
 }
 
+/// The repair verdict of another correspondent's message that only a
+/// ticket token put in a thread.
+const FOREIGN_TOKEN_REPAIR: &str = "no: the ticket token is in another correspondent's thread; the helpdesk matches a real token by itself";
+
+/// The correspondent the log knows for a message's addresses, without
+/// recording anything (a release plans its repair read-only).
+pub(super) fn known_correspondent(
+    conn: &Connection,
+    keys: &ThreadKeys,
+) -> rusqlite::Result<Option<i64>> {
+    let mut statement = conn
+        .prepare_cached("SELECT correspondent FROM correspondent_addresses WHERE address = ?1")?;
+    for (address, _) in &keys.addresses {
+        if let Some(found) = statement
+            .query_row(params![address], |row| row.get(0))
+            .optional()?
+        {
+            return Ok(Some(found));
+        }
+    }
+    Ok(None)
+}
+
 /// A repair is considered when a message to be forwarded (now, or on
 /// release) without In-Reply-To and References joined a thread by ticket
 /// token or relay and subject.
@@ -218,7 +241,7 @@ pub(super) fn plan_repair(
     conn: &Connection,
     keys: &ThreadKeys,
     key: &str,
-    thread_id: i64,
+    (thread_id, correspondent): (i64, Option<i64>),
     row_id: i64,
     repair_enabled: bool,
 ) -> rusqlite::Result<(Option<String>, Option<String>)> {
@@ -234,18 +257,43 @@ pub(super) fn plan_repair(
     if let Some(why) = &keys.repair_blocked_by {
         return Ok((Some(format!("no: {why}")), None));
     }
+    // NOTE: A token joins anyone who writes it: a newsletter's `[SPRING-2024]`
+    // looks like a Zendesk ID. Repairing another person's message into the
+    // thread would merge their ticket with its owner's (and show one
+    // customer the other's conversation); the helpdesk matches a real
+    // token in the message by itself.
+    if key == "ticket-token" {
+        let owner: Option<i64> = conn
+            .query_row(
+                "SELECT correspondent FROM threads WHERE id = ?1",
+                params![thread_id],
+                |row| row.get(0),
+            )
+            .optional()?
+            .flatten();
+        if let Some(owner) = owner
+            && correspondent != Some(owner)
+        {
+            return Ok((Some(FOREIGN_TOKEN_REPAIR.to_owned()), None));
+        }
+    }
     // NOTE: Name the earlier messages the helpdesk has: the ones forwarded
-    // (or about to be) with their original Message-IDs, newest 20.
+    // (or about to be) with their original Message-IDs, newest 20. Not
+    // another person's that only a token put in the thread (above): the
+    // helpdesk may keep those in a ticket of their own.
     let mut statement = conn.prepare_cached(
         "SELECT message_id FROM (
              SELECT id, message_id FROM messages
              WHERE thread_id = ?1 AND id < ?2 AND message_id IS NOT NULL
                  AND state IN ('forwarded', 'pending')
+                 AND (repaired IS NULL OR repaired NOT LIKE ?3 || '%')
              ORDER BY id DESC LIMIT 20)
          ORDER BY id",
     )?;
     let ids: Vec<String> = statement
-        .query_map(params![thread_id, row_id], |row| row.get(0))?
+        .query_map(params![thread_id, row_id, FOREIGN_TOKEN_REPAIR], |row| {
+            row.get(0)
+        })?
         .collect::<rusqlite::Result<_>>()?;
     Ok(match thread::repair_lines(&ids) {
         Some(lines) => (Some("yes".to_owned()), Some(lines)),
