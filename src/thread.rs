@@ -218,7 +218,11 @@ pub fn keys(
             }
         }
         None => {
-            if let Some(from) = crate::mail::from_address(message) {
+            // NOTE: Firefox Relay's shared reply address stands for every
+            // user at once: as a correspondent it would merge them all.
+            if let Some(from) = crate::mail::from_address(message).filter(|from| {
+                !from.eq_ignore_ascii_case(crate::classify::relay::FIREFOX_SHARED_REPLY_TO)
+            }) {
                 addresses.push((from, "address"));
             }
         }
@@ -451,6 +455,18 @@ mod tests {
         );
         assert_eq!(keys.tokens.len(), MAX_TOKENS);
         assert_eq!(keys.tokens[0], "custom:7");
+    }
+
+    #[test]
+    fn the_shared_firefox_reply_address_is_nobody() {
+        let shared =
+            keys_of("From: \"x [via Relay]\" <replies@relay.firefox.com>\nSubject: s\n\nbody\n");
+        assert!(shared.addresses.is_empty(), "{:?}", shared.addresses);
+        let plain = keys_of("From: Jane <jane@example.org>\nSubject: s\n\nbody\n");
+        assert_eq!(
+            plain.addresses,
+            vec![("jane@example.org".to_owned(), "address")]
+        );
     }
 
     #[test]

@@ -21,7 +21,7 @@ pub struct RelayMatch {
 }
 
 /// The one reply address Firefox Relay gives all its users' forwards.
-const FIREFOX_SHARED_REPLY_TO: &str = "replies@relay.firefox.com";
+pub(crate) const FIREFOX_SHARED_REPLY_TO: &str = "replies@relay.firefox.com";
 
 /// Built-in relay domains; a domain also matches its subdomains.
 const RELAY_DOMAINS: &[(&str, &str)] = &[

@@ -74,6 +74,21 @@ pub(super) fn attach(
     for token in &keys.tokens {
         insert_token.execute(params![token, thread_id])?;
     }
+    // NOTE: Planned before the thread takes this message's correspondent
+    // as its owner (when it had none), so a token joiner is judged by the
+    // owner the thread had.
+    let (repaired, repair_headers) = if context.forwarding {
+        plan_repair(
+            conn,
+            keys,
+            key,
+            (thread_id, correspondent),
+            context.row_id,
+            context.repair_enabled,
+        )?
+    } else {
+        (None, None)
+    };
     conn.execute_cached(
         "UPDATE threads SET message_count = message_count + 1, held_count = held_count + ?2,
             last_activity_at = MAX(last_activity_at, ?3),
@@ -87,18 +102,6 @@ pub(super) fn attach(
             keys.relay
         ],
     )?;
-    let (repaired, repair_headers) = if context.forwarding {
-        plan_repair(
-            conn,
-            keys,
-            key,
-            (thread_id, correspondent),
-            context.row_id,
-            context.repair_enabled,
-        )?
-    } else {
-        (None, None)
-    };
     Ok(Attachment {
         thread_id,
         key,
@@ -245,7 +248,30 @@ pub(super) fn plan_repair(
     row_id: i64,
     repair_enabled: bool,
 ) -> rusqlite::Result<(Option<String>, Option<String>)> {
-    if keys.has_references() || !matches!(key, "ticket-token" | "relay-subject") {
+    if !matches!(key, "ticket-token" | "relay-subject") {
+        return Ok((None, None));
+    }
+    // NOTE: A token joins anyone who writes it: a newsletter's `[SPRING-2024]`
+    // looks like a Zendesk ID. Repairing another person's message into the
+    // thread would merge their ticket with its owner's (and show one
+    // customer the other's conversation); the helpdesk matches a real
+    // token in the message by itself. Decided first, whatever else holds,
+    // so the verdict also keeps this message out of the thread's later
+    // repairs (below). A thread with no known owner is nobody's to join.
+    if key == "ticket-token" {
+        let owner: Option<i64> = conn
+            .query_row(
+                "SELECT correspondent FROM threads WHERE id = ?1",
+                params![thread_id],
+                |row| row.get(0),
+            )
+            .optional()?
+            .flatten();
+        if owner.is_none() || owner != correspondent {
+            return Ok((Some(FOREIGN_TOKEN_REPAIR.to_owned()), None));
+        }
+    }
+    if keys.has_references() {
         return Ok((None, None));
     }
     if !repair_enabled {
@@ -256,26 +282,6 @@ pub(super) fn plan_repair(
     }
     if let Some(why) = &keys.repair_blocked_by {
         return Ok((Some(format!("no: {why}")), None));
-    }
-    // NOTE: A token joins anyone who writes it: a newsletter's `[SPRING-2024]`
-    // looks like a Zendesk ID. Repairing another person's message into the
-    // thread would merge their ticket with its owner's (and show one
-    // customer the other's conversation); the helpdesk matches a real
-    // token in the message by itself.
-    if key == "ticket-token" {
-        let owner: Option<i64> = conn
-            .query_row(
-                "SELECT correspondent FROM threads WHERE id = ?1",
-                params![thread_id],
-                |row| row.get(0),
-            )
-            .optional()?
-            .flatten();
-        if let Some(owner) = owner
-            && correspondent != Some(owner)
-        {
-            return Ok((Some(FOREIGN_TOKEN_REPAIR.to_owned()), None));
-        }
     }
     // NOTE: Name the earlier messages the helpdesk has: the ones forwarded
     // (or about to be) with their original Message-IDs, newest 20. Not

@@ -272,7 +272,10 @@ pub async fn release(settings: &Settings, id: i64, force: bool) -> anyhow::Resul
     // or the helpdesk splits the conversation.
     let repair = match mail::parse(&raw.bytes) {
         Some(message) => {
-            let keys = crate::thread::keys(&message, None, &settings.threading.patterns);
+            // NOTE: With the relay, as when it was recorded: the alias, not
+            // a relay's shared From, names the correspondent.
+            let relay = crate::classify::relay::detect(&message, &settings.extra_relays);
+            let keys = crate::thread::keys(&message, relay.as_ref(), &settings.threading.patterns);
             store.plan_release_repair(&row, &keys, mailbox.repair_threading)?
         }
         None => None,
