@@ -611,21 +611,19 @@ fn warn_unknown_mailbox(store: &Store, mailbox: Option<&str>) -> anyhow::Result<
 /// JSON or text on stdout, each made safe for a terminal its own way:
 /// JSON escapes what text shows as U+FFFD, so its values stay exact.
 fn write_output(text: &str, json: bool) -> anyhow::Result<()> {
-    if json {
-        let mut stdout = std::io::stdout().lock();
-        stdout.write_all(report::json_terminal_safe(text).as_bytes())?;
-        stdout.flush()?;
-        Ok(())
+    let safe = if json {
+        report::json_terminal_safe(text)
     } else {
-        write_stdout(text)
-    }
+        report::terminal_safe(text)
+    };
+    let mut stdout = std::io::stdout().lock();
+    stdout.write_all(safe.as_bytes())?;
+    stdout.flush()?;
+    Ok(())
 }
 
 fn write_stdout(text: &str) -> anyhow::Result<()> {
-    let mut stdout = std::io::stdout().lock();
-    stdout.write_all(report::terminal_safe(text).as_bytes())?;
-    stdout.flush()?;
-    Ok(())
+    write_output(text, false)
 }
 
 fn is_broken_pipe(err: &anyhow::Error) -> bool {

@@ -48,11 +48,7 @@ pub(super) fn opens_without_password(bytes: &[u8]) -> bool {
     // dictionary that opens appended after `%%EOF` must not vouch for the
     // one the reader uses.
     let mut checked = 0;
-    for key_at in memchr::memmem::find_iter(bytes, b"/Encrypt") {
-        let value_at = key_at + b"/Encrypt".len();
-        if !super::sniff::encrypt_value(&bytes[value_at..bytes.len().min(value_at + 40)]) {
-            continue;
-        }
+    for key_at in super::sniff::encrypt_keys(bytes) {
         checked += 1;
         if MAX_ENCRYPT_KEYS < checked {
             return false;
@@ -340,7 +336,8 @@ struct Cursor<'a> {
     at: usize,
 }
 
-fn is_white(byte: u8) -> bool {
+/// PDF whitespace (ISO 32000-2 §7.2.3).
+pub(super) fn is_white(byte: u8) -> bool {
     matches!(byte, b' ' | b'\t' | b'\r' | b'\n' | b'\x0c' | b'\0')
 }
 

@@ -840,11 +840,14 @@ fn vint(bytes: &[u8], at: usize) -> Option<(u64, usize)> {
 /// indirect reference (`5 0 R`). The word in a page's text, or a longer key
 /// such as `/EncryptMetadata`, is not one.
 pub(super) fn pdf_encrypted(bytes: &[u8]) -> bool {
+    is_pdf(bytes) && encrypt_keys(bytes).next().is_some()
+}
+
+/// Where the `/Encrypt` keys followed by a value (see [`pdf_encrypted`])
+/// stand in a PDF's bytes.
+pub(super) fn encrypt_keys(bytes: &[u8]) -> impl Iterator<Item = usize> + '_ {
     const KEY: &[u8] = b"/Encrypt";
-    if !is_pdf(bytes) {
-        return false;
-    }
-    positions(bytes, KEY).any(|at| {
+    positions(bytes, KEY).filter(move |&at| {
         let value_at = at + KEY.len();
         encrypt_value(&bytes[value_at..bytes.len().min(value_at + 40)])
     })
@@ -852,8 +855,8 @@ pub(super) fn pdf_encrypted(bytes: &[u8]) -> bool {
 
 /// Whether the bytes after an `/Encrypt` key start its value: `<<`, or
 /// `N G R` (PDF whitespace between the parts).
-pub(super) fn encrypt_value(after_key: &[u8]) -> bool {
-    let is_space = |byte: &u8| matches!(byte, b' ' | b'\t' | b'\r' | b'\n' | b'\x0c' | b'\0');
+fn encrypt_value(after_key: &[u8]) -> bool {
+    let is_space = |byte: &u8| super::pdf::is_white(*byte);
     let mut rest = after_key;
     let skip_space = |rest: &mut &[u8]| {
         while rest.first().is_some_and(is_space) {

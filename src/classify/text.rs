@@ -182,6 +182,9 @@ fn url_defense_v2(marker: &str) -> String {
 /// What every URL Defense v2 link holds: its scheme's `://`, encoded.
 const URL_DEFENSE_V2_SCHEME: &str = "-3a__";
 
+/// [`CISCO_OWN_HOST`]'s path as URL Defense v2 writes it.
+const CISCO_OWN_PATH_URL_DEFENSE: &str = "_websafe_";
+
 /// [`MARKERS`] as URL Defense v2 writes them, for those it writes
 /// differently (links and host names).
 static URL_DEFENSE_MARKERS: std::sync::LazyLock<Vec<Option<String>>> =
@@ -247,7 +250,7 @@ impl VendorWords {
             self.found = Some((at, MARKERS[at].1));
         }
         self.own_host_path |= self.folded.contains(CISCO_OWN_HOST.0)
-            || (self.url_defense && self.folded.contains(&url_defense_v2(CISCO_OWN_HOST.0)));
+            || (self.url_defense && self.folded.contains(CISCO_OWN_PATH_URL_DEFENSE));
         self.own_host_sentence |= self.folded.contains(CISCO_OWN_HOST.1);
     }
 
@@ -343,6 +346,7 @@ mod tests {
             read_text(trend).portal,
             Some("Trend Micro Email Encryption")
         );
+        assert_eq!(url_defense_v2(CISCO_OWN_HOST.0), CISCO_OWN_PATH_URL_DEFENSE);
         // An encoded slash elsewhere does not make a marker of ordinary text.
         assert_eq!(read_text("path%2Fto%2Fa file, mail.proton.me").portal, None);
         assert_eq!(

@@ -182,19 +182,7 @@ fn resolve_correspondent(
     if keys.addresses.is_empty() {
         return Ok(None);
     }
-    let mut lookup = conn
-        .prepare_cached("SELECT correspondent FROM correspondent_addresses WHERE address = ?1")?;
-    let mut known = None;
-    for (address, _) in &keys.addresses {
-        if let Some(id) = lookup
-            .query_row([address], |row| row.get::<_, i64>(0))
-            .optional()?
-        {
-            known = Some(id);
-            break;
-        }
-    }
-    let correspondent = match known {
+    let correspondent = match known_correspondent(conn, keys)? {
         Some(id) => id,
         None => {
             conn.execute_cached(
