@@ -87,9 +87,14 @@ pub enum SendError {
     /// A 4xx reply: try again on a later pass.
     #[error("{reply}")]
     Temporary { reply: String },
-    /// A 5xx reply: the server will not take this message.
+    /// A 5xx reply to the content: the server will not take this message.
     #[error("{reply}")]
     Permanent { reply: String },
+    /// A 5xx reply to MAIL FROM, RCPT TO or DATA, before any content: the
+    /// server refuses the envelope (the sender, the recipient, or this
+    /// login's right to send), which names nothing of the message itself.
+    #[error("{reply}")]
+    EnvelopeRefused { reply: String },
     /// The session broke (network, timeout, protocol): the outcome of this
     /// message is unknown to the server's reply, so it stays pending.
     #[error("SMTP session with {addr} broke: {message}")]
@@ -784,8 +789,10 @@ impl SmtpSink {
                 let reply = format!("{operation}: {err}");
                 if err.is_transient() {
                     Err(SendError::Temporary { reply })
-                } else if err.is_permanent() {
+                } else if err.is_permanent() && content_sent {
                     Err(SendError::Permanent { reply })
+                } else if err.is_permanent() {
+                    Err(SendError::EnvelopeRefused { reply })
                 } else {
                     Err(SendError::Broken {
                         addr,

@@ -84,6 +84,12 @@ impl SourceError {
         )
     }
 
+    /// No answer came in time: the session is out of step and must be
+    /// replaced; a new one may still work.
+    pub fn is_timed_out(&self) -> bool {
+        matches!(self, SourceError::TimedOut { .. })
+    }
+
     /// The connection itself is gone (the server closed it, or it broke):
     /// a new session may still work, a timeout is not this.
     pub fn is_connection_lost(&self) -> bool {

@@ -424,8 +424,10 @@ async fn work_mailbox(
         // NOTE: Dovecot reads a message file for its size when its name
         // does not carry it, and drops the connection if it cannot: asked
         // one by one, the others get theirs, that one's stays unknown.
-        Err(err) if err.is_connection_lost() => {
-            warn!(mailbox = %mailbox.name, error.message = %err, "the IMAP server dropped the connection while listing sizes; asking one message at a time");
+        // NOTE: Exchange may stall on one message it must convert to
+        // tell its size: a timeout is treated like a drop.
+        Err(err) if err.is_connection_lost() || err.is_timed_out() => {
+            warn!(mailbox = %mailbox.name, error.message = %err, "the IMAP server dropped the connection or stopped answering while listing sizes; asking one message at a time");
             reconnect(source, mailbox, uidvalidity).await?;
             one_at_a_time(source, (mailbox, uidvalidity), &work, async |source, uid| {
                 source.sizes(&[uid]).await
@@ -579,7 +581,12 @@ async fn work_mailbox(
         .await?;
         held_to_follow = fresh_held;
         unsettled = match sent {
-            Ok(settle) => settle,
+            Ok(sent) => {
+                if let Some(refused) = sent.refused {
+                    failure = Some(graver(failure, refused));
+                }
+                sent.settle
+            }
             Err(err) => {
                 failure = Some(graver(failure, err));
                 final_before_send
@@ -697,11 +704,13 @@ impl Batch<'_> {
         let mails = match fetch_batch(source, chunk, self.sizes, self.oversized).await {
             Ok(mails) => mails,
             // NOTE: Dovecot drops the connection (BYE) on a message it
-            // cannot read, where other servers answer NO: either way, the
-            // batch is fetched again one message at a time.
-            Err(err) if err.is_refusal() || err.is_connection_lost() => {
+            // cannot read, where other servers answer NO, and a server may
+            // stall on one (or a slow link outlast its time): either way,
+            // the batch is fetched again one message at a time, so one
+            // message cannot hold up the folder pass after pass.
+            Err(err) if err.is_refusal() || err.is_connection_lost() || err.is_timed_out() => {
                 warn!(mailbox = %mailbox.name, uids = %source::uid_set(chunk), error.message = %err, "the IMAP server would not return this batch; fetching its messages one at a time");
-                if err.is_connection_lost() {
+                if !err.is_refusal() {
                     reconnect(source, mailbox, self.uidvalidity).await?;
                 }
                 one_at_a_time(
@@ -860,12 +869,16 @@ async fn one_at_a_time<T>(
             Err(err) if err.is_refusal() => {
                 warn!(mailbox = %mailbox.name, uid, error.message = %err, "the IMAP server refused this message");
             }
-            // NOTE: A server that drops every session is down, not choosy
-            // about one message: stop after a few drops in a row (several
-            // unreadable files are fine).
-            Err(err) if err.is_connection_lost() && losses_in_a_row < MAX_LOST_IN_A_ROW => {
+            // NOTE: A server that drops every session, or answers none, is
+            // down, not choosy about one message: stop after a few drops or
+            // timeouts in a row (several unreadable files are fine). A
+            // timed-out session is out of step: it is replaced too.
+            Err(err)
+                if (err.is_connection_lost() || err.is_timed_out())
+                    && losses_in_a_row < MAX_LOST_IN_A_ROW =>
+            {
                 losses_in_a_row += 1;
-                warn!(mailbox = %mailbox.name, uid, error.message = %err, "the IMAP server dropped the connection on this message");
+                warn!(mailbox = %mailbox.name, uid, error.message = %err, "the IMAP server dropped the connection or stopped answering on this message");
                 reconnect(source, mailbox, uidvalidity).await?;
             }
             Err(err) => {

@@ -116,8 +116,16 @@ impl SinkPool {
     }
 }
 
-/// Sends the pending items of a batch and records each outcome. Returns
-/// what is ready to settle: (uid, row id, final state).
+/// What sending a batch left.
+pub(super) struct Sent {
+    /// What is ready to settle: (uid, row id, final state).
+    pub settle: Vec<(u32, i64, State)>,
+    /// Set when the server refused the envelope: the mailbox must stop,
+    /// its unsent mail pending.
+    pub refused: Option<Stop>,
+}
+
+/// Sends the pending items of a batch and records each outcome.
 #[allow(clippy::too_many_arguments)]
 pub(super) async fn send_items(
     settings: &Settings,
@@ -128,20 +136,26 @@ pub(super) async fn send_items(
     items: Vec<Item>,
     stop: &AtomicBool,
     report: &mut MailboxReport,
-) -> Result<Vec<(u32, i64, State)>, Stop> {
+) -> Result<Sent, Stop> {
     let mut settle = super::final_rows_of(&items);
     let pending: VecDeque<Item> = items
         .into_iter()
         .filter(|item| item.state == State::Pending)
         .collect();
     if pending.is_empty() {
-        return Ok(settle);
+        return Ok(Sent {
+            settle,
+            refused: None,
+        });
     }
     // NOTE: A stop that came while this batch was prepared: nothing of it
     // was tried, so no attempt is counted; it stays pending for next pass.
     if stop.load(Ordering::Relaxed) {
         report.deferred += pending.len() as u32;
-        return Ok(settle);
+        return Ok(Sent {
+            settle,
+            refused: None,
+        });
     }
     super::ensure_log_space_for_mailbox(settings)?;
     pool.fill(&settings.smtp, pending.len())
@@ -169,6 +183,7 @@ pub(super) async fn send_items(
 
     let queue = RefCell::new(pending);
     let outcomes: RefCell<Vec<Outcome>> = RefCell::new(Vec::new());
+    let refusal: RefCell<Option<String>> = RefCell::new(None);
     let sessions = std::mem::take(&mut pool.sessions);
     let workers = sessions.into_iter().map(|session| {
         let context = Worker {
@@ -178,6 +193,7 @@ pub(super) async fn send_items(
             mails,
             queue: &queue,
             outcomes: &outcomes,
+            refusal: &refusal,
             stop,
         };
         context.run(session)
@@ -206,7 +222,19 @@ pub(super) async fn send_items(
             Outcome::Deferred => report.deferred += 1,
         }
     }
-    Ok(settle)
+    let refused = refusal.into_inner().map(|reply| {
+        Stop::Mailbox(anyhow::anyhow!(
+            "the SMTP server {}:{} refused the envelope (MAIL FROM <{}>, RCPT TO <{}>): {reply}; \
+             this mailbox's unsent mail stays pending, none of it failed. Check that this login \
+             may send as envelope_from, that forward_to is the helpdesk's intake address, and the \
+             account's sending limits; `deskbridge check-config --connect` tries the envelope",
+            settings.smtp.host,
+            settings.smtp.port,
+            settings.smtp.envelope_from,
+            mailbox.forward_to,
+        ))
+    });
+    Ok(Sent { settle, refused })
 }
 
 enum Outcome {
@@ -223,6 +251,8 @@ struct Worker<'a> {
     mails: &'a [RawMail],
     queue: &'a RefCell<VecDeque<Item>>,
     outcomes: &'a RefCell<Vec<Outcome>>,
+    /// The first refused envelope's reply: every session stops.
+    refusal: &'a RefCell<Option<String>>,
     stop: &'a AtomicBool,
 }
 
@@ -235,7 +265,10 @@ impl Worker<'_> {
         loop {
             // NOTE: Once the log cannot record outcomes, sending more would
             // only widen what a rerun resends.
-            let halt = self.stop.load(Ordering::Relaxed) || self.journal.has_failed();
+            // A refused envelope will be refused for the rest too.
+            let halt = self.stop.load(Ordering::Relaxed)
+                || self.journal.has_failed()
+                || self.refusal.borrow().is_some();
             let (item, block) = match opened.take() {
                 // NOTE: Dropping the session mid-DATA makes the server
                 // discard the opened message; it stays pending.
@@ -347,6 +380,21 @@ impl Worker<'_> {
                 self.outcomes
                     .borrow_mut()
                     .push(Outcome::Failed(item.uid, item.row_id));
+                return session.reset().await.is_ok();
+            }
+            // NOTE: Every message of a mailbox has the same envelope
+            // (envelope_from, forward_to), so a 5xx to it says the account
+            // or the address is refused (a sending quota, a lost send-as
+            // right, an unknown intake address), not this message. Failing
+            // it, and the backlog after it, would leave each to be moved
+            // back by hand: it stays pending, unattempted, and the mailbox
+            // stops.
+            Err(SendError::EnvelopeRefused { reply }) => {
+                self.journal.not_attempted(vec![item.row_id]);
+                self.journal.deferred(item.row_id, &reply);
+                warn!(mailbox = %name, uid = item.uid, row = item.row_id, %reply, "the SMTP server refused the envelope");
+                self.refusal.borrow_mut().get_or_insert(reply);
+                self.outcomes.borrow_mut().push(Outcome::Deferred);
                 return session.reset().await.is_ok();
             }
             Err(SendError::Temporary { reply }) => {

@@ -13,8 +13,8 @@ use deskbridge::worker;
 use futures::StreamExt;
 
 use crate::helpers::{
-    ConfigOptions, TestEnv, backlog, binary, fake_imap, fake_smtp, message, read_folder,
-    rows_in_state, run_pass, second_mailbox, set_recipient_access, sorted_originals,
+    ConfigOptions, FetchRefusal, TestEnv, backlog, binary, fake_imap, fake_smtp, message,
+    read_folder, rows_in_state, run_pass, second_mailbox, set_recipient_access, sorted_originals,
     split_delivered, wait_for_helpdesk,
 };
 
@@ -185,15 +185,16 @@ async fn smtp_4xx_leaves_message_pending_until_a_later_pass() {
     assert_eq!((row.state(), row.attempts), (State::Forwarded, 2));
 }
 
-/// A 5xx marks that message failed with the reply, and the pass goes on:
-/// a second mailbox in the same pass still forwards.
+/// A 5xx to a message's content marks that message failed with the
+/// reply, and the pass goes on: a second mailbox in the same pass still
+/// forwards.
 #[tokio::test]
 async fn smtp_5xx_fails_one_message_and_the_pass_goes_on() {
     let env = TestEnv::new("reject");
     let other = TestEnv::new("rejectok");
     env.seed(&[&message(
         "H <h@example.org>",
-        "No",
+        "deskbridge-test reject-content no",
         "reject.1@example.org",
         "no",
     )])
@@ -206,19 +207,12 @@ async fn smtp_5xx_fails_one_message_and_the_pass_goes_on() {
             "yes",
         )])
         .await;
-    set_recipient_access(
-        &env.stack,
-        &env.helpdesk_user,
-        Some("550 5.1.1 test says no such user"),
-    );
     let second_mailbox = second_mailbox(&env.stack, "other", &other, &other.helpdesk_user);
     let settings = env.settings(&ConfigOptions {
         extra_mailbox: second_mailbox,
         ..ConfigOptions::default()
     });
-    let report = run_pass(&settings).await;
-    set_recipient_access(&env.stack, &env.helpdesk_user, None);
-    let report = report.expect("pass runs");
+    let report = run_pass(&settings).await.expect("pass runs");
     assert_eq!(report.mailboxes[0].failed, 1);
     assert_eq!(report.mailboxes[1].forwarded, 1);
     assert_eq!(report.exit_code(), 1);
@@ -232,7 +226,7 @@ async fn smtp_5xx_fails_one_message_and_the_pass_goes_on() {
             .last_error
             .as_deref()
             .unwrap_or_default()
-            .contains("550")
+            .contains("(550): 5.7.1")
     );
     let support = read_folder(&env.stack, &env.support_user, "INBOX").await;
     assert!(
@@ -248,6 +242,92 @@ async fn smtp_5xx_fails_one_message_and_the_pass_goes_on() {
         (again.mailboxes[0].fetched, again.mailboxes[0].failed),
         (0, 0)
     );
+}
+
+/// A 5xx to the envelope (here RCPT TO: the intake address is refused) is
+/// refused for every message of the mailbox, so none of them fails: the
+/// mailbox stops with the server's reply (exit 2), its mail stays pending
+/// with no attempt counted and no `$DeskbridgeFailed`, and another
+/// mailbox still forwards. Once the server takes the envelope again, the
+/// next pass sends each message exactly once.
+#[tokio::test]
+async fn refused_envelope_stops_the_mailbox_and_fails_nothing() {
+    const TOTAL: usize = 6;
+    let env = TestEnv::new("envrefused");
+    let other = TestEnv::new("envrefusedok");
+    let originals = backlog("envrefused", TOTAL);
+    env.seed(&originals).await;
+    other
+        .seed(&[&message(
+            "K <k@example.org>",
+            "Fine",
+            "envok.1@example.org",
+            "ok",
+        )])
+        .await;
+    set_recipient_access(
+        &env.stack,
+        &env.helpdesk_user,
+        Some("550 5.1.1 test says no such intake address"),
+    );
+    let second_mailbox = second_mailbox(&env.stack, "other", &other, &other.helpdesk_user);
+    let settings = env.settings(&ConfigOptions {
+        extra_mailbox: format!("batch_size = 2\n{second_mailbox}"),
+        ..ConfigOptions::default()
+    });
+    let report = run_pass(&settings).await;
+    set_recipient_access(&env.stack, &env.helpdesk_user, None);
+    let report = report.expect("pass runs");
+    assert_eq!(report.exit_code(), 2);
+    let refused = &report.mailboxes[0];
+    assert_eq!((refused.forwarded, refused.failed), (0, 0), "{refused:?}");
+    let error = refused.error.as_deref().expect("mailbox error");
+    for part in [
+        "refused the envelope",
+        "RCPT TO: permanent error (550): 5.1.1",
+        "test says no such intake address",
+        &env.helpdesk_user,
+        "stays pending",
+    ] {
+        assert!(error.contains(part), "{part:?} not in {error}");
+    }
+    assert_eq!(report.mailboxes[1].forwarded, 1);
+    assert_eq!(wait_for_helpdesk(&other, 1).await.len(), 1);
+
+    // Batches after the refused one stay unrecorded on the server, or are
+    // recorded and left pending: nothing of this mailbox is final.
+    let pending = rows_in_state(&settings, State::Pending);
+    assert!(2 <= pending.len(), "{} pending", pending.len());
+    for state in [State::Forwarded, State::Failed] {
+        let rows = rows_in_state(&settings, state);
+        assert!(rows.iter().all(|row| row.mailbox == "other"), "{state:?}");
+    }
+    for row in &pending {
+        assert_eq!(row.attempts, 0, "uid {}", row.uid);
+    }
+    assert!(
+        pending.iter().any(|row| row
+            .last_error
+            .as_deref()
+            .unwrap_or_default()
+            .contains("(550): 5.1.1")),
+        "the refusal is kept as an error"
+    );
+    for mail in read_folder(&env.stack, &env.support_user, "INBOX").await {
+        assert!(
+            !mail.flags.iter().any(|flag| flag.contains("$Deskbridge")),
+            "{:?}",
+            mail.flags
+        );
+    }
+
+    let again = run_pass(&settings).await.expect("pass runs");
+    assert_eq!(again.exit_code(), 0);
+    assert_eq!(again.mailboxes[0].forwarded as usize, TOTAL);
+    let delivered = wait_for_helpdesk(&env, TOTAL).await;
+    let mut expected = originals.clone();
+    expected.sort();
+    assert_eq!(sorted_originals(&delivered), expected);
 }
 
 /// A server that refuses a message after its content (a content filter's
@@ -843,7 +923,7 @@ async fn a_message_the_server_refuses_holds_up_nothing_else() {
             "three",
         ),
     ];
-    let port = fake_imap(&env.stack, messages, 2).await;
+    let port = fake_imap(&env.stack, messages, 2, FetchRefusal::No).await;
     let settings = env.settings(&ConfigOptions {
         imap_port: Some(port),
         ..ConfigOptions::default()
@@ -874,6 +954,61 @@ async fn a_message_the_server_refuses_holds_up_nothing_else() {
         "only the refused message is asked for again: {mailbox:?}"
     );
     assert_eq!(wait_for_helpdesk(&env, 2).await.len(), 2);
+}
+
+/// A server that stalls on one message (no answer within the timeout)
+/// holds up nothing else either: the batch is fetched again one message at
+/// a time on a new session, the others are forwarded, and that one is
+/// reported (exit 1) and stays in the folder for the next pass.
+#[tokio::test]
+async fn a_message_the_server_stalls_on_holds_up_nothing_else() {
+    let env = TestEnv::new("stalled");
+    let messages = vec![
+        message("S <s@example.org>", "One", "stalled.1@example.org", "one"),
+        message("S <s@example.org>", "Two", "stalled.2@example.org", "two"),
+        message(
+            "S <s@example.org>",
+            "Three",
+            "stalled.3@example.org",
+            "three",
+        ),
+    ];
+    let port = fake_imap(&env.stack, messages, 2, FetchRefusal::Stall).await;
+    let settings = env.settings(&ConfigOptions {
+        imap_port: Some(port),
+        imap_timeout_secs: 1,
+        ..ConfigOptions::default()
+    });
+    let report = run_pass(&settings).await.expect("pass runs");
+    let mailbox = &report.mailboxes[0];
+    assert_eq!(mailbox.error, None);
+    assert_eq!(
+        (mailbox.forwarded, mailbox.unfetched),
+        (2, 1),
+        "{mailbox:?}"
+    );
+    assert_eq!(report.exit_code(), 1);
+    let delivered = wait_for_helpdesk(&env, 2).await;
+    let subjects: Vec<bool> = delivered
+        .iter()
+        .map(|mail| {
+            split_delivered(&mail.bytes)
+                .1
+                .windows(12)
+                .any(|w| w == b"Subject: Two")
+        })
+        .collect();
+    assert_eq!(
+        subjects,
+        vec![false, false],
+        "the stalled message was not sent"
+    );
+    let checkpoint = Store::open(&settings.store_path)
+        .expect("open log")
+        .checkpoint("support")
+        .expect("read")
+        .expect("checkpoint");
+    assert_eq!(checkpoint.last_uid, 1, "held below the stalled message");
 }
 
 /// A message file Dovecot cannot read: it drops the connection (BYE) on

@@ -639,12 +639,27 @@ fn stack_tls_acceptor(stack: &Stack) -> tokio_rustls::TlsAcceptor {
     tokio_rustls::TlsAcceptor::from(std::sync::Arc::new(server_config))
 }
 
+/// How [`fake_imap`] treats a FETCH of its refused message's body.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FetchRefusal {
+    /// The other messages, then a tagged NO, as servers do for a message
+    /// they cannot read (for sizes too).
+    No,
+    /// The other messages before it, then nothing more: the server stalls
+    /// on it, as Exchange may converting one message.
+    Stall,
+}
+
 /// A fake IMAP server (implicit TLS, the stack's certificate) holding
-/// `messages` as UIDs 1, 2, ... of INBOX, which answers a UID FETCH (of
-/// bodies or of sizes) that includes UID `refused` with the other messages
-/// and then a tagged NO, as servers do for a message they cannot read.
-/// Everything else it accepts. Returns its port; it serves until the test ends.
-pub async fn fake_imap(stack: &Stack, messages: Vec<Vec<u8>>, refused: u32) -> u16 {
+/// `messages` as UIDs 1, 2, ... of INBOX, which answers a UID FETCH that
+/// includes UID `refused` as `how` says. Everything else it accepts.
+/// Returns its port; it serves until the test ends.
+pub async fn fake_imap(
+    stack: &Stack,
+    messages: Vec<Vec<u8>>,
+    refused: u32,
+    how: FetchRefusal,
+) -> u16 {
     use tokio::io::{AsyncBufReadExt as _, AsyncWriteExt as _, BufReader};
 
     let acceptor = stack_tls_acceptor(stack);
@@ -708,6 +723,10 @@ pub async fn fake_imap(stack: &Stack, messages: Vec<Vec<u8>>, refused: u32) -> u
                                 "FETCH" if items.contains("BODY") => {
                                     let mut reply = Vec::new();
                                     for uid in &wanted {
+                                        if *uid == refused && how == FetchRefusal::Stall {
+                                            let _ = conn.write_all(&reply).await;
+                                            std::future::pending::<()>().await;
+                                        }
                                         if *uid == refused {
                                             continue;
                                         }
@@ -728,11 +747,12 @@ pub async fn fake_imap(stack: &Stack, messages: Vec<Vec<u8>>, refused: u32) -> u
                                 }
                                 "FETCH" => {
                                     let mut reply = String::new();
-                                    for uid in wanted.iter().filter(|uid| **uid != refused) {
+                                    let refuses = how == FetchRefusal::No;
+                                    for uid in wanted.iter().filter(|uid| !refuses || **uid != refused) {
                                         let size = messages[*uid as usize - 1].len();
                                         reply.push_str(&format!("* {uid} FETCH (UID {uid} RFC822.SIZE {size})\r\n"));
                                     }
-                                    if wanted.contains(&refused) {
+                                    if refuses && wanted.contains(&refused) {
                                         reply.push_str(&format!("{tag} NO cannot read a message\r\n"));
                                     } else {
                                         reply.push_str(&ok);
