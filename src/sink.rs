@@ -301,12 +301,7 @@ pub async fn connect(settings: &SmtpSettings) -> Result<SmtpSink, SinkError> {
                     conn.auth(&[Mechanism::Plain, Mechanism::Login], &lettre_credentials),
                 )
                 .await?
-                .map_err(|err| SinkError::Auth {
-                    addr: addr.clone(),
-                    user: credentials.username.clone(),
-                    message: err.to_string(),
-                    hint: "check username and password",
-                })?;
+                .map_err(|err| auth_error(err, &addr, &credentials.username))?;
             }
             AuthMethod::Xoauth2 => auth_xoauth2(&mut conn, credentials, &addr, timeout).await?,
         }
@@ -320,6 +315,31 @@ pub async fn connect(settings: &SmtpSettings) -> Result<SmtpSink, SinkError> {
         timeout,
         envelope_from,
     })
+}
+
+/// A failed password AUTH, told by what failed: only a 5xx refuses the
+/// credentials; a 4xx is the server's trouble, and anything else is the
+/// session's (a drop, or no mechanism both sides know).
+fn auth_error(err: lettre::transport::smtp::Error, addr: &str, user: &str) -> SinkError {
+    let hint = if err.is_permanent() {
+        "check username and password"
+    } else if err.is_transient() {
+        "the server could not check the login just now (4xx): the next pass tries again"
+    } else if err.is_client() {
+        "the server offers neither AUTH PLAIN nor AUTH LOGIN on this connection: check port and tls"
+    } else {
+        return SinkError::Session {
+            addr: addr.to_owned(),
+            operation: "AUTH",
+            message: err.to_string(),
+        };
+    };
+    SinkError::Auth {
+        addr: addr.to_owned(),
+        user: user.to_owned(),
+        message: err.to_string(),
+        hint,
+    }
 }
 
 /// What to check when a server refuses an access token.

@@ -204,14 +204,10 @@ pub async fn connect(settings: &MailboxSettings) -> Result<ImapSource> {
     let mut client = async_imap::Client::new(tls_stream);
     if settings.tls == TlsMode::Implicit {
         let greeting = limit(&addr, timeout, "the greeting", client.read_response()).await?;
-        if !matches!(greeting, Ok(Some(_))) {
-            return Err(SourceError::Connect {
-                addr,
-                source: std::io::Error::other(
-                    "the server closed the connection before its greeting",
-                ),
-            });
-        }
+        check_greeting(
+            greeting.map(|seen| seen.map(|data| bye_text(data.parsed()))),
+            &addr,
+        )?;
     }
     let username = &settings.credentials.username;
     let refusal = std::sync::Mutex::new(None);
@@ -243,7 +239,22 @@ pub async fn connect(settings: &MailboxSettings) -> Result<ImapSource> {
     };
     let (mut session, capabilities) = match login {
         Ok(logged_in) => logged_in,
+        // NOTE: Only NO or BAD is the server's verdict on the login; a drop
+        // or an I/O error is the connection's, and must not send anyone to
+        // check a password that may be right.
+        Err((
+            err @ (async_imap::error::Error::Io(_) | async_imap::error::Error::ConnectionLost),
+            _client,
+        )) => {
+            return Err(SourceError::Command {
+                addr,
+                operation: format!("log in as {username}"),
+                source: err,
+            });
+        }
         Err((err, _client)) => {
+            let unavailable = matches!(&err, async_imap::error::Error::No(text)
+                if text.to_ascii_uppercase().contains("[UNAVAILABLE]"));
             let mut message = err.to_string();
             if let Some(said) = refusal.lock().ok().and_then(|mut said| said.take()) {
                 message.push_str(&format!(" (the server said {said})"));
@@ -253,6 +264,10 @@ pub async fn connect(settings: &MailboxSettings) -> Result<ImapSource> {
                 user: username.clone(),
                 message,
                 hint: match settings.credentials.method {
+                    // RFC 5530: the login could not be checked just now.
+                    _ if unavailable => {
+                        "the server says it cannot check logins just now (UNAVAILABLE): the next pass tries again"
+                    }
                     AuthMethod::Password => "check username and password",
                     AuthMethod::Xoauth2 => {
                         "check that the server offers AUTHENTICATE XOAUTH2, and that the access token is current, was issued for this user, and allows IMAP"
@@ -289,6 +304,44 @@ pub async fn connect(settings: &MailboxSettings) -> Result<ImapSource> {
     Ok(source)
 }
 
+/// The text of a BYE response, `None` for any other.
+fn bye_text(response: &Response<'_>) -> Option<String> {
+    match response {
+        Response::Data {
+            status: Status::Bye,
+            information,
+            ..
+        } => Some(information.as_deref().unwrap_or_default().to_owned()),
+        _ => None,
+    }
+}
+
+/// Accepts a greeting (read as its BYE text, if it was one) unless the
+/// connection ended or failed first, or the server greeted with BYE (too
+/// many connections, shutting down), each told as what it is rather than
+/// as a refused login later.
+fn check_greeting(greeting: std::io::Result<Option<Option<String>>>, addr: &str) -> Result<()> {
+    let refused = |text: String| SourceError::Connect {
+        addr: addr.to_owned(),
+        source: std::io::Error::other(text),
+    };
+    match greeting {
+        Ok(Some(None)) => Ok(()),
+        Ok(Some(Some(bye))) => Err(refused(format!(
+            "the server refused the session in its greeting: BYE {bye}"
+        ))),
+        Ok(None) => Err(refused(
+            "the server closed the connection before its greeting".to_owned(),
+        )),
+        // NOTE: With TLS 1.3 the server's verdict on the handshake (an
+        // alert) arrives at this first read, not in the handshake itself.
+        Err(err) => Err(refused(format!(
+            "reading the server's greeting failed: {err} ({})",
+            tls::explain(&err)
+        ))),
+    }
+}
+
 /// SASL XOAUTH2 (as Google and Microsoft define it): one answer with the
 /// user and the bearer token. A second challenge is the server's refusal, a
 /// JSON object, which asks for an empty answer before the final NO; it is
@@ -317,12 +370,10 @@ impl async_imap::Authenticator for Xoauth2<'_> {
 async fn starttls(tcp: TcpStream, addr: &str, timeout: Duration) -> Result<TcpStream> {
     let mut client = async_imap::Client::new(tcp);
     let greeting = limit(addr, timeout, "the greeting", client.read_response()).await?;
-    if !matches!(greeting, Ok(Some(_))) {
-        return Err(SourceError::Connect {
-            addr: addr.to_owned(),
-            source: std::io::Error::other("the server closed the connection before its greeting"),
-        });
-    }
+    check_greeting(
+        greeting.map(|seen| seen.map(|data| bye_text(data.parsed()))),
+        addr,
+    )?;
     limit(
         addr,
         timeout,
@@ -951,5 +1002,24 @@ mod tests {
         assert_eq!(uid_set(&[3, 1, 2, 7, 9, 10, 10]), "1:3,7,9:10");
         assert_eq!(uid_set(&[5]), "5");
         assert_eq!(uid_set(&[]), "");
+    }
+
+    #[test]
+    fn greetings_that_end_the_session_say_why() {
+        assert!(check_greeting(Ok(Some(None)), "imap.test:993").is_ok());
+        let told = |greeting| {
+            check_greeting(greeting, "imap.test:993")
+                .expect_err("refused")
+                .to_string()
+        };
+        let bye = told(Ok(Some(Some("Too many connections".to_owned()))));
+        assert!(bye.contains("imap.test:993"), "{bye}");
+        assert!(bye.contains("BYE Too many connections"), "{bye}");
+        assert!(told(Ok(None)).contains("closed the connection before its greeting"));
+        let io = told(Err(std::io::Error::other(
+            "received fatal alert: CertificateRequired",
+        )));
+        assert!(io.contains("reading the server's greeting failed"), "{io}");
+        assert!(io.contains("CertificateRequired"), "{io}");
     }
 }

@@ -147,6 +147,7 @@ fn ensure_log_space_for_mailbox(settings: &Settings) -> Result<(), Stop> {
 }
 
 /// A message of the current batch and what remains to do with it.
+#[derive(Clone)]
 struct Item {
     row_id: i64,
     uid: u32,
@@ -352,7 +353,7 @@ async fn work_mailbox(
     settle_rows(
         store,
         source,
-        mailbox,
+        (mailbox, uidvalidity),
         unsettled
             .iter()
             .map(|row| (row.uid, row.id, row.state()))
@@ -519,7 +520,7 @@ async fn work_mailbox(
         let (hand_over, receive) = tokio::sync::oneshot::channel::<Vec<RawMail>>();
         let need_next_fetch = already_fetched.is_none() && next_chunk.is_some();
         let imap_lane = async {
-            let settled = settle_on_server(source, mailbox, to_settle).await;
+            let settled = settle_on_server(source, (mailbox, uidvalidity), to_settle).await;
             // A failed fetch drops `hand_over`: the record lane stops too.
             let fetched = async {
                 if need_next_fetch && let Some(next) = next_chunk {
@@ -610,7 +611,7 @@ async fn work_mailbox(
             break;
         }
     }
-    settle_rows(store, source, mailbox, unsettled, report).await?;
+    settle_rows(store, source, (mailbox, uidvalidity), unsettled, report).await?;
     held::follow_up_held(
         settings,
         mailbox,
@@ -971,11 +972,11 @@ fn batches(
 async fn settle_rows(
     store: &mut Store,
     source: &mut ImapSource,
-    mailbox: &MailboxSettings,
+    (mailbox, uidvalidity): (&MailboxSettings, u32),
     rows: Vec<(u32, i64, State)>,
     report: &mut MailboxReport,
 ) -> Result<(), Stop> {
-    let settled = settle_on_server(source, mailbox, rows).await;
+    let settled = settle_on_server(source, (mailbox, uidvalidity), rows).await;
     record_settled(store, mailbox, settled, report)
 }
 
@@ -988,9 +989,13 @@ struct Settled {
 
 /// The IMAP half of settling: flags and moves, grouped by what is done to
 /// the rows. Touches no database, so it can run beside recording.
+///
+/// A session that dropped or stopped answering (idle while a slow SMTP
+/// reply was awaited, and cut by a NAT or the server) is replaced once and
+/// the group tried again: setting flags or moving twice does no harm.
 async fn settle_on_server(
     source: &mut ImapSource,
-    mailbox: &MailboxSettings,
+    (mailbox, uidvalidity): (&MailboxSettings, u32),
     rows: Vec<(u32, i64, State)>,
 ) -> Vec<Settled> {
     // Keyed by (flags, destination folder); values are (uid, row id).
@@ -1006,13 +1011,24 @@ async fn settle_on_server(
             .push((uid, row_id));
     }
     let mut settled = Vec::new();
+    let mut reconnected = false;
     for ((flags, move_to), members) in groups {
         let settlement = Settlement { flags, move_to };
         let uids: Vec<u32> = members.iter().map(|(uid, _)| *uid).collect();
-        let outcome = source
-            .settle(&uids, &settlement)
-            .await
-            .map_err(|err| err.to_string());
+        let mut outcome = source.settle(&uids, &settlement).await;
+        if let Err(err) = &outcome
+            && (err.is_connection_lost() || err.is_timed_out())
+            && !reconnected
+        {
+            reconnected = true;
+            warn!(mailbox = %mailbox.name, error.message = %err, "the IMAP session broke while settling; reconnecting once");
+            if let Err(Stop::Mailbox(err)) = reconnect(source, mailbox, uidvalidity).await {
+                warn!(mailbox = %mailbox.name, error.message = %format!("{err:#}"), "cannot reconnect to settle");
+            } else {
+                outcome = source.settle(&uids, &settlement).await;
+            }
+        }
+        let outcome = outcome.map_err(|err| err.to_string());
         settled.push(Settled {
             ids: members.iter().map(|(_, id)| *id).collect(),
             how: settlement.describe(),

@@ -30,6 +30,10 @@ use crate::{clock, trace};
 /// (4xx deferrals too), so a message that keeps failing stops somewhere.
 const MAX_BROKEN_ATTEMPTS: u32 = 5;
 
+/// How many times a batch's work is handed to sessions: fresh ones are
+/// opened when every session broke with messages still unsent.
+const SEND_ROUNDS: u32 = 3;
+
 /// The SMTP sessions of a pass, opened on demand and reused across batches
 /// and mailboxes.
 #[derive(Debug, Default)]
@@ -184,23 +188,38 @@ pub(super) async fn send_items(
     let queue = RefCell::new(pending);
     let outcomes: RefCell<Vec<Outcome>> = RefCell::new(Vec::new());
     let refusal: RefCell<Option<String>> = RefCell::new(None);
-    let sessions = std::mem::take(&mut pool.sessions);
-    let workers = sessions.into_iter().map(|session| {
-        let context = Worker {
-            settings,
-            mailbox,
-            journal,
-            mails,
-            queue: &queue,
-            outcomes: &outcomes,
-            refusal: &refusal,
-            stop,
-        };
-        context.run(session)
-    });
-    let results = futures::future::join_all(workers).await;
-    for session in results.into_iter().flatten() {
-        pool.sessions.push(session);
+    for round in 1..=SEND_ROUNDS {
+        let sessions = std::mem::take(&mut pool.sessions);
+        let workers = sessions.into_iter().map(|session| {
+            let context = Worker {
+                settings,
+                mailbox,
+                journal,
+                mails,
+                queue: &queue,
+                outcomes: &outcomes,
+                refusal: &refusal,
+                stop,
+            };
+            context.run(session)
+        });
+        let results = futures::future::join_all(workers).await;
+        for session in results.into_iter().flatten() {
+            pool.sessions.push(session);
+        }
+        let left = queue.borrow().len();
+        let halted =
+            stop.load(Ordering::Relaxed) || journal.has_failed() || refusal.borrow().is_some();
+        if left == 0 || halted || round == SEND_ROUNDS {
+            break;
+        }
+        // NOTE: Work is left only when every session broke; what broke
+        // before any content went out is back in the queue, and fresh
+        // sessions take it (sessions the server closed while idle, as
+        // pooled sessions are across a long mailbox).
+        if pool.fill(&settings.smtp, left).await.is_err() {
+            break;
+        }
     }
     // Whatever no session could take (all broke, or a stop signal) stays
     // pending for the next pass, its attempt not counted after all.
@@ -423,14 +442,19 @@ impl Worker<'_> {
                     }
                 );
                 let message = err.to_string();
+                // NOTE: One that broke before the content (a session the
+                // server closed while idle) cannot have delivered it: the
+                // message goes back to the queue for another session, and
+                // if none is left it stays pending, its attempt not counted.
+                if !content_sent {
+                    self.journal.deferred(item.row_id, &message);
+                    warn!(mailbox = %name, uid = item.uid, row = item.row_id, error.message = %message, "SMTP session broke before the message was sent; another session takes it");
+                    self.queue.borrow_mut().push_front(item.clone());
+                    return false;
+                }
                 let age = clock::unix_now() - item.first_seen_unix;
                 // NOTE: A session that breaks mid-message may have delivered
                 // it; retrying forever could flood the helpdesk with copies.
-                // One that broke before the content (a session the server
-                // closed while idle) cannot have: that was no attempt.
-                if !content_sent {
-                    self.journal.not_attempted(vec![item.row_id]);
-                }
                 let outcome = if (content_sent && MAX_BROKEN_ATTEMPTS <= item.attempts + 1)
                     || self.settings.smtp.give_up_after.as_secs() as i64 <= age
                 {

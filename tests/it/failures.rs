@@ -760,6 +760,39 @@ async fn starttls_reply_injection_breaks_the_handshake() {
     assert!(message.contains("TLS with SMTP server"), "{message}");
 }
 
+/// A 4xx to AUTH (454: the server cannot check logins just now) is no
+/// verdict on the password: the error says so, and that the next pass
+/// tries again, instead of sending the user to check the credentials.
+#[tokio::test]
+async fn a_temporary_auth_failure_is_not_called_a_wrong_password() {
+    let env = TestEnv::new("auth454");
+    let port = fake_smtp(&env.stack, b"", |command| {
+        Some(if command.starts_with("EHLO") {
+            b"250-fake\r\n250-PIPELINING\r\n250 AUTH PLAIN LOGIN\r\n"
+        } else if command.starts_with("AUTH") {
+            b"454 4.7.0 Temporary authentication failure\r\n"
+        } else {
+            b"221 bye\r\n"
+        })
+    })
+    .await;
+    let mut settings = env.settings(&ConfigOptions::default());
+    settings.smtp.port = port;
+    let err = deskbridge::sink::connect(&settings.smtp)
+        .await
+        .expect_err("AUTH was deferred");
+    let message = err.to_string();
+    assert!(
+        message.contains("454 4.7.0") || message.contains("(454)"),
+        "{message}"
+    );
+    assert!(message.contains("the next pass tries again"), "{message}");
+    assert!(
+        !message.contains("check username and password"),
+        "{message}"
+    );
+}
+
 /// On a file system with less free space than `[store] min_free_mb`, a
 /// pass stops before it sends anything, with an error that names the log
 /// and the setting: a message sent but not recorded would be sent again.
@@ -872,6 +905,59 @@ async fn a_break_before_the_content_is_not_an_attempt() {
     assert_eq!(row.attempts, 0, "no content went out: no attempt");
     let error = row.last_error.unwrap_or_default();
     assert!(error.contains("broke"), "{error}");
+}
+
+/// A session that breaks before a message's content went out hands the
+/// message back: a fresh session sends it in the same pass, counted as one
+/// attempt, instead of leaving it for the next pass.
+#[tokio::test]
+async fn a_message_whose_session_broke_early_goes_out_on_a_fresh_one() {
+    fn answer(command: &str) -> Option<&'static [u8]> {
+        // The first MAIL FROM this server ever sees drops its connection.
+        static DROPPED: AtomicBool = AtomicBool::new(false);
+        let line = command.trim_end();
+        Some(if line.starts_with("EHLO") {
+            b"250-fake\r\n250 PIPELINING\r\n"
+        } else if line.starts_with("MAIL FROM") {
+            if !DROPPED.swap(true, Ordering::SeqCst) {
+                return None;
+            }
+            b"250 2.1.0 ok\r\n"
+        } else if line.starts_with("RCPT TO") || line == "RSET" {
+            b"250 2.1.5 ok\r\n"
+        } else if line == "DATA" {
+            b"354 go on\r\n"
+        } else if line == "." {
+            b"250 2.0.0 queued as FAKE\r\n"
+        } else if line == "QUIT" {
+            b"221 bye\r\n"
+        } else {
+            b""
+        })
+    }
+    let env = TestEnv::new("freshsession");
+    env.seed(&[
+        &message("F <f@example.org>", "One", "fresh.1@example.org", "one"),
+        &message("F <f@example.org>", "Two", "fresh.2@example.org", "two"),
+    ])
+    .await;
+    let port = fake_smtp(&env.stack, b"", answer).await;
+    let mut settings = env.settings(&ConfigOptions::default());
+    settings.smtp.port = port;
+    settings.smtp.credentials = None;
+    settings.smtp.sessions = 1;
+    let report = run_pass(&settings).await.expect("pass runs");
+    let mailbox = &report.mailboxes[0];
+    assert_eq!(
+        (mailbox.forwarded, mailbox.deferred, mailbox.failed),
+        (2, 0, 0),
+        "{mailbox:?}"
+    );
+    assert_eq!(report.exit_code(), 0);
+    for row in rows_in_state(&settings, State::Forwarded) {
+        assert_eq!(row.attempts, 1, "uid {}", row.uid);
+        assert_eq!(row.smtp_reply.as_deref(), Some("250 2.0.0 queued as FAKE"));
+    }
 }
 
 /// A message that disappears between the listing and the fetch (here its
@@ -1009,6 +1095,49 @@ async fn a_message_the_server_stalls_on_holds_up_nothing_else() {
         .expect("read")
         .expect("checkpoint");
     assert_eq!(checkpoint.last_uid, 1, "held below the stalled message");
+}
+
+/// An IMAP session that drops while settling (here at the first STORE,
+/// as a NAT drops a session left idle while a slow SMTP reply was
+/// awaited) is replaced once and the settle tried again: the pass exits 0
+/// with every message settled, not with settle errors for the next pass.
+#[tokio::test]
+async fn a_session_dropped_while_settling_is_replaced() {
+    let env = TestEnv::new("settledrop");
+    let messages = vec![
+        message(
+            "D <d@example.org>",
+            "One",
+            "settledrop.1@example.org",
+            "one",
+        ),
+        message(
+            "D <d@example.org>",
+            "Two",
+            "settledrop.2@example.org",
+            "two",
+        ),
+    ];
+    let port = fake_imap(&env.stack, messages, 0, FetchRefusal::DropFirstStore).await;
+    let settings = env.settings(&ConfigOptions {
+        imap_port: Some(port),
+        ..ConfigOptions::default()
+    });
+    let report = run_pass(&settings).await.expect("pass runs");
+    let mailbox = &report.mailboxes[0];
+    assert_eq!(mailbox.error, None);
+    assert_eq!(
+        (mailbox.forwarded, mailbox.settle_errors),
+        (2, 0),
+        "{mailbox:?}"
+    );
+    assert_eq!(report.exit_code(), 0);
+    assert_eq!(wait_for_helpdesk(&env, 2).await.len(), 2);
+    let store = Store::open(&settings.store_path).expect("open log");
+    assert!(
+        store.unfinished("support", 7).expect("rows").is_empty(),
+        "every row settled"
+    );
 }
 
 /// A message file Dovecot cannot read: it drops the connection (BYE) on

@@ -648,6 +648,9 @@ pub enum FetchRefusal {
     /// The other messages before it, then nothing more: the server stalls
     /// on it, as Exchange may converting one message.
     Stall,
+    /// No message is refused, but the first UID STORE of the server's life
+    /// drops its connection, as a NAT that forgot an idle session does.
+    DropFirstStore,
 }
 
 /// A fake IMAP server (implicit TLS, the stack's certificate) holding
@@ -668,10 +671,12 @@ pub async fn fake_imap(
         .expect("bind");
     let port = listener.local_addr().expect("addr").port();
     let messages = std::sync::Arc::new(messages);
+    let stored_once = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     tokio::spawn(async move {
         while let Ok((tcp, _)) = listener.accept().await {
             let acceptor = acceptor.clone();
             let messages = std::sync::Arc::clone(&messages);
+            let stored_once = std::sync::Arc::clone(&stored_once);
             tokio::spawn(async move {
                 let Ok(tls) = acceptor.accept(tcp).await else {
                     return;
@@ -711,6 +716,12 @@ pub async fn fake_imap(
                             let wanted: Vec<u32> =
                                 (1..=count).filter(|uid| in_uid_set(&set, *uid, count)).collect();
                             match verb.as_str() {
+                                "STORE"
+                                    if how == FetchRefusal::DropFirstStore
+                                        && !stored_once.swap(true, std::sync::atomic::Ordering::SeqCst) =>
+                                {
+                                    return;
+                                }
                                 "SEARCH" => {
                                     // `UID SEARCH UID <set>`: the set is the third word.
                                     let asked = items.trim_start_matches("UID ").to_owned();
