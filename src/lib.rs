@@ -37,7 +37,7 @@
 //! - [`report`]: renders for the CLI: the log (`status`, `messages`,
 //!   `show`, `threads`), a pass's summary, the verdict of `status --check`
 //!   and the findings of `check-config --connect`.
-//! - [`clock`], [`tls`], [`lock`]: small shared utilities.
+//! - [`clock`], [`tls`], [`lock`], [`net`]: small shared utilities.
 //!
 //! # Invariants
 //!
@@ -74,6 +74,7 @@ pub mod clock;
 pub mod config;
 pub mod lock;
 pub mod mail;
+pub mod net;
 pub mod notice;
 pub mod report;
 pub mod sink;

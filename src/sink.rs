@@ -35,6 +35,7 @@ use tokio_rustls::TlsConnector;
 use tokio_rustls::client::TlsStream;
 
 use crate::config::{AuthMethod, SmtpSettings, TlsMode};
+use crate::net;
 use crate::tls::{self, TlsSetupError};
 
 /// Errors opening the SMTP session. Every variant names the server.
@@ -183,9 +184,12 @@ pub async fn connect(settings: &SmtpSettings) -> Result<SmtpSink, SinkError> {
             operation: "checking envelope_from",
             message: err.to_string(),
         })?;
-    let tcp = limit(&addr, timeout, "connect", async {
-        TcpStream::connect((settings.host.as_str(), settings.port)).await
-    })
+    let tcp = limit(
+        &addr,
+        timeout,
+        "connect",
+        net::connect(&settings.host, settings.port, timeout),
+    )
     .await?
     .map_err(|source| SinkError::Connect {
         addr: addr.clone(),

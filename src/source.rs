@@ -19,6 +19,7 @@ use tokio_rustls::TlsConnector;
 use tokio_rustls::client::TlsStream;
 
 use crate::config::{AuthMethod, MailboxSettings, TlsMode};
+use crate::net;
 use crate::tls::{self, TlsSetupError};
 
 /// Errors talking to the IMAP server. Every variant names the server.
@@ -184,9 +185,12 @@ pub async fn connect(settings: &MailboxSettings) -> Result<ImapSource> {
             source,
         }
     })?;
-    let tcp = limit(&addr, timeout, "connect", async {
-        TcpStream::connect((settings.host.as_str(), settings.port)).await
-    })
+    let tcp = limit(
+        &addr,
+        timeout,
+        "connect",
+        net::connect(&settings.host, settings.port, timeout),
+    )
     .await?
     .map_err(|source| SourceError::Connect {
         addr: addr.clone(),
