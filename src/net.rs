@@ -22,6 +22,15 @@ const LEAST_PER_ADDRESS: Duration = Duration::from_secs(3);
 /// the error names each address tried and what it did.
 pub async fn connect(host: &str, port: u16, timeout: Duration) -> std::io::Result<TcpStream> {
     let addresses: Vec<SocketAddr> = tokio::net::lookup_host((host, port)).await?.collect();
+    connect_any(host, &addresses, timeout).await
+}
+
+/// Connects to the first of `addresses` (those of `host`) that takes it.
+async fn connect_any(
+    host: &str,
+    addresses: &[SocketAddr],
+    timeout: Duration,
+) -> std::io::Result<TcpStream> {
     let Some(last) = addresses.len().checked_sub(1) else {
         return Err(std::io::Error::new(
             std::io::ErrorKind::NotFound,
@@ -82,23 +91,69 @@ mod tests {
         );
     }
 
-    /// `localhost` resolves to ::1 as well as 127.0.0.1 on most systems;
-    /// a listener on 127.0.0.1 alone is reached whichever comes first.
     #[tokio::test]
     async fn a_refused_address_gives_way_to_the_next() {
         let open = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind");
-        let port = open.local_addr().expect("addr").port();
-        assert!(
-            connect("localhost", port, Duration::from_secs(5))
+        let listening = open.local_addr().expect("addr");
+        let closed = {
+            let other = tokio::net::TcpListener::bind("127.0.0.1:0")
                 .await
-                .is_ok()
-        );
+                .expect("bind");
+            other.local_addr().expect("addr")
+        };
+        let timeout = Duration::from_secs(5);
+        let stream = connect_any("test", &[closed, listening], timeout)
+            .await
+            .expect("the second address listens");
+        assert_eq!(stream.peer_addr().expect("peer"), listening);
+
         drop(open);
-        let err = connect("127.0.0.1", port, Duration::from_secs(5))
+        let err = connect_any("test", &[closed, listening], timeout)
             .await
             .expect_err("nobody listens now");
-        assert_eq!(err.kind(), std::io::ErrorKind::ConnectionRefused);
+        let told = err.to_string();
+        assert!(told.contains(&closed.to_string()), "{told}");
+        assert!(told.contains(&listening.to_string()), "{told}");
+        let none = connect_any("nowhere.test", &[], timeout)
+            .await
+            .expect_err("no address");
+        assert!(none.to_string().contains("nowhere.test"), "{none}");
+    }
+
+    /// A listener whose accept queue is full drops further SYNs, as a
+    /// firewall that drops rather than refuses does: the connection to it
+    /// neither succeeds nor fails. The next address still gets its turn.
+    #[tokio::test]
+    async fn a_silent_address_does_not_use_up_the_time_of_the_next() {
+        let silent_socket = tokio::net::TcpSocket::new_v4().expect("socket");
+        silent_socket
+            .bind("127.0.0.1:0".parse().expect("addr"))
+            .expect("bind");
+        let silent_listener = silent_socket.listen(0).expect("listen");
+        let silent = silent_listener.local_addr().expect("addr");
+        // Fill the accept queue; nobody accepts.
+        let mut queued = Vec::new();
+        for _ in 0..4 {
+            if let Ok(Ok(stream)) =
+                tokio::time::timeout(Duration::from_millis(200), TcpStream::connect(silent)).await
+            {
+                queued.push(stream);
+            }
+        }
+        let open = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let listening = open.local_addr().expect("addr");
+        let started = std::time::Instant::now();
+        let stream = connect_any("test", &[silent, listening], Duration::from_secs(2))
+            .await
+            .expect("the second address listens");
+        assert_eq!(stream.peer_addr().expect("peer"), listening);
+        // It waited its share on the silent one, then moved on.
+        let waited = started.elapsed();
+        assert!(LEAST_PER_ADDRESS <= waited, "{waited:?}");
+        assert!(waited < Duration::from_secs(10), "{waited:?}");
     }
 }

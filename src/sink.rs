@@ -323,26 +323,29 @@ pub async fn connect(settings: &SmtpSettings) -> Result<SmtpSink, SinkError> {
 
 /// A failed password AUTH, told by what failed: only a 5xx refuses the
 /// credentials; a 4xx is the server's trouble, and anything else is the
-/// session's (a drop, or no mechanism both sides know).
+/// session's (a drop, no mechanism both sides know, a garbled exchange).
 fn auth_error(err: lettre::transport::smtp::Error, addr: &str, user: &str) -> SinkError {
-    let hint = if err.is_permanent() {
-        "check username and password"
-    } else if err.is_transient() {
-        "the server could not check the login just now (4xx): the next pass tries again"
-    } else if err.is_client() {
-        "the server offers neither AUTH PLAIN nor AUTH LOGIN on this connection: check port and tls"
-    } else {
-        return SinkError::Session {
+    if err.is_permanent() {
+        return SinkError::Auth {
             addr: addr.to_owned(),
-            operation: "AUTH",
+            user: user.to_owned(),
             message: err.to_string(),
+            hint: "check username and password",
         };
+    }
+    let message = if err.is_transient() {
+        format!("{err} (the server could not check the login just now; the next pass tries again)")
+    } else if err.is_client() {
+        format!(
+            "{err} (deskbridge logs in with AUTH PLAIN or LOGIN, which the server must offer on this port and TLS mode)"
+        )
+    } else {
+        err.to_string()
     };
-    SinkError::Auth {
+    SinkError::Session {
         addr: addr.to_owned(),
-        user: user.to_owned(),
-        message: err.to_string(),
-        hint,
+        operation: "AUTH",
+        message,
     }
 }
 

@@ -246,10 +246,12 @@ pub async fn connect(settings: &MailboxSettings) -> Result<ImapSource> {
         // NOTE: Only NO or BAD is the server's verdict on the login; a drop
         // or an I/O error is the connection's, and must not send anyone to
         // check a password that may be right.
-        Err((
-            err @ (async_imap::error::Error::Io(_) | async_imap::error::Error::ConnectionLost),
-            _client,
-        )) => {
+        Err((err, _client))
+            if !matches!(
+                err,
+                async_imap::error::Error::No(_) | async_imap::error::Error::Bad(_)
+            ) =>
+        {
             return Err(SourceError::Command {
                 addr,
                 operation: format!("log in as {username}"),

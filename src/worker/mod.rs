@@ -487,6 +487,8 @@ async fn work_mailbox(
     let mut unsettled: Vec<(u32, i64, State)> = Vec::new();
     let mut held_to_follow: Vec<i64> = Vec::new();
     let mut failure: Option<Stop> = None;
+    // The SMTP server refused the envelope in this mailbox's pass.
+    let mut envelope_refused = false;
     for index in 0..chunks.len() {
         let Some((mails, items)) = current.take() else {
             break;
@@ -570,21 +572,28 @@ async fn work_mailbox(
         let (settled, fetched) = imap;
         // What the server settled is recorded even when a fetch failed.
         record_settled(store, mailbox, settled, report)?;
-        held::follow_up_held(
-            settings,
-            mailbox,
-            store,
-            pool,
-            &std::mem::take(&mut held_to_follow),
-            held::FollowUp::Fresh,
-            report,
-        )
-        .await?;
+        // NOTE: After a refused envelope, notices (to the same address) and
+        // auto-replies (from the same account) would be refused too, and an
+        // auto-reply's claim spent on a doomed send: the next pass sends
+        // the notices as missed ones.
+        envelope_refused |= matches!(&sent, Ok(sent) if sent.envelope_refused);
+        if !envelope_refused {
+            held::follow_up_held(
+                settings,
+                mailbox,
+                store,
+                pool,
+                &std::mem::take(&mut held_to_follow),
+                held::FollowUp::Fresh,
+                report,
+            )
+            .await?;
+        }
         held_to_follow = fresh_held;
         unsettled = match sent {
             Ok(sent) => {
-                if let Some(refused) = sent.refused {
-                    failure = Some(graver(failure, refused));
+                if let Some(stop) = sent.stop {
+                    failure = Some(graver(failure, stop));
                 }
                 sent.settle
             }
@@ -612,16 +621,18 @@ async fn work_mailbox(
         }
     }
     settle_rows(store, source, (mailbox, uidvalidity), unsettled, report).await?;
-    held::follow_up_held(
-        settings,
-        mailbox,
-        store,
-        pool,
-        &held_to_follow,
-        held::FollowUp::Fresh,
-        report,
-    )
-    .await?;
+    if !envelope_refused {
+        held::follow_up_held(
+            settings,
+            mailbox,
+            store,
+            pool,
+            &held_to_follow,
+            held::FollowUp::Fresh,
+            report,
+        )
+        .await?;
+    }
     failure.map_or(Ok(()), Err)
 }
 
@@ -992,7 +1003,8 @@ struct Settled {
 ///
 /// A session that dropped or stopped answering (idle while a slow SMTP
 /// reply was awaited, and cut by a NAT or the server) is replaced once and
-/// the group tried again: setting flags or moving twice does no harm.
+/// the group tried again: setting flags or moving (with MOVE) twice does
+/// no harm.
 async fn settle_on_server(
     source: &mut ImapSource,
     (mailbox, uidvalidity): (&MailboxSettings, u32),
@@ -1016,8 +1028,12 @@ async fn settle_on_server(
         let settlement = Settlement { flags, move_to };
         let uids: Vec<u32> = members.iter().map(|(uid, _)| *uid).collect();
         let mut outcome = source.settle(&uids, &settlement).await;
+        // NOTE: Without MOVE a move is COPY then \Deleted: a COPY the
+        // server finished before the break would be made twice.
+        let repeatable = settlement.move_to.is_none() || source.can_move();
         if let Err(err) = &outcome
             && (err.is_connection_lost() || err.is_timed_out())
+            && repeatable
             && !reconnected
         {
             reconnected = true;

@@ -13,7 +13,7 @@
 //! the server discard it; it stays pending.
 
 use std::cell::RefCell;
-use std::collections::VecDeque;
+use std::collections::{HashSet, VecDeque};
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use tracing::{info, warn};
@@ -124,9 +124,12 @@ impl SinkPool {
 pub(super) struct Sent {
     /// What is ready to settle: (uid, row id, final state).
     pub settle: Vec<(u32, i64, State)>,
-    /// Set when the server refused the envelope: the mailbox must stop,
-    /// its unsent mail pending.
-    pub refused: Option<Stop>,
+    /// Set when the mailbox must stop, its unsent mail pending: the server
+    /// refused the envelope, or no new session could be opened.
+    pub stop: Option<Stop>,
+    /// The server refused the envelope: held follow-ups (to the same
+    /// address, from the same sender) would be refused too.
+    pub envelope_refused: bool,
 }
 
 /// Sends the pending items of a batch and records each outcome.
@@ -149,7 +152,8 @@ pub(super) async fn send_items(
     if pending.is_empty() {
         return Ok(Sent {
             settle,
-            refused: None,
+            stop: None,
+            envelope_refused: false,
         });
     }
     // NOTE: A stop that came while this batch was prepared: nothing of it
@@ -158,7 +162,8 @@ pub(super) async fn send_items(
         report.deferred += pending.len() as u32;
         return Ok(Sent {
             settle,
-            refused: None,
+            stop: None,
+            envelope_refused: false,
         });
     }
     super::ensure_log_space_for_mailbox(settings)?;
@@ -188,6 +193,8 @@ pub(super) async fn send_items(
     let queue = RefCell::new(pending);
     let outcomes: RefCell<Vec<Outcome>> = RefCell::new(Vec::new());
     let refusal: RefCell<Option<String>> = RefCell::new(None);
+    let early_breaks: RefCell<HashSet<i64>> = RefCell::new(HashSet::new());
+    let mut stop_mailbox = None;
     for round in 1..=SEND_ROUNDS {
         let sessions = std::mem::take(&mut pool.sessions);
         let workers = sessions.into_iter().map(|session| {
@@ -199,6 +206,7 @@ pub(super) async fn send_items(
                 queue: &queue,
                 outcomes: &outcomes,
                 refusal: &refusal,
+                early_breaks: &early_breaks,
                 stop,
             };
             context.run(session)
@@ -213,11 +221,15 @@ pub(super) async fn send_items(
         if left == 0 || halted || round == SEND_ROUNDS {
             break;
         }
-        // NOTE: Work is left only when every session broke; what broke
-        // before any content went out is back in the queue, and fresh
-        // sessions take it (sessions the server closed while idle, as
-        // pooled sessions are across a long mailbox).
-        if pool.fill(&settings.smtp, left).await.is_err() {
+        // NOTE: Work is left when sessions broke with messages still
+        // queued (pushed back, or never reached): fresh sessions take it,
+        // as pooled sessions the server closed while a long mailbox was
+        // read need. One that cannot be opened stops the mailbox.
+        if let Err(err) = pool.fill(&settings.smtp, left).await {
+            stop_mailbox = Some(Stop::Mailbox(
+                anyhow::Error::new(err)
+                    .context("cannot open a new SMTP session; unsent messages stay pending"),
+            ));
             break;
         }
     }
@@ -253,7 +265,11 @@ pub(super) async fn send_items(
             mailbox.forward_to,
         ))
     });
-    Ok(Sent { settle, refused })
+    Ok(Sent {
+        settle,
+        envelope_refused: refused.is_some(),
+        stop: refused.or(stop_mailbox),
+    })
 }
 
 enum Outcome {
@@ -272,6 +288,8 @@ struct Worker<'a> {
     outcomes: &'a RefCell<Vec<Outcome>>,
     /// The first refused envelope's reply: every session stops.
     refusal: &'a RefCell<Option<String>>,
+    /// Rows whose session broke before their content in this batch.
+    early_breaks: &'a RefCell<HashSet<i64>>,
     stop: &'a AtomicBool,
 }
 
@@ -442,23 +460,28 @@ impl Worker<'_> {
                     }
                 );
                 let message = err.to_string();
-                // NOTE: One that broke before the content (a session the
-                // server closed while idle) cannot have delivered it: the
-                // message goes back to the queue for another session, and
-                // if none is left it stays pending, its attempt not counted.
-                if !content_sent {
+                let age = clock::unix_now() - item.first_seen_unix;
+                let too_old = self.settings.smtp.give_up_after.as_secs() as i64 <= age;
+                // NOTE: A break before the content (a session the server
+                // closed while idle) cannot have delivered the message: that
+                // was no attempt. It goes to the back of the queue for
+                // another session, once: a second such break in this batch
+                // suggests the message itself breaks sessions, so it waits
+                // for the next pass rather than take every session down.
+                if !content_sent && !too_old && self.early_breaks.borrow_mut().insert(item.row_id) {
                     self.journal.deferred(item.row_id, &message);
                     warn!(mailbox = %name, uid = item.uid, row = item.row_id, error.message = %message, "SMTP session broke before the message was sent; another session takes it");
-                    self.queue.borrow_mut().push_front(item.clone());
+                    self.queue.borrow_mut().push_back(item.clone());
                     return false;
                 }
-                let age = clock::unix_now() - item.first_seen_unix;
+                if !content_sent {
+                    self.journal.not_attempted(vec![item.row_id]);
+                }
                 // NOTE: A session that breaks mid-message may have delivered
                 // it; retrying forever could flood the helpdesk with copies.
-                let outcome = if (content_sent && MAX_BROKEN_ATTEMPTS <= item.attempts + 1)
-                    || self.settings.smtp.give_up_after.as_secs() as i64 <= age
-                {
-                    self.journal.failed(
+                let outcome =
+                    if (content_sent && MAX_BROKEN_ATTEMPTS <= item.attempts + 1) || too_old {
+                        self.journal.failed(
                         item.row_id,
                         "gave-up",
                         &format!(
@@ -466,11 +489,11 @@ impl Worker<'_> {
                             item.attempts + 1
                         ),
                     );
-                    Outcome::Failed(item.uid, item.row_id)
-                } else {
-                    self.journal.deferred(item.row_id, &message);
-                    Outcome::Deferred
-                };
+                        Outcome::Failed(item.uid, item.row_id)
+                    } else {
+                        self.journal.deferred(item.row_id, &message);
+                        Outcome::Deferred
+                    };
                 warn!(mailbox = %name, uid = item.uid, row = item.row_id, error.message = %message, "SMTP session broke");
                 self.outcomes.borrow_mut().push(outcome);
                 return false;

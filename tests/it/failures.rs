@@ -13,7 +13,7 @@ use deskbridge::worker;
 use futures::StreamExt;
 
 use crate::helpers::{
-    ConfigOptions, FetchRefusal, TestEnv, backlog, binary, fake_imap, fake_smtp, message,
+    ConfigOptions, FetchRefusal, TestEnv, backlog, binary, fake_imap, fake_smtp, find, message,
     read_folder, rows_in_state, run_pass, second_mailbox, set_recipient_access, sorted_originals,
     split_delivered, wait_for_helpdesk,
 };
@@ -256,7 +256,17 @@ async fn refused_envelope_stops_the_mailbox_and_fails_nothing() {
     let env = TestEnv::new("envrefused");
     let other = TestEnv::new("envrefusedok");
     let originals = backlog("envrefused", TOTAL);
-    env.seed(&originals).await;
+    // Held with a notice due: a notice to the refused address is not tried
+    // (it would be refused too), and goes out with the next pass.
+    let held = message(
+        "P <p@example.org>",
+        "Sealed",
+        "envrefused.held@example.org",
+        "-----BEGIN PGP MESSAGE-----\r\n\r\nhQEMA3ZqN2c5c2VjcmV0AQf/U0VDUkVUIENPTlRFTlQgSEVSRQ==\r\n=Qx1a\r\n-----END PGP MESSAGE-----",
+    );
+    let mut seeded: Vec<&[u8]> = vec![&held];
+    seeded.extend(originals.iter().map(Vec::as_slice));
+    env.seed(&seeded).await;
     other
         .seed(&[&message(
             "K <k@example.org>",
@@ -272,7 +282,7 @@ async fn refused_envelope_stops_the_mailbox_and_fails_nothing() {
     );
     let second_mailbox = second_mailbox(&env.stack, "other", &other, &other.helpdesk_user);
     let settings = env.settings(&ConfigOptions {
-        extra_mailbox: format!("batch_size = 2\n{second_mailbox}"),
+        extra_mailbox: format!("batch_size = 2\nheld_notice = true\n{second_mailbox}"),
         ..ConfigOptions::default()
     });
     let report = run_pass(&settings).await;
@@ -280,7 +290,16 @@ async fn refused_envelope_stops_the_mailbox_and_fails_nothing() {
     let report = report.expect("pass runs");
     assert_eq!(report.exit_code(), 2);
     let refused = &report.mailboxes[0];
-    assert_eq!((refused.forwarded, refused.failed), (0, 0), "{refused:?}");
+    assert_eq!(
+        (
+            refused.forwarded,
+            refused.failed,
+            refused.held,
+            refused.settle_errors
+        ),
+        (0, 0, 1, 0),
+        "{refused:?}"
+    );
     let error = refused.error.as_deref().expect("mailbox error");
     for part in [
         "refused the envelope",
@@ -324,10 +343,14 @@ async fn refused_envelope_stops_the_mailbox_and_fails_nothing() {
     let again = run_pass(&settings).await.expect("pass runs");
     assert_eq!(again.exit_code(), 0);
     assert_eq!(again.mailboxes[0].forwarded as usize, TOTAL);
-    let delivered = wait_for_helpdesk(&env, TOTAL).await;
+    let delivered = wait_for_helpdesk(&env, TOTAL + 1).await;
+    let (notices, forwarded): (Vec<_>, Vec<_>) = delivered
+        .into_iter()
+        .partition(|mail| find(&mail.bytes, b"Subject: Held message from p@example.org").is_some());
+    assert_eq!(notices.len(), 1, "the notice went out with the next pass");
     let mut expected = originals.clone();
     expected.sort();
-    assert_eq!(sorted_originals(&delivered), expected);
+    assert_eq!(sorted_originals(&forwarded), expected);
 }
 
 /// A server that refuses a message after its content (a content filter's
@@ -960,6 +983,74 @@ async fn a_message_whose_session_broke_early_goes_out_on_a_fresh_one() {
     }
 }
 
+/// A message that breaks every session before its content (here: the
+/// server drops the connection at `BODY=8BITMIME`, which only its 8-bit
+/// bytes ask for) is handed to another session once, then waits for the
+/// next pass: it cannot take every session down with it and leave the
+/// rest of its batch unsent.
+#[tokio::test]
+async fn a_message_that_breaks_sessions_does_not_hold_up_its_batch() {
+    fn answer(command: &str) -> Option<&'static [u8]> {
+        let line = command.trim_end();
+        Some(if line.starts_with("EHLO") {
+            b"250-fake\r\n250-PIPELINING\r\n250 8BITMIME\r\n"
+        } else if line.starts_with("MAIL FROM") && line.contains("BODY=8BITMIME") {
+            return None;
+        } else if line.starts_with("MAIL FROM") || line.starts_with("RCPT TO") || line == "RSET" {
+            b"250 2.1.0 ok\r\n"
+        } else if line == "DATA" {
+            b"354 go on\r\n"
+        } else if line == "." {
+            b"250 2.0.0 queued as FAKE\r\n"
+        } else if line == "QUIT" {
+            b"221 bye\r\n"
+        } else {
+            b""
+        })
+    }
+    let env = TestEnv::new("breaker");
+    env.seed(&[
+        &message(
+            "B <b@example.org>",
+            "Zürich",
+            "breaker.1@example.org",
+            "Grüße",
+        ),
+        &message("B <b@example.org>", "Two", "breaker.2@example.org", "two"),
+        &message(
+            "B <b@example.org>",
+            "Three",
+            "breaker.3@example.org",
+            "three",
+        ),
+    ])
+    .await;
+    let port = fake_smtp(&env.stack, b"", answer).await;
+    let mut settings = env.settings(&ConfigOptions::default());
+    settings.smtp.port = port;
+    settings.smtp.credentials = None;
+    settings.smtp.sessions = 1;
+    let report = run_pass(&settings).await.expect("pass runs");
+    let mailbox = &report.mailboxes[0];
+    assert_eq!(
+        (mailbox.forwarded, mailbox.deferred, mailbox.failed),
+        (2, 1, 0),
+        "{mailbox:?}"
+    );
+    let pending = rows_in_state(&settings, State::Pending);
+    assert_eq!(pending.len(), 1);
+    assert_eq!((pending[0].uid, pending[0].attempts), (1, 0));
+    assert!(
+        pending[0]
+            .last_error
+            .as_deref()
+            .unwrap_or_default()
+            .contains("broke"),
+        "{:?}",
+        pending[0].last_error
+    );
+}
+
 /// A message that disappears between the listing and the fetch (here its
 /// Maildir file becomes a directory, which Dovecot then treats as
 /// expunged) does not pin the checkpoint: the server says it is gone.
@@ -1062,7 +1153,7 @@ async fn a_message_the_server_stalls_on_holds_up_nothing_else() {
     let port = fake_imap(&env.stack, messages, 2, FetchRefusal::Stall).await;
     let settings = env.settings(&ConfigOptions {
         imap_port: Some(port),
-        imap_timeout_secs: 1,
+        imap_timeout_secs: 2,
         ..ConfigOptions::default()
     });
     let report = run_pass(&settings).await.expect("pass runs");
