@@ -673,31 +673,38 @@ impl ImapSource {
             operation: description.clone(),
             source,
         };
-        let tag = limit(&addr, timeout, operation, self.session.run_command(command))
-            .await?
-            .map_err(fail)?;
-        loop {
-            let response = limit(&addr, timeout, operation, self.session.read_response())
+        // NOTE: `timeout` bounds each response; the whole command gets ten
+        // times that, so a server (or middlebox) that keeps sending
+        // untagged lines cannot keep one command alive for ever.
+        let whole = timeout.saturating_mul(COMMAND_DEADLINE_FACTOR);
+        let exchange = async {
+            let tag = limit(&addr, timeout, operation, self.session.run_command(command))
                 .await?
-                .map_err(|io| fail(async_imap::error::Error::Io(io)))?
-                .ok_or_else(|| fail(async_imap::error::Error::ConnectionLost))?;
-            match response.parsed() {
-                Response::Done {
-                    tag: done,
-                    status,
-                    information,
-                    ..
-                } if *done == tag => {
-                    let text = information.as_deref().unwrap_or_default().to_owned();
-                    return match status {
-                        Status::Ok => Ok(()),
-                        Status::No => Err(fail(async_imap::error::Error::No(text))),
-                        _ => Err(fail(async_imap::error::Error::Bad(text))),
-                    };
+                .map_err(fail)?;
+            loop {
+                let response = limit(&addr, timeout, operation, self.session.read_response())
+                    .await?
+                    .map_err(|io| fail(async_imap::error::Error::Io(io)))?
+                    .ok_or_else(|| fail(async_imap::error::Error::ConnectionLost))?;
+                match response.parsed() {
+                    Response::Done {
+                        tag: done,
+                        status,
+                        information,
+                        ..
+                    } if *done == tag => {
+                        let text = information.as_deref().unwrap_or_default().to_owned();
+                        return match status {
+                            Status::Ok => Ok(()),
+                            Status::No => Err(fail(async_imap::error::Error::No(text))),
+                            _ => Err(fail(async_imap::error::Error::Bad(text))),
+                        };
+                    }
+                    other => each(other),
                 }
-                other => each(other),
             }
-        }
+        };
+        limit(&addr, whole, operation, exchange).await?
     }
 
     /// Fetches the full bytes of these UIDs in one command. UIDs that no
@@ -957,6 +964,9 @@ fn same_folder(listed: &str, folder: &str) -> bool {
 }
 
 /// Runs one network step under the timeout.
+/// A command may take this many times the time allowed for one response.
+const COMMAND_DEADLINE_FACTOR: u32 = 10;
+
 async fn limit<T>(
     addr: &str,
     timeout: Duration,

@@ -1231,6 +1231,36 @@ async fn a_session_dropped_while_settling_is_replaced() {
     );
 }
 
+/// A server that answers a FETCH with untagged lines for ever, never
+/// finishing it, cannot hold the pass: the command as a whole gets ten
+/// times the timeout, and the batch is then fetched one message at a time.
+#[tokio::test]
+async fn a_fetch_that_never_ends_is_cut_off() {
+    let env = TestEnv::new("flood");
+    let messages = vec![
+        message("O <o@example.org>", "One", "flood.1@example.org", "one"),
+        message("O <o@example.org>", "Two", "flood.2@example.org", "two"),
+    ];
+    let port = fake_imap(&env.stack, messages, 2, FetchRefusal::Flood).await;
+    let settings = env.settings(&ConfigOptions {
+        imap_port: Some(port),
+        imap_timeout_secs: 1,
+        ..ConfigOptions::default()
+    });
+    let report = tokio::time::timeout(Duration::from_secs(60), run_pass(&settings))
+        .await
+        .expect("the pass ends")
+        .expect("pass runs");
+    let mailbox = &report.mailboxes[0];
+    assert_eq!(mailbox.error, None);
+    assert_eq!(
+        (mailbox.forwarded, mailbox.unfetched),
+        (2, 0),
+        "{mailbox:?}"
+    );
+    assert_eq!(wait_for_helpdesk(&env, 2).await.len(), 2);
+}
+
 /// A message file Dovecot cannot read: it drops the connection (BYE) on
 /// the FETCH instead of answering NO. deskbridge reconnects, fetches the
 /// batch one message at a time, forwards the others and reports that one

@@ -651,6 +651,10 @@ pub enum FetchRefusal {
     /// No message is refused, but the first UID STORE of the server's life
     /// drops its connection, as a NAT that forgot an idle session does.
     DropFirstStore,
+    /// A FETCH of several bodies including it gets an untagged `* OK` line
+    /// every 100 ms for ever, and never its answer; asked alone, it is
+    /// served.
+    Flood,
 }
 
 /// A fake IMAP server (implicit TLS, the stack's certificate) holding
@@ -738,7 +742,13 @@ pub async fn fake_imap(
                                             let _ = conn.write_all(&reply).await;
                                             std::future::pending::<()>().await;
                                         }
-                                        if *uid == refused {
+                                        if *uid == refused && how == FetchRefusal::Flood && 1 < wanted.len() {
+                                            while conn.write_all(b"* OK still working\r\n").await.is_ok() {
+                                                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                                            }
+                                            return;
+                                        }
+                                        if *uid == refused && how != FetchRefusal::Flood {
                                             continue;
                                         }
                                         let body = &messages[*uid as usize - 1];
@@ -749,7 +759,7 @@ pub async fn fake_imap(
                                         reply.extend_from_slice(body);
                                         reply.extend(b")\r\n");
                                     }
-                                    if wanted.contains(&refused) {
+                                    if wanted.contains(&refused) && how != FetchRefusal::Flood {
                                         reply.extend(format!("{tag} NO [SERVERBUG] cannot read a message\r\n").into_bytes());
                                     } else {
                                         reply.extend(ok.into_bytes());
