@@ -386,6 +386,18 @@ type Env<'a> = &'a dyn Fn(&str) -> Option<String>;
 
 /// [`parse`], reading `password_env` variables through `env`: the tests
 /// give theirs without touching the process's environment.
+/// [`parse_with_env`] on the example config, for other modules' tests.
+#[cfg(test)]
+pub(crate) fn example_settings() -> Settings {
+    let env = |name: &str| Some(format!("{name}-secret"));
+    parse_with_env(
+        include_str!("../config/deskbridge.example.toml"),
+        Path::new("/etc/deskbridge/deskbridge.toml"),
+        &env,
+    )
+    .expect("the example config parses")
+}
+
 fn parse_with_env(text: &str, path: &Path, env: Env<'_>) -> Result<Settings, ConfigError> {
     let raw: RawConfig = toml::from_str(text).map_err(|err| ConfigError::Parse {
         path: path.to_path_buf(),

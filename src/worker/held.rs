@@ -27,6 +27,50 @@ const NO_AUTO_REPLY: [&str; 5] = [
     "auto-reply",
 ];
 
+/// Why `recipient` must get no auto-reply, if it must not: it is one of our
+/// own addresses (a reply would become a ticket, or come back to a polled
+/// mailbox), or one that takes no replies: no-reply senders and the list
+/// and bounce machinery (RFC 3834 §2).
+fn unanswerable(recipient: &str, settings: &Settings) -> Option<&'static str> {
+    let recipient = recipient.to_ascii_lowercase();
+    let own = settings
+        .policy
+        .helpdesk_addresses
+        .iter()
+        .chain(std::iter::once(&settings.smtp.envelope_from))
+        .chain(
+            settings
+                .mailboxes
+                .iter()
+                .flat_map(|mailbox| [&mailbox.auto_reply_from, &mailbox.credentials.username]),
+        )
+        .any(|address| address.eq_ignore_ascii_case(&recipient));
+    if own {
+        return Some("one of deskbridge's or the helpdesk's own addresses");
+    }
+    let local = recipient
+        .rsplit_once('@')
+        .map_or(recipient.as_str(), |(local, _)| local);
+    let local = local.split_once('+').map_or(local, |(base, _)| base);
+    let squeezed: String = local.chars().filter(char::is_ascii_alphanumeric).collect();
+    let machinery = [
+        "noreply",
+        "donotreply",
+        "mailerdaemon",
+        "postmaster",
+        "listserv",
+        "majordomo",
+        "bounce",
+    ]
+    .iter()
+    .any(|word| squeezed.starts_with(word))
+        || local.starts_with("owner-")
+        || ["-request", "-bounces", "-owner"]
+            .iter()
+            .any(|suffix| local.ends_with(suffix));
+    machinery.then_some("an address that takes no replies (no-reply, list or bounce handling)")
+}
+
 /// Which follow-ups to send.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) enum FollowUp {
@@ -98,6 +142,11 @@ pub(super) async fn follow_up_held(
                     .map(str::to_owned)
             })
             .or_else(|| row.from.clone());
+        let correspondent = row.relay_alias.as_deref().or(row.from.as_deref());
+        let blocked = match correspondent {
+            Some(correspondent) => store.blocked(correspondent)?.is_some(),
+            None => false,
+        };
         if mailbox.auto_reply
             && which == FollowUp::Fresh
             && row.auto_replied_at.is_none()
@@ -107,7 +156,11 @@ pub(super) async fn follow_up_held(
             let since = clock::rfc3339(now - mailbox.auto_reply_interval.as_secs() as i64);
             // NOTE: An interval of 0 replies to every held message, even
             // two from one sender in the same second.
-            if !mailbox.auto_reply_interval.is_zero()
+            if let Some(why) = unanswerable(&recipient, settings).or(blocked.then_some(
+                "its correspondent is blocked by the rate limit until a person releases a message",
+            )) {
+                store.add_event(row.id, "auto-reply-skipped", &format!("{recipient}: {why}"))?;
+            } else if !mailbox.auto_reply_interval.is_zero()
                 && store.auto_replied_since(&recipient, &since)?
             {
                 store.add_event(
@@ -121,9 +174,6 @@ pub(super) async fn follow_up_held(
             }
         }
         for (kind, recipient, text, null_sender) in outgoing {
-            if kind == "auto-reply" {
-                store.claim_auto_reply(&recipient)?;
-            }
             let session = match pool.one(&settings.smtp).await {
                 Ok(session) => session,
                 Err(err) => {
@@ -132,6 +182,12 @@ pub(super) async fn follow_up_held(
                     continue;
                 }
             };
+            // NOTE: The sender's turn is taken once a session is there to
+            // use it, and before sending, so a break after the server took
+            // the reply cannot lead to a second one.
+            if kind == "auto-reply" {
+                store.claim_auto_reply(&recipient)?;
+            }
             match session
                 .send_own(&recipient, text.as_bytes(), null_sender)
                 .await
@@ -140,7 +196,19 @@ pub(super) async fn follow_up_held(
                 Ok(reply) => store.record_auto_reply(row.id, &recipient, &reply)?,
                 Err(err) => {
                     warn!(mailbox = %mailbox.name, row = row.id, error.message = %err, "cannot send {kind}");
-                    store.add_event(row.id, &format!("{kind}-failed"), &err.to_string())?;
+                    // NOTE: A notice refused for its content would be refused
+                    // every pass for a day, and one whose reply never came
+                    // may have arrived: neither is among the missed notices
+                    // the next pass sends.
+                    let outcome = match &err {
+                        SendError::Permanent { .. } if kind == "notice" => "notice-refused",
+                        SendError::Broken {
+                            content_sent: true, ..
+                        } if kind == "notice" => "notice-unknown",
+                        _ if kind == "notice" => "notice-failed",
+                        _ => "auto-reply-failed",
+                    };
+                    store.add_event(row.id, outcome, &err.to_string())?;
                     report.settle_errors += 1;
                     if matches!(err, SendError::Broken { .. }) || session.reset().await.is_err() {
                         pool.discard_first();
@@ -342,4 +410,41 @@ pub async fn release(settings: &Settings, id: i64, force: bool) -> anyhow::Resul
     }
     source.logout().await;
     Ok(outcome)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn no_auto_reply_goes_to_our_own_or_to_machinery() {
+        let settings = crate::config::example_settings();
+        for own in [
+            "support@example.zendesk.com",
+            "Bridge@Example.com",
+            "support@example.com",
+        ] {
+            assert!(unanswerable(own, &settings).is_some(), "{own}");
+        }
+        for machinery in [
+            "noreply@bank.example",
+            "No-Reply+billing@shop.example",
+            "do_not_reply@shop.example",
+            "MAILER-DAEMON@mx.example",
+            "owner-users@lists.example",
+            "users-request@lists.example",
+            "users-bounces@lists.example",
+            "bounces+1234@mail.example",
+        ] {
+            assert!(unanswerable(machinery, &settings).is_some(), "{machinery}");
+        }
+        for person in [
+            "alice@example.org",
+            "nora.reply@example.org",
+            "abc_def_123@icloud.com",
+            "ra+token@simplelogin.co",
+        ] {
+            assert_eq!(unanswerable(person, &settings), None, "{person}");
+        }
+    }
 }

@@ -135,6 +135,57 @@ async fn held_message_gets_a_notice_and_can_be_released_once() {
     );
 }
 
+/// A notice the helpdesk's server refuses for its content (a 5xx to the
+/// final dot) would be refused again: the next pass does not send it
+/// again as a missed notice, while one that could not be sent for other
+/// reasons would be.
+#[tokio::test]
+async fn a_notice_refused_for_its_content_is_not_sent_again() {
+    let env = TestEnv::new("noticerefused");
+    let original = String::from_utf8(encrypted(
+        "Rita <rita@example.com>",
+        "refusednotice.1@example.com",
+    ))
+    .expect("ASCII")
+    .replace(
+        "Subject: Quarterly numbers",
+        "Subject: deskbridge-test reject-content sealed",
+    )
+    .into_bytes();
+    env.seed(&[&original]).await;
+    let settings = env.settings(&ConfigOptions {
+        extra_mailbox: "held_notice = true\n".to_owned(),
+        ..ConfigOptions::default()
+    });
+    let report = run_pass(&settings).await.expect("pass runs");
+    let mailbox = &report.mailboxes[0];
+    assert_eq!((mailbox.held, mailbox.settle_errors), (1, 1), "{mailbox:?}");
+    assert_eq!(report.exit_code(), 1);
+    let store = Store::open(&settings.store_path).expect("open log");
+    let row = &rows_in_state(&settings, State::Held)[0];
+    let kinds: Vec<String> = store
+        .events(row.id)
+        .expect("events")
+        .into_iter()
+        .map(|event| event.kind)
+        .collect();
+    assert!(
+        kinds.iter().any(|kind| kind == "notice-refused"),
+        "{kinds:?}"
+    );
+    drop(store);
+
+    let again = run_pass(&settings).await.expect("second pass runs");
+    assert_eq!(
+        again.mailboxes[0].settle_errors, 0,
+        "{:?}",
+        again.mailboxes[0]
+    );
+    assert_eq!(again.exit_code(), 0);
+    wait_until_queue_clear(&env.stack, &env.helpdesk_user).await;
+    wait_for_helpdesk(&env, 0).await;
+}
+
 /// The optional auto-reply reaches the sender once per period, marked
 /// Auto-Submitted: auto-replied, and never quotes the original.
 #[tokio::test]
