@@ -185,6 +185,70 @@ async fn smtp_4xx_leaves_message_pending_until_a_later_pass() {
     assert_eq!((row.state(), row.attempts), (State::Forwarded, 2));
 }
 
+/// A message the server keeps deferring is given up once it is older than
+/// `give_up_after_hours`: failed as `gave-up` with the last reply, marked
+/// `$DeskbridgeFailed`, exit 1, and not tried again.
+#[tokio::test]
+async fn a_message_deferred_past_give_up_after_is_failed() {
+    let env = TestEnv::new("giveup");
+    env.seed(&[&message(
+        "G <g@example.org>",
+        "Old",
+        "giveup.1@example.org",
+        "old",
+    )])
+    .await;
+    let settings = env.settings(&ConfigOptions::default());
+    set_recipient_access(
+        &env.stack,
+        &env.helpdesk_user,
+        Some("450 4.2.0 test says later"),
+    );
+    let first = run_pass(&settings).await;
+    // The message was first seen long ago, as if deferred for days.
+    rusqlite::Connection::open(&settings.store_path)
+        .and_then(|db| {
+            db.execute(
+                "UPDATE messages SET first_seen_at = '2026-01-01T00:00:00Z'",
+                [],
+            )
+        })
+        .expect("backdate");
+    let second = run_pass(&settings).await;
+    set_recipient_access(&env.stack, &env.helpdesk_user, None);
+    assert_eq!(first.expect("first pass").mailboxes[0].deferred, 1);
+    let second = second.expect("second pass");
+    assert_eq!(
+        (second.mailboxes[0].failed, second.mailboxes[0].deferred),
+        (1, 0),
+        "{:?}",
+        second.mailboxes[0]
+    );
+    assert_eq!(second.exit_code(), 1);
+    let failed = rows_in_state(&settings, State::Failed);
+    assert_eq!(failed.len(), 1);
+    assert_eq!(failed[0].reason.as_deref(), Some("gave-up"));
+    let error = failed[0].last_error.as_deref().unwrap_or_default();
+    assert!(
+        error.contains("still deferred after") && error.contains("450"),
+        "{error}"
+    );
+    let support = read_folder(&env.stack, &env.support_user, "INBOX").await;
+    assert!(
+        support[0]
+            .flags
+            .iter()
+            .any(|flag| flag.contains("$DeskbridgeFailed"))
+    );
+
+    let third = run_pass(&settings).await.expect("third pass");
+    assert_eq!(
+        (third.mailboxes[0].fetched, third.mailboxes[0].forwarded),
+        (0, 0)
+    );
+    wait_for_helpdesk(&env, 0).await;
+}
+
 /// A 5xx to a message's content marks that message failed with the
 /// reply, and the pass goes on: a second mailbox in the same pass still
 /// forwards.
@@ -1244,7 +1308,7 @@ async fn a_fetch_that_never_ends_is_cut_off() {
     let port = fake_imap(&env.stack, messages, 2, FetchRefusal::Flood).await;
     let settings = env.settings(&ConfigOptions {
         imap_port: Some(port),
-        imap_timeout_secs: 1,
+        imap_timeout_secs: 2,
         ..ConfigOptions::default()
     });
     let report = tokio::time::timeout(Duration::from_secs(60), run_pass(&settings))

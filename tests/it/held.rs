@@ -186,6 +186,70 @@ async fn a_notice_refused_for_its_content_is_not_sent_again() {
     wait_for_helpdesk(&env, 0).await;
 }
 
+/// Loop mail in a real pass: a bounce, an auto-reply, mail from the
+/// helpdesk and deskbridge's own redirect come back are skipped with their
+/// reasons, none reaches the helpdesk, and none gets an auto-reply, while
+/// a person's message beside them is forwarded.
+#[tokio::test]
+async fn loop_mail_is_skipped_and_never_answered() {
+    let env = TestEnv::new("loops");
+    let sender = format!("sender-{}", env.helpdesk_user);
+    let person = message(
+        &format!("Pat <{sender}>"),
+        "Real question",
+        "loops.person@example.org",
+        "hello",
+    );
+    let bounce = "From: Mail Delivery System <MAILER-DAEMON@mx.example.org>\r\nTo: support@company.test\r\nSubject: Undelivered Mail Returned to Sender\r\nMessage-ID: <loops.bounce@example.org>\r\nMIME-Version: 1.0\r\nContent-Type: multipart/report; report-type=delivery-status; boundary=\"b\"\r\n\r\n--b\r\nContent-Type: text/plain\r\n\r\nIt bounced.\r\n--b--\r\n"
+        .as_bytes()
+        .to_vec();
+    let auto_reply = format!(
+        "From: Away <{sender}>\r\nTo: support@company.test\r\nSubject: Out of office\r\nMessage-ID: <loops.ooo@example.org>\r\nAuto-Submitted: auto-replied\r\nContent-Type: text/plain\r\n\r\nI am away.\r\n"
+    )
+    .into_bytes();
+    let from_helpdesk = message(
+        &format!("Desk <{}>", env.helpdesk_user),
+        "Ticket updated",
+        "loops.desk@example.org",
+        "an update",
+    );
+    let own = format!(
+        "From: Pat <{sender}>\r\nTo: support@company.test\r\nSubject: Came back\r\nMessage-ID: <loops.own@example.org>\r\nResent-Message-ID: <deskbridge.7.abcdef@company.test>\r\nContent-Type: text/plain\r\n\r\nagain\r\n"
+    )
+    .into_bytes();
+    env.seed(&[&person, &bounce, &auto_reply, &from_helpdesk, &own])
+        .await;
+    let settings = env.settings(&ConfigOptions {
+        extra_mailbox:
+            "auto_reply = true\nauto_reply_from = \"support@company.test\"\nheld_notice = true\n"
+                .to_owned(),
+        ..ConfigOptions::default()
+    });
+    let report = run_pass(&settings).await.expect("pass runs");
+    let mailbox = &report.mailboxes[0];
+    assert_eq!(
+        (mailbox.forwarded, mailbox.skipped, mailbox.held),
+        (1, 4, 0),
+        "{mailbox:?}"
+    );
+    let mut reasons: Vec<String> = rows_in_state(&settings, State::Skipped)
+        .into_iter()
+        .filter_map(|row| row.reason)
+        .collect();
+    reasons.sort();
+    assert_eq!(
+        reasons,
+        ["auto-reply", "bounce", "from-helpdesk", "own-redirect"]
+    );
+    let delivered = wait_for_helpdesk(&env, 1).await;
+    assert_eq!(split_delivered(&delivered[0].bytes).1, person);
+    wait_until_queue_clear(&env.stack, &sender).await;
+    let replies = crate::helpers::read_folder_if_any(&env.stack, &sender, "INBOX")
+        .await
+        .unwrap_or_default();
+    assert!(replies.is_empty(), "{} auto-replies", replies.len());
+}
+
 /// The optional auto-reply reaches the sender once per period, marked
 /// Auto-Submitted: auto-replied, and never quotes the original.
 #[tokio::test]

@@ -179,6 +179,15 @@ async fn redirects_eligible_mail_once_with_original_bytes() {
             String::from_utf8_lossy(original)
         );
         let (trace, _) = split_delivered(&matching[0].bytes);
+        // Return-Path is the envelope sender the helpdesk's delivery saw:
+        // the organisation's own domain, so SPF passes for it.
+        assert!(
+            matching[0]
+                .bytes
+                .starts_with(b"Return-Path: <bridge@company.test>\r\n"),
+            "{}",
+            String::from_utf8_lossy(&matching[0].bytes[..200.min(matching[0].bytes.len())])
+        );
         for field in [
             "Resent-From: <bridge@company.test>\r\n",
             "Resent-Date: ",
@@ -504,6 +513,7 @@ async fn a_renamed_mailbox_does_not_forward_its_folder_again() {
         "only the new message is sent: {mailbox:?}"
     );
     let skipped = rows_in_state(&settings, State::Skipped);
+    assert_eq!(skipped.len(), 2, "{skipped:?}");
     assert!(
         skipped.iter().all(|row| row.mailbox == "support-desk"
             && row.reason.as_deref() == Some("duplicate-message-id")
