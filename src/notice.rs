@@ -127,16 +127,35 @@ pub fn auto_reply(
          Content-Transfer-Encoding: 8bit\r\n\
          \r\n\
          Thank you for your message. It arrived in a form our support system\r\n\
-         cannot open automatically ({reason}), so it is waiting for a person\r\n\
-         to look at it. You do not need to send it again.\r\n\
+         cannot open automatically: {reason}.\r\n\
+         It is waiting for a person to look at it; you do not need to send\r\n\
+         it again.\r\n\
          \r\n\
-         If you can, please send the information without encryption or\r\n\
-         password protection, or tell us how you would like to exchange it.\r\n",
+         {ask}",
         subject = encode_header(&subject),
         date = clock::rfc5322(now_unix),
         id = facts.row_id,
         reason = plain_reason(facts.reason, facts.detail),
+        ask = what_to_ask(facts.reason),
     )
+}
+
+/// What the auto-reply asks the sender to do instead, by why it was held.
+fn what_to_ask(reason: &str) -> &'static str {
+    match reason {
+        "too-large" => {
+            "If you can, please send it in smaller parts, or share large files\r\n\
+             through a link.\r\n"
+        }
+        "unparseable" => {
+            "If you can, please send it again as an ordinary message, or tell\r\n\
+             us how you would like to exchange it.\r\n"
+        }
+        _ => {
+            "If you can, please send the information without encryption or\r\n\
+             password protection, or tell us how you would like to exchange it.\r\n"
+        }
+    }
 }
 
 /// A reason in words a customer understands.
@@ -156,22 +175,57 @@ fn plain_reason(reason: &str, detail: &str) -> &'static str {
 
 /// Removes line breaks and control characters from text placed in headers
 /// or the notice body.
+/// Cut to [`MAX_TEXT_CHARS`] characters, so no line nears the 998-octet
+/// limit a server may refuse.
 fn clean(text: &str) -> String {
-    text.chars()
+    let mut cleaned: String = text
+        .chars()
+        .take(MAX_TEXT_CHARS)
         .map(|c| if c.is_control() { ' ' } else { c })
-        .collect()
+        .collect();
+    if text.chars().nth(MAX_TEXT_CHARS).is_some() {
+        cleaned.push_str("...");
+    }
+    cleaned
 }
 
-/// RFC 2047 encodes a header value when it is not plain ASCII.
+/// The longest text (a subject, an address, a reason's detail) a notice or
+/// reply repeats in its body.
+const MAX_TEXT_CHARS: usize = 300;
+
+/// A header value as written: cut to [`MAX_HEADER_CHARS`] characters,
+/// and RFC 2047 encoded when not plain ASCII, in encoded-words of at most
+/// 75 characters on folded lines (RFC 2047 §2, RFC 5322 §2.2.3), so no
+/// line nears the 998-octet limit a server may refuse.
 fn encode_header(text: &str) -> String {
+    let text: String = match text.char_indices().nth(MAX_HEADER_CHARS) {
+        Some((cut, _)) => format!("{}...", &text[..cut]),
+        None => text.to_owned(),
+    };
     if text.is_ascii() {
-        return text.to_owned();
+        return text;
     }
-    let mut encoded = String::from("=?utf-8?b?");
-    encoded.push_str(&base64(text.as_bytes()));
-    encoded.push_str("?=");
-    encoded
+    // NOTE: 45 bytes of UTF-8 make 60 base64 characters, 72 with the
+    // `=?utf-8?b?` and `?=` around them; the first word, which shares its
+    // line with the field name, takes 36. A character is never split.
+    let mut words = Vec::new();
+    let mut piece = String::new();
+    for c in text.chars() {
+        let room = if words.is_empty() { 36 } else { 45 };
+        if room < piece.len() + c.len_utf8() {
+            words.push(format!("=?utf-8?b?{}?=", base64(piece.as_bytes())));
+            piece.clear();
+        }
+        piece.push(c);
+    }
+    if !piece.is_empty() {
+        words.push(format!("=?utf-8?b?{}?=", base64(piece.as_bytes())));
+    }
+    words.join("\r\n ")
 }
+
+/// The longest subject (or other header text) a notice or reply repeats.
+const MAX_HEADER_CHARS: usize = 200;
 
 fn base64(bytes: &[u8]) -> String {
     const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
@@ -268,6 +322,53 @@ mod tests {
             "{unseen}"
         );
         assert!(!unseen.contains("is password-protected"), "{unseen}");
+    }
+
+    #[test]
+    fn auto_reply_asks_for_what_would_help() {
+        let mut held = facts(Some("Logs"));
+        let encrypted = auto_reply(&held, "support@company.test", "alice@example.com", 0);
+        assert!(encrypted.contains("without encryption"), "{encrypted}");
+        held.reason = "too-large";
+        let large = auto_reply(&held, "support@company.test", "alice@example.com", 0);
+        assert!(large.contains("it is too large"), "{large}");
+        assert!(large.contains("in smaller parts"), "{large}");
+        assert!(!large.contains("encryption"), "{large}");
+        held.reason = "unparseable";
+        let garbled = auto_reply(&held, "support@company.test", "alice@example.com", 0);
+        assert!(garbled.contains("as an ordinary message"), "{garbled}");
+        assert!(!garbled.contains("encryption"), "{garbled}");
+        for text in [encrypted, large, garbled] {
+            assert!(text.lines().all(|line| line.len() < 80), "{text}");
+        }
+    }
+
+    #[test]
+    fn long_subjects_are_cut_and_folded() {
+        let long = "Grüße aus Zürich, ".repeat(40);
+        let text = auto_reply(
+            &facts(Some(&long)),
+            "support@company.test",
+            "alice@example.com",
+            0,
+        );
+        assert!(text.lines().all(|line| line.len() <= 78), "{text}");
+        let message = crate::mail::parse(text.as_bytes()).expect("parses");
+        let subject = message.subject().expect("subject");
+        assert!(
+            subject.starts_with("Auto: Grüße aus Zürich, Grüße"),
+            "{subject}"
+        );
+        assert!(subject.ends_with("..."), "{subject}");
+        assert_eq!(subject.chars().count(), MAX_HEADER_CHARS + "...".len());
+        let ascii = "x".repeat(2000);
+        let notice = held_notice(
+            &facts(Some(&ascii)),
+            "bridge@company.test",
+            "desk@helpdesk.test",
+            0,
+        );
+        assert!(notice.lines().all(|line| line.len() < 330), "{notice}");
     }
 
     #[test]

@@ -248,7 +248,13 @@ pub fn classify_parsed(
                 ),
             ),
             class: CryptoClass::None,
-            relay: None,
+            // NOTE: The relay is read from the header, which is all a
+            // message too large to fetch has: its reply address and its
+            // correspondent (for rate limits and release) need it.
+            relay: parsed
+                .ok()
+                .filter(|message| has_header_block(message))
+                .and_then(|message| relay::detect(message, &rules.extra_relays)),
         };
     }
     let message = match parsed {
@@ -352,6 +358,22 @@ mod tests {
             &rules(),
         );
         assert_held(&result, Reason::TooLarge);
+        assert_eq!(result.relay, None);
+        // A relayed one keeps its relay: the header names it.
+        let relayed = crate::mail::parse(
+            b"From: \"Jane via SimpleLogin\" <jane.x1@simplelogin.com>\r\nSubject: big\r\n\r\n",
+        );
+        let result = classify_parsed(
+            relayed.as_ref().ok_or(crate::mail::Unparsed::NoHeader),
+            30 * 1024 * 1024,
+            &rules(),
+        );
+        assert_held(&result, Reason::TooLarge);
+        let relay = result.relay.expect("the relay is known from the header");
+        assert_eq!(
+            (relay.name.as_str(), relay.alias.as_str()),
+            ("simplelogin", "jane.x1@simplelogin.com")
+        );
     }
 
     #[test]

@@ -99,13 +99,15 @@ pub(super) async fn follow_up_held(
         warn!(mailbox = %mailbox.name, error.message = %err, "held mail not followed up (notices, auto-replies) until there is space");
         return Ok(());
     }
-    let folder = match mailbox.after_hold {
-        AfterHold::Move => mailbox.held_folder.as_str(),
-        AfterHold::Keyword => mailbox.folder.as_str(),
-    };
     for id in held {
         let Some(row) = store.message(*id)? else {
             continue;
+        };
+        // NOTE: Follow-ups come after settling; a move that failed left
+        // the original where it was (the next pass moves it).
+        let folder = match mailbox.after_hold {
+            AfterHold::Move if row.settled_at.is_some() => mailbox.held_folder.as_str(),
+            AfterHold::Move | AfterHold::Keyword => mailbox.folder.as_str(),
         };
         let reason = row.reason.clone().unwrap_or_default();
         let facts = notice::HeldFacts {
