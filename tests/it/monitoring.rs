@@ -3,7 +3,9 @@
 
 use std::process::{Command, Output};
 
-use crate::helpers::{ConfigOptions, TestEnv, backlog, binary};
+use crate::helpers::{
+    ConfigOptions, TestEnv, backlog, binary, sorted_originals, wait_for_helpdesk,
+};
 
 fn deskbridge(config: &std::path::Path, args: &[&str]) -> Output {
     Command::new(binary())
@@ -202,4 +204,76 @@ async fn a_pass_ended_by_a_second_signal_is_a_warning() {
         "{said}"
     );
     holder.join().expect("holder thread");
+}
+
+/// One SIGTERM (what `systemctl stop` sends) ends a pass between messages:
+/// exit 1, the log says it was interrupted, and the next pass sends the
+/// rest, each message exactly once.
+#[tokio::test]
+async fn one_sigterm_ends_a_pass_and_the_next_sends_the_rest_once() {
+    const TOTAL: usize = 300;
+    let env = TestEnv::new("monitor-term");
+    let originals = backlog("monitor-term", TOTAL);
+    env.seed(&originals).await;
+    let config = env.write_config(&ConfigOptions {
+        extra_mailbox: "batch_size = 20\n".to_owned(),
+        ..ConfigOptions::default()
+    });
+    // One session, so the pass lasts long enough to be stopped.
+    let text = std::fs::read_to_string(&config).expect("read config");
+    let slow = text.replace(
+        "helo_name = \"bridge.company.test\"\n",
+        "helo_name = \"bridge.company.test\"\nsessions = 1\n",
+    );
+    assert_ne!(slow, text, "the config names its helo_name");
+    std::fs::write(&config, slow).expect("write config");
+    let forwarded = || {
+        rusqlite::Connection::open(env.db_path())
+            .and_then(|db| {
+                db.query_row(
+                    "SELECT count(*) FROM messages WHERE state = 'forwarded'",
+                    [],
+                    |row| row.get::<_, i64>(0),
+                )
+            })
+            .unwrap_or(0)
+    };
+    let mut pass = Command::new(binary())
+        .arg("--config")
+        .arg(&config)
+        .args(["run", "--quiet"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("start a pass");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while forwarded() == 0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "nothing was forwarded"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    let sent = Command::new("kill")
+        .args(["-TERM", &pass.id().to_string()])
+        .status()
+        .expect("run kill");
+    assert!(sent.success());
+    let code = pass.wait().expect("the pass ends").code();
+    assert_eq!(code, Some(1), "a stopped pass exits 1");
+    let before = forwarded();
+    assert!(
+        0 < before && before < TOTAL as i64,
+        "stopped mid-pass: {before} forwarded"
+    );
+    let check = deskbridge(&config, &["status", "--check"]);
+    let said = String::from_utf8_lossy(&check.stdout);
+    assert!(said.contains("interrupted"), "{said}");
+
+    run_pass(&config);
+    assert_eq!(forwarded(), TOTAL as i64);
+    let delivered = wait_for_helpdesk(&env, TOTAL).await;
+    let mut expected = originals.clone();
+    expected.sort();
+    assert_eq!(sorted_originals(&delivered), expected);
 }
