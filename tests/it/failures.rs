@@ -13,9 +13,9 @@ use deskbridge::worker;
 use futures::StreamExt;
 
 use crate::helpers::{
-    ConfigOptions, FetchRefusal, TestEnv, backlog, binary, fake_imap, fake_smtp, find, message,
-    read_folder, rows_in_state, run_pass, second_mailbox, set_recipient_access, sorted_originals,
-    split_delivered, wait_for_helpdesk,
+    ConfigOptions, FetchRefusal, TestEnv, backlog, binary, fake_imap, fake_imap_with, fake_smtp,
+    find, message, read_folder, rows_in_state, run_pass, second_mailbox, set_recipient_access,
+    sorted_originals, split_delivered, wait_for_helpdesk,
 };
 
 /// A CA that did not sign the IMAP server's certificate fails the TLS
@@ -1323,6 +1323,68 @@ async fn a_fetch_that_never_ends_is_cut_off() {
         "{mailbox:?}"
     );
     assert_eq!(wait_for_helpdesk(&env, 2).await.len(), 2);
+}
+
+/// Held mail is moved to the held folder on servers without MOVE too: by
+/// COPY and `\Deleted`, then UID EXPUNGE of those messages alone when the
+/// server has UIDPLUS. Without it nothing is expunged: a plain EXPUNGE
+/// would also remove what other clients marked deleted.
+#[tokio::test]
+async fn held_mail_is_moved_without_move_and_other_deletions_survive() {
+    let env = TestEnv::new("nomove");
+    let held = message(
+        "P <p@example.org>",
+        "Sealed",
+        "nomove.1@example.org",
+        "-----BEGIN PGP MESSAGE-----\r\n\r\nhQEMA3ZqN2c5c2VjcmV0AQf/U0VDUkVUIENPTlRFTlQgSEVSRQ==\r\n=Qx1a\r\n-----END PGP MESSAGE-----",
+    );
+    let plain = message(
+        "Q <q@example.org>",
+        "Plain",
+        "nomove.2@example.org",
+        "hello",
+    );
+    for (capabilities, expunges) in [("IMAP4rev1 UIDPLUS", true), ("IMAP4rev1", false)] {
+        let (port, log) = fake_imap_with(
+            &env.stack,
+            vec![held.clone(), plain.clone()],
+            (0, FetchRefusal::No),
+            capabilities,
+        )
+        .await;
+        let mut settings = env.settings(&ConfigOptions {
+            imap_port: Some(port),
+            ..ConfigOptions::default()
+        });
+        settings.store_path = env
+            .db_path()
+            .with_file_name(format!("nomove-{expunges}.db"));
+        let report = run_pass(&settings).await.expect("pass runs");
+        let mailbox = &report.mailboxes[0];
+        assert_eq!(
+            (mailbox.held, mailbox.forwarded, mailbox.settle_errors),
+            (1, 1, 0),
+            "{capabilities}: {mailbox:?}"
+        );
+        let commands = log.lock().expect("log").clone();
+        let sent = |prefix: &str| commands.iter().any(|line| line.starts_with(prefix));
+        assert!(!sent("UID MOVE"), "{commands:?}");
+        assert!(sent("UID COPY 1 "), "{commands:?}");
+        assert!(
+            sent("UID STORE 1 +FLAGS.SILENT (\\Deleted)"),
+            "{commands:?}"
+        );
+        assert_eq!(
+            sent("UID EXPUNGE 1"),
+            expunges,
+            "{capabilities}: {commands:?}"
+        );
+        assert!(
+            !commands.iter().any(|line| line.trim_end() == "EXPUNGE"),
+            "{commands:?}"
+        );
+    }
+    wait_for_helpdesk(&env, 2).await;
 }
 
 /// A message file Dovecot cannot read: it drops the connection (BYE) on

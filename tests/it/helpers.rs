@@ -667,7 +667,24 @@ pub async fn fake_imap(
     refused: u32,
     how: FetchRefusal,
 ) -> u16 {
+    fake_imap_with(stack, messages, (refused, how), "IMAP4rev1 MOVE UIDPLUS")
+        .await
+        .0
+}
+
+/// Every command line a [`fake_imap_with`] server received, in order.
+pub type CommandLog = std::sync::Arc<std::sync::Mutex<Vec<String>>>;
+
+/// [`fake_imap`] offering `capabilities` after LOGIN (to play a server
+/// without MOVE or UIDPLUS), and keeping the commands it received.
+pub async fn fake_imap_with(
+    stack: &Stack,
+    messages: Vec<Vec<u8>>,
+    (refused, how): (u32, FetchRefusal),
+    capabilities: &'static str,
+) -> (u16, CommandLog) {
     use tokio::io::{AsyncBufReadExt as _, AsyncWriteExt as _, BufReader};
+    let log = CommandLog::default();
 
     let acceptor = stack_tls_acceptor(stack);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
@@ -676,11 +693,13 @@ pub async fn fake_imap(
     let port = listener.local_addr().expect("addr").port();
     let messages = std::sync::Arc::new(messages);
     let stored_once = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let server_log = std::sync::Arc::clone(&log);
     tokio::spawn(async move {
         while let Ok((tcp, _)) = listener.accept().await {
             let acceptor = acceptor.clone();
             let messages = std::sync::Arc::clone(&messages);
             let stored_once = std::sync::Arc::clone(&stored_once);
+            let log = std::sync::Arc::clone(&server_log);
             tokio::spawn(async move {
                 let Ok(tls) = acceptor.accept(tcp).await else {
                     return;
@@ -702,9 +721,12 @@ pub async fn fake_imap(
                     let tag = words.next().unwrap_or("*").to_owned();
                     let command = words.next().unwrap_or("").to_ascii_uppercase();
                     let rest = words.next().unwrap_or("").to_owned();
+                    if let Ok(mut log) = log.lock() {
+                        log.push(format!("{command} {rest}"));
+                    }
                     let ok = format!("{tag} OK done\r\n");
                     let reply: Vec<u8> = match command.as_str() {
-                        "LOGIN" => format!("{tag} OK [CAPABILITY IMAP4rev1 MOVE UIDPLUS] in\r\n").into(),
+                        "LOGIN" => format!("{tag} OK [CAPABILITY {capabilities}] in\r\n").into(),
                         "LIST" => format!("* LIST () \"/\" \"\"\r\n{ok}").into(),
                         "SELECT" => format!(
                             "* {count} EXISTS\r\n* OK [UIDVALIDITY 7] v\r\n* OK [UIDNEXT {}] n\r\n{tag} OK [READ-WRITE] selected\r\n",
@@ -790,7 +812,7 @@ pub async fn fake_imap(
             });
         }
     });
-    port
+    (port, log)
 }
 
 /// Whether `uid` is in an IMAP sequence set such as `1:3,7` (`*` is `max`).
