@@ -384,8 +384,6 @@ pub fn parse(text: &str, path: &Path) -> Result<Settings, ConfigError> {
 /// Looks up an environment variable for `password_env`.
 type Env<'a> = &'a dyn Fn(&str) -> Option<String>;
 
-/// [`parse`], reading `password_env` variables through `env`: the tests
-/// give theirs without touching the process's environment.
 /// [`parse_with_env`] on the example config, for other modules' tests.
 #[cfg(test)]
 pub(crate) fn example_settings() -> Settings {
@@ -398,6 +396,8 @@ pub(crate) fn example_settings() -> Settings {
     .expect("the example config parses")
 }
 
+/// [`parse`], reading `password_env` variables through `env`: the tests
+/// give theirs without touching the process's environment.
 fn parse_with_env(text: &str, path: &Path, env: Env<'_>) -> Result<Settings, ConfigError> {
     let raw: RawConfig = toml::from_str(text).map_err(|err| ConfigError::Parse {
         path: path.to_path_buf(),

@@ -147,6 +147,15 @@ fn what_to_ask(reason: &str) -> &'static str {
             "If you can, please send it in smaller parts, or share large files\r\n\
              through a link.\r\n"
         }
+        "portal" => {
+            "If you can, please send the information in the message itself\r\n\
+             rather than through a secure-mail portal, or tell us how you\r\n\
+             would like to exchange it.\r\n"
+        }
+        "smime-opaque-signed" => {
+            "If you can, please send it again with an ordinary (detached)\r\n\
+             signature or none, or tell us how you would like to exchange it.\r\n"
+        }
         "unparseable" => {
             "If you can, please send it again as an ordinary message, or tell\r\n\
              us how you would like to exchange it.\r\n"
@@ -175,23 +184,23 @@ fn plain_reason(reason: &str, detail: &str) -> &'static str {
 
 /// Removes line breaks and control characters from text placed in headers
 /// or the notice body.
-/// Cut to [`MAX_TEXT_CHARS`] characters, so no line nears the 998-octet
-/// limit a server may refuse.
+/// Cut to [`MAX_TEXT_BYTES`] bytes of whole characters, so no line nears
+/// the 998-octet limit a server may refuse.
 fn clean(text: &str) -> String {
-    let mut cleaned: String = text
-        .chars()
-        .take(MAX_TEXT_CHARS)
-        .map(|c| if c.is_control() { ' ' } else { c })
-        .collect();
-    if text.chars().nth(MAX_TEXT_CHARS).is_some() {
-        cleaned.push_str("...");
+    let mut cleaned = String::new();
+    for c in text.chars() {
+        if MAX_TEXT_BYTES < cleaned.len() + c.len_utf8() {
+            cleaned.push_str("...");
+            break;
+        }
+        cleaned.push(if c.is_control() { ' ' } else { c });
     }
     cleaned
 }
 
-/// The longest text (a subject, an address, a reason's detail) a notice or
-/// reply repeats in its body.
-const MAX_TEXT_CHARS: usize = 300;
+/// The most of a text (a subject, an address, a reason's detail) a notice
+/// or reply repeats in its body, in bytes.
+const MAX_TEXT_BYTES: usize = 300;
 
 /// A header value as written: cut to [`MAX_HEADER_CHARS`] characters,
 /// and RFC 2047 encoded when not plain ASCII, in encoded-words of at most
@@ -361,6 +370,14 @@ mod tests {
         );
         assert!(subject.ends_with("..."), "{subject}");
         assert_eq!(subject.chars().count(), MAX_HEADER_CHARS + "...".len());
+        let emoji = "\u{1F600}".repeat(2000);
+        let notice = held_notice(
+            &facts(Some(&emoji)),
+            "bridge@company.test",
+            "desk@helpdesk.test",
+            0,
+        );
+        assert!(notice.lines().all(|line| line.len() < 330), "{notice}");
         let ascii = "x".repeat(2000);
         let notice = held_notice(
             &facts(Some(&ascii)),

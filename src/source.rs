@@ -665,6 +665,22 @@ impl ImapSource {
         command: &str,
         (operation, timeout): (&'static str, Duration),
         description: String,
+        each: impl FnMut(&Response<'_>),
+    ) -> Result<()> {
+        // NOTE: `timeout` bounds each response; the whole command gets ten
+        // times that, so a server (or middlebox) that keeps sending
+        // untagged lines cannot keep one command alive for ever.
+        let whole = timeout.saturating_mul(COMMAND_DEADLINE_FACTOR);
+        self.run_checked_within(command, (operation, timeout, whole), description, each)
+            .await
+    }
+
+    /// [`ImapSource::run_checked`] with the whole command's deadline given.
+    async fn run_checked_within(
+        &mut self,
+        command: &str,
+        (operation, timeout, whole): (&'static str, Duration, Duration),
+        description: String,
         mut each: impl FnMut(&Response<'_>),
     ) -> Result<()> {
         let addr = self.addr.clone();
@@ -673,10 +689,6 @@ impl ImapSource {
             operation: description.clone(),
             source,
         };
-        // NOTE: `timeout` bounds each response; the whole command gets ten
-        // times that, so a server (or middlebox) that keeps sending
-        // untagged lines cannot keep one command alive for ever.
-        let whole = timeout.saturating_mul(COMMAND_DEADLINE_FACTOR);
         let exchange = async {
             let tag = limit(&addr, timeout, operation, self.session.run_command(command))
                 .await?
@@ -712,28 +724,39 @@ impl ImapSource {
     /// largest RFC822.SIZE among them: each message's response may take the
     /// timeout plus a second per MiB of it (at least 1 MiB/s), as SMTP's
     /// DATA may, so a large message on a slow link is not cut off.
-    pub async fn fetch(&mut self, uids: &[u32], largest: u64) -> Result<Vec<RawMail>> {
+    ///
+    /// The whole command may take ten times the timeout, plus a second per
+    /// MiB of all of them (`total`) and a second per message, so a large
+    /// batch, or a server that converts each message, has its time.
+    pub async fn fetch(&mut self, uids: &[u32], largest: u64, total: u64) -> Result<Vec<RawMail>> {
         let timeout = self.timeout + Duration::from_secs(largest / (1024 * 1024));
-        self.fetch_items(uids, "(UID RFC822.SIZE BODY.PEEK[])", timeout)
+        let whole = self.timeout.saturating_mul(COMMAND_DEADLINE_FACTOR)
+            + Duration::from_secs(total / (1024 * 1024) + uids.len() as u64);
+        self.fetch_items(uids, "(UID RFC822.SIZE BODY.PEEK[])", (timeout, whole))
             .await
     }
 
     /// Fetches only the header blocks of these UIDs: for messages too large
     /// to forward, whose bodies need not be read at all.
     pub async fn fetch_headers(&mut self, uids: &[u32]) -> Result<Vec<RawMail>> {
-        self.fetch_items(uids, "(UID RFC822.SIZE BODY.PEEK[HEADER])", self.timeout)
-            .await
+        let whole = self.timeout.saturating_mul(COMMAND_DEADLINE_FACTOR);
+        self.fetch_items(
+            uids,
+            "(UID RFC822.SIZE BODY.PEEK[HEADER])",
+            (self.timeout, whole),
+        )
+        .await
     }
 
     async fn fetch_items(
         &mut self,
         uids: &[u32],
         items: &str,
-        timeout: Duration,
+        timeouts: (Duration, Duration),
     ) -> Result<Vec<RawMail>> {
         let mut mails = Vec::with_capacity(uids.len());
         for group in uids.chunks(UIDS_PER_COMMAND) {
-            self.fetch_group(group, items, timeout, &mut mails).await?;
+            self.fetch_group(group, items, timeouts, &mut mails).await?;
         }
         Ok(mails)
     }
@@ -743,13 +766,13 @@ impl ImapSource {
         &mut self,
         uids: &[u32],
         items: &str,
-        timeout: Duration,
+        (timeout, whole): (Duration, Duration),
         mails: &mut Vec<RawMail>,
     ) -> Result<()> {
         let set = uid_set(uids);
-        self.run_checked(
+        self.run_checked_within(
             &format!("UID FETCH {set} {items}"),
-            ("UID FETCH", timeout),
+            ("UID FETCH", timeout, whole),
             format!("fetch UIDs {set}"),
             |response| {
                 // NOTE: Untagged FETCH responses about flag changes made by
@@ -963,10 +986,10 @@ fn same_folder(listed: &str, folder: &str) -> bool {
         || (listed.eq_ignore_ascii_case("INBOX") && folder.eq_ignore_ascii_case("INBOX"))
 }
 
-/// Runs one network step under the timeout.
 /// A command may take this many times the time allowed for one response.
 const COMMAND_DEADLINE_FACTOR: u32 = 10;
 
+/// Runs one network step under the timeout.
 async fn limit<T>(
     addr: &str,
     timeout: Duration,

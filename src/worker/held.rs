@@ -32,7 +32,20 @@ const NO_AUTO_REPLY: [&str; 5] = [
 /// mailbox), or one that takes no replies: no-reply senders and the list
 /// and bounce machinery (RFC 3834 §2).
 fn unanswerable(recipient: &str, settings: &Settings) -> Option<&'static str> {
+    // NOTE: Helpdesks reply from plus-tagged addresses
+    // (`support+id123@…zendesk.com`): compared without the tag.
+    let untagged = |address: &str| {
+        let address = address.to_ascii_lowercase();
+        match address.split_once('@') {
+            Some((local, domain)) => {
+                let local = local.split_once('+').map_or(local, |(base, _)| base);
+                format!("{local}@{domain}")
+            }
+            None => address,
+        }
+    };
     let recipient = recipient.to_ascii_lowercase();
+    let bare = untagged(&recipient);
     let own = settings
         .policy
         .helpdesk_addresses
@@ -44,7 +57,7 @@ fn unanswerable(recipient: &str, settings: &Settings) -> Option<&'static str> {
                 .iter()
                 .flat_map(|mailbox| [&mailbox.auto_reply_from, &mailbox.credentials.username]),
         )
-        .any(|address| address.eq_ignore_ascii_case(&recipient));
+        .any(|address| untagged(address) == bare);
     if own {
         return Some("one of deskbridge's or the helpdesk's own addresses");
     }
@@ -53,19 +66,23 @@ fn unanswerable(recipient: &str, settings: &Settings) -> Option<&'static str> {
         .map_or(recipient.as_str(), |(local, _)| local);
     let local = local.split_once('+').map_or(local, |(base, _)| base);
     let squeezed: String = local.chars().filter(char::is_ascii_alphanumeric).collect();
-    let machinery = [
-        "noreply",
-        "donotreply",
-        "mailerdaemon",
-        "postmaster",
-        "listserv",
-        "majordomo",
-        "bounce",
-    ]
-    .iter()
-    .any(|word| squeezed.starts_with(word))
+    // NOTE: `noreply` anywhere (`jira-noreply`, `secure-noreply`: portal
+    // notices come from such senders); the rest as RFC 3834 §2 and list
+    // software name them.
+    let machinery = ["noreply", "donotreply"]
+        .iter()
+        .any(|word| squeezed.contains(word))
+        || [
+            "mailerdaemon",
+            "postmaster",
+            "listserv",
+            "majordomo",
+            "bounce",
+        ]
+        .iter()
+        .any(|word| squeezed.starts_with(word))
         || local.starts_with("owner-")
-        || ["-request", "-bounces", "-owner"]
+        || ["-request", "-bounces"]
             .iter()
             .any(|suffix| local.ends_with(suffix));
     machinery.then_some("an address that takes no replies (no-reply, list or bounce handling)")
@@ -144,11 +161,6 @@ pub(super) async fn follow_up_held(
                     .map(str::to_owned)
             })
             .or_else(|| row.from.clone());
-        let correspondent = row.relay_alias.as_deref().or(row.from.as_deref());
-        let blocked = match correspondent {
-            Some(correspondent) => store.blocked(correspondent)?.is_some(),
-            None => false,
-        };
         if mailbox.auto_reply
             && which == FollowUp::Fresh
             && row.auto_replied_at.is_none()
@@ -158,6 +170,11 @@ pub(super) async fn follow_up_held(
             let since = clock::rfc3339(now - mailbox.auto_reply_interval.as_secs() as i64);
             // NOTE: An interval of 0 replies to every held message, even
             // two from one sender in the same second.
+            let correspondent = row.relay_alias.as_deref().or(row.from.as_deref());
+            let blocked = match correspondent {
+                Some(correspondent) => store.blocked(correspondent)?.is_some(),
+                None => false,
+            };
             if let Some(why) = unanswerable(&recipient, settings).or(blocked.then_some(
                 "its correspondent is blocked by the rate limit until a person releases a message",
             )) {
@@ -313,7 +330,7 @@ pub async fn release(settings: &Settings, id: i64, force: bool) -> anyhow::Resul
     let mut found = None;
     for uid in candidates {
         found = source
-            .fetch(&[uid], row.size)
+            .fetch(&[uid], row.size, row.size)
             .await?
             .into_iter()
             // NOTE: A too-large message was logged from its header block
@@ -437,6 +454,9 @@ mod tests {
             "users-request@lists.example",
             "users-bounces@lists.example",
             "bounces+1234@mail.example",
+            "jira-noreply@tracker.example",
+            "secure-noreply@bank.example",
+            "support+id123@example.zendesk.com",
         ] {
             assert!(unanswerable(machinery, &settings).is_some(), "{machinery}");
         }
@@ -445,6 +465,7 @@ mod tests {
             "nora.reply@example.org",
             "abc_def_123@icloud.com",
             "ra+token@simplelogin.co",
+            "business-owner@shop.example",
         ] {
             assert_eq!(unanswerable(person, &settings), None, "{person}");
         }

@@ -845,13 +845,9 @@ async fn fetch_batch(
     if batch.iter().all(|uid| oversized.contains(uid)) {
         return source.fetch_headers(batch).await;
     }
-    let largest = batch
-        .iter()
-        .filter_map(|uid| sizes.get(uid))
-        .copied()
-        .max()
-        .unwrap_or(0);
-    source.fetch(batch, largest).await
+    let known = || batch.iter().filter_map(|uid| sizes.get(uid)).copied();
+    let largest = known().max().unwrap_or(0);
+    source.fetch(batch, largest, known().sum()).await
 }
 
 /// Connections the server may drop in a row, while messages are asked for

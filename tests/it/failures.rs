@@ -209,7 +209,7 @@ async fn a_message_deferred_past_give_up_after_is_failed() {
     rusqlite::Connection::open(&settings.store_path)
         .and_then(|db| {
             db.execute(
-                "UPDATE messages SET first_seen_at = '2026-01-01T00:00:00Z'",
+                "UPDATE messages SET first_seen_at = '2000-01-01T00:00:00Z'",
                 [],
             )
         })

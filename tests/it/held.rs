@@ -188,8 +188,8 @@ async fn a_notice_refused_for_its_content_is_not_sent_again() {
 
 /// Loop mail in a real pass: a bounce, an auto-reply, mail from the
 /// helpdesk and deskbridge's own redirect come back are skipped with their
-/// reasons, none reaches the helpdesk, and none gets an auto-reply, while
-/// a person's message beside them is forwarded.
+/// reasons and none reaches the helpdesk, while a person's message beside
+/// them is forwarded. (Held loop mail and its auto-replies: the next test.)
 #[tokio::test]
 async fn loop_mail_is_skipped_and_never_answered() {
     let env = TestEnv::new("loops");
@@ -248,6 +248,72 @@ async fn loop_mail_is_skipped_and_never_answered() {
         .await
         .unwrap_or_default();
     assert!(replies.is_empty(), "{} auto-replies", replies.len());
+}
+
+/// With `loop_action = "hold"` loop mail is held, and still gets no
+/// auto-reply; nor does held mail from a no-reply sender, which is logged
+/// as skipped. A person's held message beside them gets its reply.
+#[tokio::test]
+async fn held_loop_mail_and_no_reply_senders_get_no_auto_reply() {
+    let env = TestEnv::new("loopshold");
+    let sender = format!("sender-{}", env.helpdesk_user);
+    let person = encrypted(&format!("Pat <{sender}>"), "loopshold.person@example.org");
+    let auto_reply = format!(
+        "From: Away <{sender}>\r\nTo: support@company.test\r\nSubject: Out of office\r\nMessage-ID: <loopshold.ooo@example.org>\r\nAuto-Submitted: auto-replied\r\nContent-Type: text/plain\r\n\r\nI am away.\r\n"
+    )
+    .into_bytes();
+    let own = format!(
+        "From: Pat <{sender}>\r\nTo: support@company.test\r\nSubject: Came back\r\nMessage-ID: <loopshold.own@example.org>\r\nResent-Message-ID: <deskbridge.7.abcdef@company.test>\r\nContent-Type: text/plain\r\n\r\nagain\r\n"
+    )
+    .into_bytes();
+    let no_reply = encrypted(
+        "Bank <secure-noreply@bank.example>",
+        "loopshold.bank@example.org",
+    );
+    // The person's message last: replies to the others, had they been
+    // sent, would have taken the sender's one reply per period.
+    env.seed(&[&auto_reply, &own, &no_reply, &person]).await;
+    let settings = env.settings(&ConfigOptions {
+        extra_mailbox: "auto_reply = true\nauto_reply_from = \"support@company.test\"\n\n[policy]\nloop_action = \"hold\"\n".to_owned(),
+        ..ConfigOptions::default()
+    });
+    let report = run_pass(&settings).await.expect("pass runs");
+    assert_eq!(report.mailboxes[0].held, 4, "{:?}", report.mailboxes[0]);
+    let held = rows_in_state(&settings, State::Held);
+    let mut reasons: Vec<String> = held.iter().filter_map(|row| row.reason.clone()).collect();
+    reasons.sort();
+    assert_eq!(
+        reasons,
+        [
+            "auto-reply",
+            "own-redirect",
+            "pgp-encrypted",
+            "pgp-encrypted"
+        ]
+    );
+    let bank = held
+        .iter()
+        .find(|row| row.from.as_deref() == Some("secure-noreply@bank.example"))
+        .expect("the bank's row");
+    let store = Store::open(&settings.store_path).expect("open log");
+    let skipped: Vec<String> = store
+        .events(bank.id)
+        .expect("events")
+        .into_iter()
+        .filter(|event| event.kind == "auto-reply-skipped")
+        .filter_map(|event| event.detail)
+        .collect();
+    assert_eq!(skipped.len(), 1, "{skipped:?}");
+    assert!(skipped[0].contains("takes no replies"), "{skipped:?}");
+
+    wait_until_queue_clear(&env.stack, &sender).await;
+    let replies = read_folder(&env.stack, &sender, "INBOX").await;
+    assert_eq!(replies.len(), 1, "only the person's message is answered");
+    let reply = String::from_utf8_lossy(&replies[0].bytes).into_owned();
+    assert!(
+        reply.contains("In-Reply-To: <loopshold.person@example.org>"),
+        "{reply}"
+    );
 }
 
 /// The optional auto-reply reaches the sender once per period, marked
