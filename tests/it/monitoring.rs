@@ -16,6 +16,18 @@ fn deskbridge(config: &std::path::Path, args: &[&str]) -> Output {
         .expect("run deskbridge")
 }
 
+/// Starts `deskbridge run --quiet` in the background, for a signal.
+fn start_pass(config: &std::path::Path) -> std::process::Child {
+    Command::new(binary())
+        .arg("--config")
+        .arg(config)
+        .args(["run", "--quiet"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("start a pass")
+}
+
 /// Runs one pass, which must succeed.
 fn run_pass(config: &std::path::Path) {
     let run = deskbridge(config, &["run", "--quiet"]);
@@ -155,14 +167,7 @@ async fn a_pass_ended_by_a_second_signal_is_a_warning() {
         imap_timeout_secs: 30,
         ..ConfigOptions::default()
     });
-    let mut pass = Command::new(binary())
-        .arg("--config")
-        .arg(&config)
-        .args(["run", "--quiet"])
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .expect("start a pass");
+    let mut pass = start_pass(&config);
     // Wait until the pass has recorded its start, then signal twice.
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
     while rusqlite::Connection::open(env.db_path())
@@ -238,14 +243,7 @@ async fn one_sigterm_ends_a_pass_and_the_next_sends_the_rest_once() {
             })
             .unwrap_or(0)
     };
-    let mut pass = Command::new(binary())
-        .arg("--config")
-        .arg(&config)
-        .args(["run", "--quiet"])
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .expect("start a pass");
+    let mut pass = start_pass(&config);
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
     while forwarded() == 0 {
         assert!(
