@@ -957,7 +957,7 @@ impl Store {
                 "SELECT id FROM messages WHERE mailbox = ?1 AND state = 'held'
                  AND notice_sent_at IS NULL AND first_seen_at >= ?2
                  AND NOT EXISTS (SELECT 1 FROM events WHERE events.message = messages.id
-                                 AND events.kind IN ('notice-refused', 'notice-unknown'))
+                                 AND events.kind IN ('notice-refused', 'notice-unknown', 'notice-skipped'))
                  ORDER BY id",
             )
             .map_err(|source| self.query_error("list held messages without notice", source))?;

@@ -140,7 +140,21 @@ pub(super) async fn follow_up_held(
         };
         let now = clock::unix_now();
         let mut outgoing: Vec<(&'static str, String, String, bool)> = Vec::new();
-        if mailbox.held_notice && row.notice_sent_at.is_none() {
+        // NOTE: The message that set off a rate-limit block gets a notice;
+        // the rest of a loop, held while the block lasts, would flood the
+        // helpdesk with one ticket each.
+        let already_blocked = reason == "rate-limited"
+            && row
+                .detail
+                .as_deref()
+                .is_some_and(|detail| detail.contains(super::record::ALREADY_BLOCKED));
+        if mailbox.held_notice && row.notice_sent_at.is_none() && already_blocked {
+            store.add_event(
+                row.id,
+                "notice-skipped",
+                "its correspondent was already blocked by the rate limit: the notice for the message that set off the block told the helpdesk",
+            )?;
+        } else if mailbox.held_notice && row.notice_sent_at.is_none() {
             let text = notice::held_notice(
                 &facts,
                 &settings.smtp.envelope_from,

@@ -561,6 +561,11 @@ fn logged_item(
     }
 }
 
+/// In the detail of a message held because its correspondent was already
+/// blocked (not the one that set the block off): its follow-up knows it by
+/// this.
+pub(super) const ALREADY_BLOCKED: &str = "is blocked by the rate limit";
+
 /// Holds a forwardable message as `rate-limited` when its correspondent
 /// is blocked, or has now sent more than the limit within the window (a
 /// loop with a relay that stripped the auto-reply headers looks like this).
@@ -588,7 +593,7 @@ fn apply_rate_limit(
         classification.decision = Decision::hold(
             Reason::RateLimited,
             format!(
-                "{correspondent} is blocked by the rate limit ({reason}); `deskbridge release ID` forwards a message and lifts the block"
+                "{correspondent} {ALREADY_BLOCKED} ({reason}); `deskbridge release ID` forwards a message and lifts the block"
             ),
         );
         return Ok(());

@@ -349,6 +349,56 @@ async fn auto_reply_goes_to_the_sender_once() {
     wait_for_helpdesk(&env, 0).await;
 }
 
+/// A loop through a relay, held by the rate limit, costs the helpdesk one
+/// notice (for the message that set off the block), not one per message,
+/// in this pass or the next.
+#[tokio::test]
+async fn a_rate_limited_loop_gets_one_notice() {
+    let env = TestEnv::new("loopnotice");
+    let flood: Vec<Vec<u8>> = (0..6)
+        .map(|index| {
+            message(
+                "Loop <loop@mozmail.com>",
+                &format!("Re: Re: {index}"),
+                &format!("loopnotice.{index}@x.test"),
+                "again",
+            )
+        })
+        .collect();
+    env.seed(&flood).await;
+    let text = format!(
+        "{}\n[policy]\nrate_limit_messages = 3\nrate_limit_minutes = 60\n",
+        env.config_text(&ConfigOptions {
+            extra_mailbox: "held_notice = true\n".to_owned(),
+            ..ConfigOptions::default()
+        })
+    );
+    let config = env.dir.path().join("deskbridge.toml");
+    std::fs::write(&config, text).expect("write config");
+    let settings = deskbridge::config::load(&config).expect("config");
+    let report = run_pass(&settings).await.expect("pass runs");
+    let mailbox = &report.mailboxes[0];
+    assert_eq!(
+        (mailbox.forwarded, mailbox.held, mailbox.settle_errors),
+        (3, 3, 0),
+        "{mailbox:?}"
+    );
+    let again = run_pass(&settings).await.expect("second pass runs");
+    assert_eq!(again.mailboxes[0].settle_errors, 0);
+    wait_until_queue_clear(&env.stack, &env.helpdesk_user).await;
+    let arrived = wait_for_helpdesk(&env, 4).await;
+    let notices: Vec<_> = arrived
+        .iter()
+        .filter(|mail| find(&mail.bytes, b"Subject: Held message from loop@mozmail.com").is_some())
+        .collect();
+    assert_eq!(notices.len(), 1, "one notice for the loop");
+    let notice = String::from_utf8_lossy(&notices[0].bytes);
+    assert!(
+        notice.contains("Re: Re: 3"),
+        "the message that set off the block: {notice}"
+    );
+}
+
 /// A correspondent sending more than the limit is held as rate-limited
 /// until a person releases one message, which lifts the block: what it
 /// sends next counts from the release.
