@@ -95,6 +95,7 @@ enum Command {
     },
     /// List conversations, most recently active first.
     Threads {
+        /// Only this mailbox (its name in the config).
         #[arg(long)]
         mailbox: Option<String>,
         /// Only threads of this relay (apple, firefox, duckduckgo, simplelogin, addy, proton, ...).
@@ -116,17 +117,21 @@ enum Command {
     /// Show one conversation in order: each message's decision, reason, the
     /// key that attached it, and whether its threading headers were repaired.
     Thread {
+        /// The thread's id, as `threads` lists it.
         id: i64,
+        /// The thread and its messages as one JSON object.
         #[arg(long)]
         json: bool,
     },
     /// List hidden correspondents with their relay aliases, reply tokens and threads.
     Correspondents {
+        /// Only correspondents behind this relay (apple, firefox, ...).
         #[arg(long)]
         relay: Option<String>,
         /// At most this many (default 100; 0 for all).
         #[arg(long, default_value_t = 100)]
         limit: u32,
+        /// One JSON object per correspondent per line.
         #[arg(long)]
         json: bool,
     },

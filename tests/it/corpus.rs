@@ -102,6 +102,61 @@ fn every_fixture_classifies_as_expected() {
     );
 }
 
+/// `deskbridge inspect` itself, as a person runs it on saved files: one
+/// JSON line per file, from a file or standard input, in the same shape
+/// as the corpus expects; a file it cannot read makes it exit 1 after the
+/// others.
+#[test]
+fn the_inspect_command_classifies_files_and_standard_input() {
+    use std::io::Write as _;
+    use std::process::{Command, Stdio};
+
+    let pgp = corpus_dir().join("pgp-asc-attachment-message.eml");
+    let plain = corpus_dir().join("html-multipart-alternative.eml");
+    let missing = corpus_dir().join("no-such-case.eml");
+    let run = Command::new(env!("CARGO_BIN_EXE_deskbridge"))
+        .arg("inspect")
+        .args([&pgp, &missing, &plain])
+        .output()
+        .expect("run inspect");
+    assert_eq!(run.status.code(), Some(1), "{run:?}");
+    assert!(String::from_utf8_lossy(&run.stderr).contains("no-such-case.eml"));
+    let lines: Vec<serde_json::Value> = String::from_utf8_lossy(&run.stdout)
+        .lines()
+        .map(|line| serde_json::from_str(line).expect("JSON"))
+        .collect();
+    assert_eq!(lines.len(), 2, "{lines:?}");
+    let expected = |case: &Path| -> serde_json::Value {
+        let text = std::fs::read_to_string(case.with_extension("json")).expect("expectation");
+        serde_json::from_str(&text).expect("JSON")
+    };
+    for (line, case) in lines.iter().zip([&pgp, &plain]) {
+        assert_eq!(line["file"], case.display().to_string());
+        assert_eq!(line["decision"], expected(case)["decision"], "{line}");
+        assert_eq!(line["reason"], expected(case)["reason"], "{line}");
+    }
+    assert_eq!(lines[0]["decision"], "hold");
+
+    let mut piped = Command::new(env!("CARGO_BIN_EXE_deskbridge"))
+        .args(["inspect", "-"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("run inspect -");
+    piped
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(&std::fs::read(&pgp).expect("read case"))
+        .expect("write stdin");
+    let out = piped.wait_with_output().expect("inspect - ends");
+    assert_eq!(out.status.code(), Some(0));
+    let line: serde_json::Value =
+        serde_json::from_slice(out.stdout.trim_ascii_end()).expect("JSON");
+    assert_eq!(line["decision"], "hold");
+    assert_eq!(line["reason"], lines[0]["reason"]);
+}
+
 /// Truncated, binary and deeply nested input never panics (a panic here
 /// fails the test); input with no header at all is held as unparseable.
 #[test]

@@ -143,6 +143,53 @@ async fn firefox_reply_without_references_is_repaired() {
         first,
         "the first message is not touched"
     );
+
+    // The same conversation through the CLI's read commands.
+    let config = env.write_config(&ConfigOptions::default());
+    let cli = |args: &[&str]| {
+        let output = std::process::Command::new(crate::helpers::binary())
+            .arg("--config")
+            .arg(&config)
+            .args(args)
+            .output()
+            .expect("run deskbridge");
+        assert_eq!(output.status.code(), Some(0), "{args:?}: {output:?}");
+        String::from_utf8(output.stdout).expect("UTF-8")
+    };
+    let json = |line: &str| -> serde_json::Value { serde_json::from_str(line).expect("JSON") };
+    let threads = cli(&["threads", "--relay", "firefox", "--json"]);
+    let lines: Vec<&str> = threads.lines().collect();
+    assert_eq!(lines.len(), 1, "{threads}");
+    let listed = json(lines[0]);
+    assert_eq!(listed["messages"], 2, "{listed}");
+    assert_eq!(listed["correspondent"], "k3x9w2q7a@mozmail.com");
+    assert_eq!(listed["subject"], "Tracking link broken");
+    let id = listed["id"].as_i64().expect("thread id");
+    assert_eq!(Some(id), rows[0].thread_id);
+    assert!(cli(&["threads", "--relay", "apple", "--json"]).is_empty());
+
+    let thread = json(&cli(&["thread", &id.to_string(), "--json"]));
+    let messages = thread["messages"].as_array().expect("messages");
+    let keys: Vec<(&str, &str)> = messages
+        .iter()
+        .map(|message| {
+            (
+                message["thread_key"].as_str().unwrap_or_default(),
+                message["repaired"].as_str().unwrap_or_default(),
+            )
+        })
+        .collect();
+    assert_eq!(keys, [("new", ""), ("relay-subject", "yes")], "{thread}");
+
+    let people = cli(&["correspondents", "--relay", "firefox", "--json"]);
+    let person = json(people.lines().next().expect("one correspondent"));
+    assert_eq!(
+        person["aliases"],
+        serde_json::json!(["k3x9w2q7a@mozmail.com"])
+    );
+    assert_eq!(person["threads"], serde_json::json!([id]));
+    let table = cli(&["thread", &id.to_string()]);
+    assert!(table.contains("relay-subject repaired yes"), "{table}");
 }
 
 /// A Firefox Relay reply that was held (here: it pastes an armored
