@@ -318,7 +318,7 @@ pub(super) async fn record_batch(
             )?;
         }
         if let Some(facts) = &facts
-            && classification.decision.action == Action::Forward
+            && counts_towards_rate_limit(&classification)
         {
             apply_rate_limit(
                 settings,
@@ -566,7 +566,42 @@ fn logged_item(
 /// this.
 pub(super) const ALREADY_BLOCKED: &str = "is blocked by the rate limit";
 
-/// Holds a forwardable message as `rate-limited` when its correspondent
+/// Whether the rate limit applies: to mail to forward, and to mail held
+/// for what it carries. A loop whose every message is held (an
+/// auto-responder that encrypts, behind a relay that strips its headers)
+/// would otherwise cost the helpdesk a notice per message. Loop findings
+/// are already kept from answers and notices of their own.
+fn counts_towards_rate_limit(classification: &Classification) -> bool {
+    match classification.decision.action {
+        Action::Forward => true,
+        Action::Hold => !matches!(
+            classification.decision.reason,
+            Some(
+                Reason::RateLimited
+                    | Reason::OwnRedirect
+                    | Reason::FromHelpdesk
+                    | Reason::Bounce
+                    | Reason::AutoReply
+            )
+        ),
+        Action::Skip => false,
+    }
+}
+
+/// What a message held for its content was held for, to keep in the
+/// detail once the rate limit holds it instead.
+fn also_held_for(classification: &Classification) -> String {
+    match classification.decision.reason {
+        Some(reason) if classification.decision.action == Action::Hold => format!(
+            "; it is also {}: {}",
+            reason.as_str(),
+            classification.decision.detail
+        ),
+        _ => String::new(),
+    }
+}
+
+/// Holds a message as `rate-limited` when its correspondent
 /// is blocked, or has now sent more than the limit within the window (a
 /// loop with a relay that stripped the auto-reply headers looks like this).
 fn apply_rate_limit(
@@ -590,10 +625,11 @@ fn apply_rate_limit(
         return Ok(());
     };
     if let Some(reason) = store.blocked(&correspondent)? {
+        let also = also_held_for(classification);
         classification.decision = Decision::hold(
             Reason::RateLimited,
             format!(
-                "{correspondent} {ALREADY_BLOCKED} ({reason}); `deskbridge release ID` forwards a message and lifts the block"
+                "{correspondent} {ALREADY_BLOCKED} ({reason}); `deskbridge release ID` forwards a message and lifts the block{also}"
             ),
         );
         return Ok(());
@@ -610,10 +646,11 @@ fn apply_rate_limit(
         );
         store.block(&correspondent, &reason)?;
         warn!(mailbox = %mailbox.name, %correspondent, "rate limit reached; holding this correspondent's mail");
+        let also = also_held_for(classification);
         classification.decision = Decision::hold(
             Reason::RateLimited,
             format!(
-                "{correspondent} sent {reason} (a possible mail loop); their mail is held until `deskbridge release ID`"
+                "{correspondent} sent {reason} (a possible mail loop); their mail is held until `deskbridge release ID`{also}"
             ),
         );
     }

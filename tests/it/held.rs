@@ -399,6 +399,61 @@ async fn a_rate_limited_loop_gets_one_notice() {
     );
 }
 
+/// Held mail counts towards the rate limit too: a loop whose every
+/// message is encrypted is held as rate-limited past the limit (the detail
+/// keeps what else it is), and costs no notice per message after that.
+#[tokio::test]
+async fn an_encrypted_loop_is_rate_limited_too() {
+    let env = TestEnv::new("cryptoloop");
+    let flood: Vec<Vec<u8>> = (0..5)
+        .map(|index| {
+            encrypted(
+                "Loop <loop@mozmail.com>",
+                &format!("cryptoloop.{index}@x.test"),
+            )
+        })
+        .collect();
+    env.seed(&flood).await;
+    let text = format!(
+        "{}\n[policy]\nrate_limit_messages = 3\nrate_limit_minutes = 60\n",
+        env.config_text(&ConfigOptions {
+            extra_mailbox: "held_notice = true\n".to_owned(),
+            ..ConfigOptions::default()
+        })
+    );
+    let config = env.dir.path().join("deskbridge.toml");
+    std::fs::write(&config, text).expect("write config");
+    let settings = deskbridge::config::load(&config).expect("config");
+    let report = run_pass(&settings).await.expect("pass runs");
+    assert_eq!(report.mailboxes[0].held, 5, "{:?}", report.mailboxes[0]);
+    let held = rows_in_state(&settings, State::Held);
+    let mut reasons: Vec<String> = held.iter().filter_map(|row| row.reason.clone()).collect();
+    reasons.sort();
+    assert_eq!(
+        reasons,
+        [
+            "pgp-encrypted",
+            "pgp-encrypted",
+            "pgp-encrypted",
+            "rate-limited",
+            "rate-limited"
+        ]
+    );
+    for row in held
+        .iter()
+        .filter(|row| row.reason.as_deref() == Some("rate-limited"))
+    {
+        let detail = row.detail.as_deref().unwrap_or_default();
+        assert!(detail.contains("it is also pgp-encrypted"), "{detail}");
+    }
+    wait_until_queue_clear(&env.stack, &env.helpdesk_user).await;
+    assert_eq!(
+        wait_for_helpdesk(&env, 4).await.len(),
+        4,
+        "notices for the three under the limit and the one that set off the block"
+    );
+}
+
 /// A correspondent sending more than the limit is held as rate-limited
 /// until a person releases one message, which lifts the block: what it
 /// sends next counts from the release.
