@@ -25,8 +25,8 @@ struct Cli {
     #[arg(long, short = 'c', env = "DESKBRIDGE_CONFIG", global = true)]
     config: Option<PathBuf>,
     /// The SQLite log to use instead of the one the config names (status,
-    /// messages, show, threads, thread, correspondents, prune; a pass,
-    /// check-config and release always use the config's).
+    /// messages, show, threads, thread, correspondents, prune, unblock; a
+    /// pass, check-config and release always use the config's).
     #[arg(long, global = true)]
     db: Option<PathBuf>,
     /// More log output on stderr (-v info, -vv debug). DESKBRIDGE_LOG
@@ -153,6 +153,13 @@ enum Command {
         /// (its reply never came); look for it at the helpdesk first.
         #[arg(long)]
         force: bool,
+    },
+    /// Lift the rate limit's block on a correspondent (relay alias or
+    /// address) without forwarding any of its held mail, which stays held.
+    Unblock {
+        /// The blocked address, as `show` names it in a held message's
+        /// detail; any letter case.
+        address: String,
     },
     /// Show one message's record and history.
     Show {
@@ -392,6 +399,20 @@ fn run(cli: Cli) -> anyhow::Result<u8> {
                 "pruned messages first seen before {cutoff}: cleared subject, from, reply-to, relay alias, reply token, date, detail, last error and SMTP reply of {messages} messages and removed {events} of their history events (held messages stay whole until released), forgot auto-replies sent and rate-limit blocks lifted before then, cleared the subjects of threads idle since then; kept Message-IDs, references, threads, correspondents with their addresses (threading needs them), states, reasons and hashes\n"
             ))?;
             Ok(0)
+        }
+        Command::Unblock { address } => {
+            let path = log_path(cli.db.as_deref(), cli.config.as_deref())?;
+            let _lock = deskbridge::lock::PassLock::acquire(&path)?;
+            let store = Store::open_existing(&path)?;
+            if store.unblock(&address)? {
+                write_stdout(&format!(
+                    "lifted the rate-limit block on {address}: only mail logged from now on counts towards the limit; its held messages stay held (`deskbridge release ID` forwards one)\n"
+                ))?;
+                Ok(0)
+            } else {
+                eprintln!("deskbridge: {address} is not blocked by the rate limit");
+                Ok(1)
+            }
         }
         Command::Release { id, force } => {
             let settings = load_settings(cli.config.as_deref())?;

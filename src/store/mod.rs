@@ -907,6 +907,26 @@ impl Store {
         Ok(0 < lifted)
     }
 
+    /// Whether a held notice went out since `since` (RFC 3339) for a
+    /// message of this mailbox from `correspondent` (relay alias, else
+    /// From, in any letter case) that the rate limit held.
+    pub fn rate_limit_noticed_since(
+        &self,
+        mailbox: &str,
+        correspondent: &str,
+        since: &str,
+    ) -> Result<bool> {
+        self.conn
+            .query_row_cached(
+                "SELECT EXISTS (SELECT 1 FROM messages
+                 WHERE mailbox = ?1 AND lower(COALESCE(relay_alias, from_addr)) = lower(?2)
+                    AND state = 'held' AND reason = 'rate-limited' AND notice_sent_at >= ?3)",
+                params![mailbox, correspondent, since],
+                |row| row.get(0),
+            )
+            .map_err(|source| self.query_error("look up rate-limit notices", source))
+    }
+
     /// Whether deskbridge auto-replied to `address` (in any letter case)
     /// since `since`.
     pub fn auto_replied_since(&self, address: &str, since: &str) -> Result<bool> {

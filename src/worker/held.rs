@@ -140,19 +140,22 @@ pub(super) async fn follow_up_held(
         };
         let now = clock::unix_now();
         let mut outgoing: Vec<(&'static str, String, String, bool)> = Vec::new();
-        // NOTE: The message that set off a rate-limit block gets a notice;
-        // the rest of a loop, held while the block lasts, would flood the
-        // helpdesk with one ticket each.
-        let already_blocked = reason == "rate-limited"
-            && row
-                .detail
-                .as_deref()
-                .is_some_and(|detail| detail.contains(super::record::ALREADY_BLOCKED));
-        if mailbox.held_notice && row.notice_sent_at.is_none() && already_blocked {
+        // NOTE: Of a correspondent the rate limit holds, one notice a day
+        // (per mailbox) tells the helpdesk; one per message of a loop would
+        // flood it with tickets.
+        let correspondent = row.relay_alias.as_deref().or(row.from.as_deref());
+        let day_ago = clock::rfc3339(now - 24 * 3600);
+        let noticed = match correspondent {
+            Some(correspondent) if reason == "rate-limited" && mailbox.held_notice => {
+                store.rate_limit_noticed_since(&mailbox.name, correspondent, &day_ago)?
+            }
+            _ => false,
+        };
+        if mailbox.held_notice && row.notice_sent_at.is_none() && noticed {
             store.add_event(
                 row.id,
                 "notice-skipped",
-                "its correspondent was already blocked by the rate limit: the notice for the message that set off the block told the helpdesk",
+                "a notice for this correspondent's rate-limited mail went out within the last day",
             )?;
         } else if mailbox.held_notice && row.notice_sent_at.is_none() {
             let text = notice::held_notice(

@@ -561,11 +561,6 @@ fn logged_item(
     }
 }
 
-/// In the detail of a message held because its correspondent was already
-/// blocked (not the one that set the block off): its follow-up knows it by
-/// this.
-pub(super) const ALREADY_BLOCKED: &str = "is blocked by the rate limit";
-
 /// Whether the rate limit applies: to mail to forward, and to mail held
 /// for what it carries. A loop whose every message is held (an
 /// auto-responder that encrypts, behind a relay that strips its headers)
@@ -593,7 +588,7 @@ fn counts_towards_rate_limit(classification: &Classification) -> bool {
 fn also_held_for(classification: &Classification) -> String {
     match classification.decision.reason {
         Some(reason) if classification.decision.action == Action::Hold => format!(
-            "; it is also {}: {}",
+            "; it is also {} ({})",
             reason.as_str(),
             classification.decision.detail
         ),
@@ -629,7 +624,7 @@ fn apply_rate_limit(
         classification.decision = Decision::hold(
             Reason::RateLimited,
             format!(
-                "{correspondent} {ALREADY_BLOCKED} ({reason}); `deskbridge release ID` forwards a message and lifts the block{also}"
+                "{correspondent} is blocked by the rate limit ({reason}){also}; `deskbridge release ID` forwards a message and lifts the block"
             ),
         );
         return Ok(());
@@ -650,7 +645,7 @@ fn apply_rate_limit(
         classification.decision = Decision::hold(
             Reason::RateLimited,
             format!(
-                "{correspondent} sent {reason} (a possible mail loop); their mail is held until `deskbridge release ID`{also}"
+                "{correspondent} sent {reason} (a possible mail loop){also}; their mail is held until `deskbridge release ID`"
             ),
         );
     }

@@ -452,6 +452,51 @@ async fn an_encrypted_loop_is_rate_limited_too() {
         4,
         "notices for the three under the limit and the one that set off the block"
     );
+    let store = Store::open(&settings.store_path).expect("open log");
+    let skipped = held
+        .iter()
+        .filter(|row| {
+            store
+                .events(row.id)
+                .expect("events")
+                .iter()
+                .any(|event| event.kind == "notice-skipped")
+        })
+        .count();
+    assert_eq!(skipped, 1, "the one held while the block lasted");
+    drop(store);
+
+    // Lifted without forwarding anything: the ciphertext stays held, and
+    // the next message is held for what it is, not for the old flood.
+    let unblock = |address: &str| {
+        Command::new(binary())
+            .arg("--config")
+            .arg(&config)
+            .args(["unblock", address])
+            .output()
+            .expect("run unblock")
+    };
+    let lifted = unblock("LOOP@mozmail.com");
+    assert_eq!(lifted.status.code(), Some(0), "{lifted:?}");
+    assert!(String::from_utf8_lossy(&lifted.stdout).contains("lifted the rate-limit block"));
+    assert_eq!(
+        unblock("loop@mozmail.com").status.code(),
+        Some(1),
+        "not blocked any more"
+    );
+    env.seed(&[&encrypted(
+        "Loop <loop@mozmail.com>",
+        "cryptoloop.after@x.test",
+    )])
+    .await;
+    let report = run_pass(&settings).await.expect("pass runs");
+    assert_eq!(report.mailboxes[0].held, 1);
+    assert_eq!(report.mailboxes[0].forwarded, 0, "nothing was forwarded");
+    let after = rows_in_state(&settings, State::Held)
+        .into_iter()
+        .find(|row| row.message_id.as_deref() == Some("cryptoloop.after@x.test"))
+        .expect("the new message");
+    assert_eq!(after.reason.as_deref(), Some("pgp-encrypted"));
 }
 
 /// A correspondent sending more than the limit is held as rate-limited
