@@ -10,6 +10,25 @@ use crate::helpers::{
     split_delivered, wait_for_helpdesk, wait_until_queue_clear,
 };
 
+/// This world's config with a rate limit of three messages an hour and
+/// `mailbox_lines` in its mailbox; its path and settings.
+fn rate_limited(
+    env: &TestEnv,
+    mailbox_lines: &str,
+) -> (std::path::PathBuf, deskbridge::config::Settings) {
+    let text = format!(
+        "{}\n[policy]\nrate_limit_messages = 3\nrate_limit_minutes = 60\n",
+        env.config_text(&ConfigOptions {
+            extra_mailbox: mailbox_lines.to_owned(),
+            ..ConfigOptions::default()
+        })
+    );
+    let config = env.dir.path().join("deskbridge.toml");
+    std::fs::write(&config, text).expect("write config");
+    let settings = deskbridge::config::load(&config).expect("config");
+    (config, settings)
+}
+
 fn encrypted(from: &str, message_id: &str) -> Vec<u8> {
     format!(
         "From: {from}\r\nTo: support@company.test\r\nSubject: Quarterly numbers\r\nDate: Sat, 28 Nov 2026 06:00:00 +0000\r\nMessage-ID: <{message_id}>\r\nMIME-Version: 1.0\r\nContent-Type: text/plain; charset=utf-8\r\n\r\nSee below.\r\n\r\n-----BEGIN PGP MESSAGE-----\r\n\r\nhQEMA3ZqN2c5c2VjcmV0AQf/U0VDUkVUIENPTlRFTlQgSEVSRQ==\r\n=Qx1a\r\n-----END PGP MESSAGE-----\r\n"
@@ -366,16 +385,7 @@ async fn a_rate_limited_loop_gets_one_notice() {
         })
         .collect();
     env.seed(&flood).await;
-    let text = format!(
-        "{}\n[policy]\nrate_limit_messages = 3\nrate_limit_minutes = 60\n",
-        env.config_text(&ConfigOptions {
-            extra_mailbox: "held_notice = true\n".to_owned(),
-            ..ConfigOptions::default()
-        })
-    );
-    let config = env.dir.path().join("deskbridge.toml");
-    std::fs::write(&config, text).expect("write config");
-    let settings = deskbridge::config::load(&config).expect("config");
+    let (_, settings) = rate_limited(&env, "held_notice = true\n");
     let report = run_pass(&settings).await.expect("pass runs");
     let mailbox = &report.mailboxes[0];
     assert_eq!(
@@ -414,16 +424,7 @@ async fn an_encrypted_loop_is_rate_limited_too() {
         })
         .collect();
     env.seed(&flood).await;
-    let text = format!(
-        "{}\n[policy]\nrate_limit_messages = 3\nrate_limit_minutes = 60\n",
-        env.config_text(&ConfigOptions {
-            extra_mailbox: "held_notice = true\n".to_owned(),
-            ..ConfigOptions::default()
-        })
-    );
-    let config = env.dir.path().join("deskbridge.toml");
-    std::fs::write(&config, text).expect("write config");
-    let settings = deskbridge::config::load(&config).expect("config");
+    let (config, settings) = rate_limited(&env, "held_notice = true\n");
     let report = run_pass(&settings).await.expect("pass runs");
     assert_eq!(report.mailboxes[0].held, 5, "{:?}", report.mailboxes[0]);
     let held = rows_in_state(&settings, State::Held);
@@ -516,13 +517,7 @@ async fn rate_limit_holds_a_flood_until_released() {
         })
         .collect();
     env.seed(&flood).await;
-    let text = format!(
-        "{}\n[policy]\nrate_limit_messages = 3\nrate_limit_minutes = 60\n",
-        env.config_text(&ConfigOptions::default())
-    );
-    let config = env.dir.path().join("deskbridge.toml");
-    std::fs::write(&config, text).expect("write config");
-    let settings = deskbridge::config::load(&config).expect("config");
+    let (_, settings) = rate_limited(&env, "");
     let report = run_pass(&settings).await.expect("pass runs");
     assert_eq!(
         (report.mailboxes[0].forwarded, report.mailboxes[0].held),
