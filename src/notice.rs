@@ -182,10 +182,10 @@ fn plain_reason(reason: &str, detail: &str) -> &'static str {
     }
 }
 
-/// Removes line breaks and control characters from text placed in headers
-/// or the notice body.
-/// Cut to [`MAX_TEXT_BYTES`] bytes of whole characters, so no line nears
-/// the 998-octet limit a server may refuse.
+/// Text placed in headers or the notice body: line breaks and control
+/// characters become spaces, and it is cut to [`MAX_TEXT_BYTES`] bytes of
+/// whole characters, so no line nears the 998-octet limit a server may
+/// refuse.
 fn clean(text: &str) -> String {
     let mut cleaned = String::new();
     for c in text.chars() {
@@ -217,18 +217,19 @@ fn encode_header(text: &str) -> String {
     // NOTE: 45 bytes of UTF-8 make 60 base64 characters, 72 with the
     // `=?utf-8?b?` and `?=` around them; the first word, which shares its
     // line with the field name, takes 36. A character is never split.
+    let word = |piece: &str| format!("=?utf-8?b?{}?=", base64(piece.as_bytes()));
     let mut words = Vec::new();
     let mut piece = String::new();
     for c in text.chars() {
         let room = if words.is_empty() { 36 } else { 45 };
         if room < piece.len() + c.len_utf8() {
-            words.push(format!("=?utf-8?b?{}?=", base64(piece.as_bytes())));
+            words.push(word(&piece));
             piece.clear();
         }
         piece.push(c);
     }
     if !piece.is_empty() {
-        words.push(format!("=?utf-8?b?{}?=", base64(piece.as_bytes())));
+        words.push(word(&piece));
     }
     words.join("\r\n ")
 }

@@ -85,10 +85,10 @@ impl SourceError {
         )
     }
 
-    /// No answer came in time: the session is out of step and must be
-    /// replaced; a new one may still work.
-    pub fn is_timed_out(&self) -> bool {
-        matches!(self, SourceError::TimedOut { .. })
+    /// The session is gone or out of step (the connection dropped, or no
+    /// answer came in time): only a new session can go on, and may work.
+    pub fn needs_new_session(&self) -> bool {
+        self.is_connection_lost() || matches!(self, SourceError::TimedOut { .. })
     }
 
     /// The connection itself is gone (the server closed it, or it broke):
@@ -207,11 +207,7 @@ pub async fn connect(settings: &MailboxSettings) -> Result<ImapSource> {
     let tls_stream = handshake(tcp, &settings.host, tls_config, &addr, timeout).await?;
     let mut client = async_imap::Client::new(tls_stream);
     if settings.tls == TlsMode::Implicit {
-        let greeting = limit(&addr, timeout, "the greeting", client.read_response()).await?;
-        check_greeting(
-            greeting.map(|seen| seen.map(|data| bye_text(data.parsed()))),
-            &addr,
-        )?;
+        read_greeting(&mut client, &addr, timeout).await?;
     }
     let username = &settings.credentials.username;
     let refusal = std::sync::Mutex::new(None);
@@ -310,6 +306,23 @@ pub async fn connect(settings: &MailboxSettings) -> Result<ImapSource> {
     Ok(source)
 }
 
+/// Reads the server's greeting within the timeout; [`check_greeting`]
+/// judges it.
+async fn read_greeting<T>(
+    client: &mut async_imap::Client<T>,
+    addr: &str,
+    timeout: Duration,
+) -> Result<()>
+where
+    T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + std::fmt::Debug + Send,
+{
+    let greeting = limit(addr, timeout, "the greeting", client.read_response()).await?;
+    check_greeting(
+        greeting.map(|seen| seen.map(|data| bye_text(data.parsed()))),
+        addr,
+    )
+}
+
 /// The text of a BYE response, `None` for any other.
 fn bye_text(response: &Response<'_>) -> Option<String> {
     match response {
@@ -375,11 +388,7 @@ impl async_imap::Authenticator for Xoauth2<'_> {
 
 async fn starttls(tcp: TcpStream, addr: &str, timeout: Duration) -> Result<TcpStream> {
     let mut client = async_imap::Client::new(tcp);
-    let greeting = limit(addr, timeout, "the greeting", client.read_response()).await?;
-    check_greeting(
-        greeting.map(|seen| seen.map(|data| bye_text(data.parsed()))),
-        addr,
-    )?;
+    read_greeting(&mut client, addr, timeout).await?;
     limit(
         addr,
         timeout,

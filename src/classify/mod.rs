@@ -72,6 +72,46 @@ pub enum Reason {
 }
 
 impl Reason {
+    /// Every reason, for reading one back from the log by its name.
+    const ALL: [Reason; 14] = [
+        Reason::SmimeEnveloped,
+        Reason::SmimeOpaqueSigned,
+        Reason::PgpEncrypted,
+        Reason::Portal,
+        Reason::PasswordAttachment,
+        Reason::Unparseable,
+        Reason::TooLarge,
+        Reason::RateLimited,
+        Reason::OwnRedirect,
+        Reason::FromHelpdesk,
+        Reason::Bounce,
+        Reason::AutoReply,
+        Reason::Duplicate,
+        Reason::DuplicateMessageId,
+    ];
+
+    /// The reason with this machine name ([`Reason::as_str`]).
+    pub fn parse(name: &str) -> Option<Reason> {
+        Reason::ALL
+            .into_iter()
+            .find(|reason| reason.as_str() == name)
+    }
+
+    /// A loop finding (mail that is itself automatic, or deskbridge's own
+    /// come back) or the rate limit's hold: answering such mail is how two
+    /// auto-responders loop (RFC 3834 §2), and the rate limit already
+    /// dealt with it.
+    pub fn is_loop_or_limit(self) -> bool {
+        matches!(
+            self,
+            Reason::RateLimited
+                | Reason::OwnRedirect
+                | Reason::FromHelpdesk
+                | Reason::Bounce
+                | Reason::AutoReply
+        )
+    }
+
     /// The stable machine name of the reason.
     pub fn as_str(self) -> &'static str {
         match self {
@@ -338,6 +378,14 @@ mod tests {
             "{}",
             result.decision.detail
         );
+    }
+
+    #[test]
+    fn every_reason_reads_back_from_its_name() {
+        for reason in Reason::ALL {
+            assert_eq!(Reason::parse(reason.as_str()), Some(reason));
+        }
+        assert_eq!(Reason::parse("no-such-reason"), None);
     }
 
     #[test]

@@ -295,6 +295,12 @@ impl MessageRow {
     pub fn state(&self) -> State {
         State::parse(&self.state).unwrap_or(State::Failed)
     }
+
+    /// Who the rate limit counts this message against: its relay alias,
+    /// else its From (as `COALESCE(relay_alias, from_addr)` in the queries).
+    pub fn correspondent(&self) -> Option<&str> {
+        self.relay_alias.as_deref().or(self.from.as_deref())
+    }
 }
 
 /// One entry of a message's history.

@@ -6,26 +6,13 @@ use tracing::warn;
 
 use super::send::SinkPool;
 use super::{MailboxReport, Stop};
+use crate::classify::Reason;
 use crate::config::{AfterHold, MailboxSettings, Settings};
 use crate::lock::PassLock;
 use crate::sink::{self, SendError};
 use crate::source::{self, Settlement};
 use crate::store::{State, Store};
 use crate::{clock, mail, notice, trace};
-
-/// Sends the held notice to the helpdesk and the auto-reply to the sender,
-/// as configured, for messages held in this pass. Failures are recorded
-/// and counted; they never undo the hold.
-/// Held for these reasons, a message is itself automatic or part of a
-/// loop (with `loop_action = "hold"`), or its sender floods us: answering
-/// it would be how two auto-responders loop (RFC 3834 §2).
-const NO_AUTO_REPLY: [&str; 5] = [
-    "rate-limited",
-    "own-redirect",
-    "from-helpdesk",
-    "bounce",
-    "auto-reply",
-];
 
 /// Why `recipient` must get no auto-reply, if it must not: it is one of our
 /// own addresses (a reply would become a ticket, or come back to a polled
@@ -36,7 +23,7 @@ fn unanswerable(recipient: &str, settings: &Settings) -> Option<&'static str> {
     // (`support+id123@…zendesk.com`): compared without the tag.
     let untagged = |address: &str| {
         let address = address.to_ascii_lowercase();
-        match address.split_once('@') {
+        match address.rsplit_once('@') {
             Some((local, domain)) => {
                 let local = local.split_once('+').map_or(local, |(base, _)| base);
                 format!("{local}@{domain}")
@@ -44,8 +31,7 @@ fn unanswerable(recipient: &str, settings: &Settings) -> Option<&'static str> {
             None => address,
         }
     };
-    let recipient = recipient.to_ascii_lowercase();
-    let bare = untagged(&recipient);
+    let bare = untagged(recipient);
     let own = settings
         .policy
         .helpdesk_addresses
@@ -61,10 +47,9 @@ fn unanswerable(recipient: &str, settings: &Settings) -> Option<&'static str> {
     if own {
         return Some("one of deskbridge's or the helpdesk's own addresses");
     }
-    let local = recipient
+    let local = bare
         .rsplit_once('@')
-        .map_or(recipient.as_str(), |(local, _)| local);
-    let local = local.split_once('+').map_or(local, |(base, _)| base);
+        .map_or(bare.as_str(), |(local, _)| local);
     let squeezed: String = local.chars().filter(char::is_ascii_alphanumeric).collect();
     // NOTE: `noreply` anywhere (`jira-noreply`, `secure-noreply`: portal
     // notices come from such senders); the rest as RFC 3834 §2 and list
@@ -98,6 +83,9 @@ pub(super) enum FollowUp {
     MissedNotices,
 }
 
+/// Sends the held notice to the helpdesk and the auto-reply to the sender,
+/// as configured, for messages held in this pass. Failures are recorded
+/// and counted; they never undo the hold.
 pub(super) async fn follow_up_held(
     settings: &Settings,
     mailbox: &MailboxSettings,
@@ -127,6 +115,7 @@ pub(super) async fn follow_up_held(
             AfterHold::Move | AfterHold::Keyword => mailbox.folder.as_str(),
         };
         let reason = row.reason.clone().unwrap_or_default();
+        let held_for = Reason::parse(&reason);
         let facts = notice::HeldFacts {
             row_id: row.id,
             mailbox: &mailbox.name,
@@ -139,35 +128,35 @@ pub(super) async fn follow_up_held(
             detail: row.detail.as_deref().unwrap_or_default(),
         };
         let now = clock::unix_now();
+        let correspondent = row.correspondent();
         let mut outgoing: Vec<(&'static str, String, String, bool)> = Vec::new();
-        // NOTE: Of a correspondent the rate limit holds, one notice a day
-        // (per mailbox) tells the helpdesk; one per message of a loop would
-        // flood it with tickets.
-        let correspondent = row.relay_alias.as_deref().or(row.from.as_deref());
-        let day_ago = clock::rfc3339(now - 24 * 3600);
-        let noticed = match correspondent {
-            Some(correspondent) if reason == "rate-limited" && mailbox.held_notice => {
-                store.rate_limit_noticed_since(&mailbox.name, correspondent, &day_ago)?
+        if mailbox.held_notice && row.notice_sent_at.is_none() {
+            // NOTE: Of a correspondent the rate limit holds, one notice a
+            // day (per mailbox) tells the helpdesk; one per message of a
+            // loop would flood it with tickets.
+            let day_ago = clock::rfc3339(now - 24 * 3600);
+            let noticed = match correspondent {
+                Some(correspondent) if held_for == Some(Reason::RateLimited) => {
+                    store.rate_limit_noticed_since(&mailbox.name, correspondent, &day_ago)?
+                }
+                _ => false,
+            };
+            if noticed {
+                store.add_event(
+                    row.id,
+                    "notice-skipped",
+                    "a notice for this correspondent's rate-limited mail went out within the last day",
+                )?;
+            } else {
+                let text = notice::held_notice(
+                    &facts,
+                    &settings.smtp.envelope_from,
+                    &mailbox.forward_to,
+                    now,
+                );
+                outgoing.push(("notice", mailbox.forward_to.clone(), text, false));
             }
-            _ => false,
-        };
-        if mailbox.held_notice && row.notice_sent_at.is_none() && noticed {
-            store.add_event(
-                row.id,
-                "notice-skipped",
-                "a notice for this correspondent's rate-limited mail went out within the last day",
-            )?;
-        } else if mailbox.held_notice && row.notice_sent_at.is_none() {
-            let text = notice::held_notice(
-                &facts,
-                &settings.smtp.envelope_from,
-                &mailbox.forward_to,
-                now,
-            );
-            outgoing.push(("notice", mailbox.forward_to.clone(), text, false));
         }
-        // NOTE: Never auto-reply to a rate-limited correspondent: that is
-        // exactly how two auto-responders loop.
         let recipient = row
             .reply_token
             .clone()
@@ -181,13 +170,12 @@ pub(super) async fn follow_up_held(
         if mailbox.auto_reply
             && which == FollowUp::Fresh
             && row.auto_replied_at.is_none()
-            && !NO_AUTO_REPLY.contains(&reason.as_str())
+            && !held_for.is_some_and(Reason::is_loop_or_limit)
             && let Some(recipient) = recipient
         {
             let since = clock::rfc3339(now - mailbox.auto_reply_interval.as_secs() as i64);
-            // NOTE: An interval of 0 replies to every held message, even
-            // two from one sender in the same second.
-            let correspondent = row.relay_alias.as_deref().or(row.from.as_deref());
+            // NOTE: Never auto-reply to a correspondent the rate limit
+            // blocks: that is exactly how two auto-responders loop.
             let blocked = match correspondent {
                 Some(correspondent) => store.blocked(correspondent)?.is_some(),
                 None => false,
@@ -196,6 +184,8 @@ pub(super) async fn follow_up_held(
                 "its correspondent is blocked by the rate limit until a person releases a message",
             )) {
                 store.add_event(row.id, "auto-reply-skipped", &format!("{recipient}: {why}"))?;
+            // NOTE: An interval of 0 replies to every held message, even
+            // two from one sender in the same second.
             } else if !mailbox.auto_reply_interval.is_zero()
                 && store.auto_replied_since(&recipient, &since)?
             {
@@ -424,9 +414,8 @@ pub async fn release(settings: &Settings, id: i64, force: bool) -> anyhow::Resul
     store.mark_released(row.id, &reply)?;
     session.quit().await;
     let mut outcome = format!("released message {id} to {}: {reply}", mailbox.forward_to);
-    let correspondent = row.relay_alias.clone().or_else(|| row.from.clone());
-    if let Some(correspondent) = correspondent
-        && store.unblock(&correspondent)?
+    if let Some(correspondent) = row.correspondent()
+        && store.unblock(correspondent)?
     {
         outcome.push_str(&format!("\nlifted the rate-limit block on {correspondent}"));
     }

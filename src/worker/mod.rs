@@ -427,7 +427,7 @@ async fn work_mailbox(
         // one by one, the others get theirs, that one's stays unknown.
         // NOTE: Exchange may stall on one message it must convert to
         // tell its size: a timeout is treated like a drop.
-        Err(err) if err.is_connection_lost() || err.is_timed_out() => {
+        Err(err) if err.needs_new_session() => {
             warn!(mailbox = %mailbox.name, error.message = %err, "the IMAP server dropped the connection or stopped answering while listing sizes; asking one message at a time");
             reconnect(source, mailbox, uidvalidity).await?;
             one_at_a_time(source, (mailbox, uidvalidity), &work, async |source, uid| {
@@ -720,7 +720,7 @@ impl Batch<'_> {
             // stall on one (or a slow link outlast its time): either way,
             // the batch is fetched again one message at a time, so one
             // message cannot hold up the folder pass after pass.
-            Err(err) if err.is_refusal() || err.is_connection_lost() || err.is_timed_out() => {
+            Err(err) if err.is_refusal() || err.needs_new_session() => {
                 warn!(mailbox = %mailbox.name, uids = %source::uid_set(chunk), error.message = %err, "the IMAP server would not return this batch; fetching its messages one at a time");
                 if !err.is_refusal() {
                     reconnect(source, mailbox, self.uidvalidity).await?;
@@ -881,10 +881,7 @@ async fn one_at_a_time<T>(
             // down, not choosy about one message: stop after a few drops or
             // timeouts in a row (several unreadable files are fine). A
             // timed-out session is out of step: it is replaced too.
-            Err(err)
-                if (err.is_connection_lost() || err.is_timed_out())
-                    && losses_in_a_row < MAX_LOST_IN_A_ROW =>
-            {
+            Err(err) if err.needs_new_session() && losses_in_a_row < MAX_LOST_IN_A_ROW => {
                 losses_in_a_row += 1;
                 warn!(mailbox = %mailbox.name, uid, error.message = %err, "the IMAP server dropped the connection or stopped answering on this message");
                 reconnect(source, mailbox, uidvalidity).await?;
@@ -1028,16 +1025,20 @@ async fn settle_on_server(
         // server finished before the break would be made twice.
         let repeatable = settlement.move_to.is_none() || source.can_move();
         if let Err(err) = &outcome
-            && (err.is_connection_lost() || err.is_timed_out())
+            && err.needs_new_session()
             && repeatable
             && !reconnected
         {
             reconnected = true;
             warn!(mailbox = %mailbox.name, error.message = %err, "the IMAP session broke while settling; reconnecting once");
-            if let Err(Stop::Mailbox(err)) = reconnect(source, mailbox, uidvalidity).await {
-                warn!(mailbox = %mailbox.name, error.message = %format!("{err:#}"), "cannot reconnect to settle");
-            } else {
-                outcome = source.settle(&uids, &settlement).await;
+            match reconnect(source, mailbox, uidvalidity).await {
+                Ok(()) => outcome = source.settle(&uids, &settlement).await,
+                Err(Stop::Mailbox(err)) => {
+                    warn!(mailbox = %mailbox.name, error.message = %format!("{err:#}"), "cannot reconnect to settle");
+                }
+                Err(Stop::Store(err)) => {
+                    warn!(mailbox = %mailbox.name, error.message = %err, "cannot reconnect to settle");
+                }
             }
         }
         let outcome = outcome.map_err(|err| err.to_string());

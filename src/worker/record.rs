@@ -569,16 +569,10 @@ fn logged_item(
 fn counts_towards_rate_limit(classification: &Classification) -> bool {
     match classification.decision.action {
         Action::Forward => true,
-        Action::Hold => !matches!(
-            classification.decision.reason,
-            Some(
-                Reason::RateLimited
-                    | Reason::OwnRedirect
-                    | Reason::FromHelpdesk
-                    | Reason::Bounce
-                    | Reason::AutoReply
-            )
-        ),
+        Action::Hold => !classification
+            .decision
+            .reason
+            .is_some_and(Reason::is_loop_or_limit),
         Action::Skip => false,
     }
 }

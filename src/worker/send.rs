@@ -132,6 +132,17 @@ pub(super) struct Sent {
     pub envelope_refused: bool,
 }
 
+impl Sent {
+    /// A batch of which nothing was sent: only its final rows to settle.
+    fn nothing_sent(settle: Vec<(u32, i64, State)>) -> Sent {
+        Sent {
+            settle,
+            stop: None,
+            envelope_refused: false,
+        }
+    }
+}
+
 /// Sends the pending items of a batch and records each outcome.
 #[allow(clippy::too_many_arguments)]
 pub(super) async fn send_items(
@@ -150,21 +161,13 @@ pub(super) async fn send_items(
         .filter(|item| item.state == State::Pending)
         .collect();
     if pending.is_empty() {
-        return Ok(Sent {
-            settle,
-            stop: None,
-            envelope_refused: false,
-        });
+        return Ok(Sent::nothing_sent(settle));
     }
     // NOTE: A stop that came while this batch was prepared: nothing of it
     // was tried, so no attempt is counted; it stays pending for next pass.
     if stop.load(Ordering::Relaxed) {
         report.deferred += pending.len() as u32;
-        return Ok(Sent {
-            settle,
-            stop: None,
-            envelope_refused: false,
-        });
+        return Ok(Sent::nothing_sent(settle));
     }
     super::ensure_log_space_for_mailbox(settings)?;
     pool.fill(&settings.smtp, pending.len())
@@ -397,6 +400,12 @@ impl Worker<'_> {
         block
     }
 
+    /// Whether a message first seen `age` seconds ago is past
+    /// `give_up_after`: it fails as `gave-up` instead of waiting again.
+    fn past_give_up(&self, age: i64) -> bool {
+        self.settings.smtp.give_up_after.as_secs() as i64 <= age
+    }
+
     /// Records one outcome; returns whether the session is still usable.
     async fn record(
         &self,
@@ -436,7 +445,7 @@ impl Worker<'_> {
             }
             Err(SendError::Temporary { reply }) => {
                 let age = clock::unix_now() - item.first_seen_unix;
-                let outcome = if self.settings.smtp.give_up_after.as_secs() as i64 <= age {
+                let outcome = if self.past_give_up(age) {
                     self.journal.failed(
                         item.row_id,
                         "gave-up",
@@ -461,7 +470,7 @@ impl Worker<'_> {
                 );
                 let message = err.to_string();
                 let age = clock::unix_now() - item.first_seen_unix;
-                let too_old = self.settings.smtp.give_up_after.as_secs() as i64 <= age;
+                let too_old = self.past_give_up(age);
                 // NOTE: A break before the content (a session the server
                 // closed while idle) cannot have delivered the message: that
                 // was no attempt. It goes to the back of the queue for
