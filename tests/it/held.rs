@@ -29,6 +29,21 @@ fn rate_limited(
     (config, settings)
 }
 
+/// `count` replies from one Firefox Relay alias, as a loop sends them:
+/// subjects `Re: Re: N`, Message-IDs `<tag>.N@x.test`.
+fn loop_messages(tag: &str, count: usize) -> Vec<Vec<u8>> {
+    (0..count)
+        .map(|index| {
+            message(
+                "Loop <loop@mozmail.com>",
+                &format!("Re: Re: {index}"),
+                &format!("{tag}.{index}@x.test"),
+                "again",
+            )
+        })
+        .collect()
+}
+
 fn encrypted(from: &str, message_id: &str) -> Vec<u8> {
     format!(
         "From: {from}\r\nTo: support@company.test\r\nSubject: Quarterly numbers\r\nDate: Sat, 28 Nov 2026 06:00:00 +0000\r\nMessage-ID: <{message_id}>\r\nMIME-Version: 1.0\r\nContent-Type: text/plain; charset=utf-8\r\n\r\nSee below.\r\n\r\n-----BEGIN PGP MESSAGE-----\r\n\r\nhQEMA3ZqN2c5c2VjcmV0AQf/U0VDUkVUIENPTlRFTlQgSEVSRQ==\r\n=Qx1a\r\n-----END PGP MESSAGE-----\r\n"
@@ -374,16 +389,7 @@ async fn auto_reply_goes_to_the_sender_once() {
 #[tokio::test]
 async fn a_rate_limited_loop_gets_one_notice() {
     let env = TestEnv::new("loopnotice");
-    let flood: Vec<Vec<u8>> = (0..6)
-        .map(|index| {
-            message(
-                "Loop <loop@mozmail.com>",
-                &format!("Re: Re: {index}"),
-                &format!("loopnotice.{index}@x.test"),
-                "again",
-            )
-        })
-        .collect();
+    let flood = loop_messages("loopnotice", 6);
     env.seed(&flood).await;
     let (_, settings) = rate_limited(&env, "held_notice = true\n");
     let report = run_pass(&settings).await.expect("pass runs");
@@ -506,16 +512,7 @@ async fn an_encrypted_loop_is_rate_limited_too() {
 #[tokio::test]
 async fn rate_limit_holds_a_flood_until_released() {
     let env = TestEnv::new("ratelimit");
-    let flood: Vec<Vec<u8>> = (0..5)
-        .map(|index| {
-            message(
-                "Loop <loop@mozmail.com>",
-                &format!("Re: Re: {index}"),
-                &format!("flood.{index}@x.test"),
-                "again",
-            )
-        })
-        .collect();
+    let flood = loop_messages("flood", 5);
     env.seed(&flood).await;
     let (_, settings) = rate_limited(&env, "");
     let report = run_pass(&settings).await.expect("pass runs");
